@@ -1,0 +1,184 @@
+"""The dense per-layer view of a batch of same-architecture networks, and running it.
+
+For a batch of B graphs of one ``ArchSpec``, ``to_dense`` returns, per op with edges, ``W[l]`` of
+shape ``(B, out, in, Fe)`` (``in`` = sources per destination: input channels, or input channels per
+group for grouped convs, 1 for normalisation, 2 for residual adds) and, per node set, ``b[k]`` of
+shape ``(B, n_k, Fx)``. Both are *views* of ``edge_attr`` and ``x`` (the edge order makes this a
+reshape), so ``from_dense(to_dense(batch))`` is exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import Batch
+
+from .archspec import ArchSpec
+from .graph import ParameterGraph, _structure, pad_shape
+from .interp import run
+from .layout import kernel_slots, layout
+
+
+@dataclass
+class DenseWeights:
+    """Per-layer weights ``W`` (list of (B, out, in, Fe)) and node values ``b`` (list of
+    (B, n, Fx)) of B networks with one architecture; ``W_mask`` (list of (out, in, Fe)) marks real
+    kernel entries."""
+
+    arch: ArchSpec
+    W: list
+    b: list
+    W_mask: list
+    kernel_shape: tuple = ()
+    _params: dict = field(default=None, repr=False)
+
+    @property
+    def batch_size(self) -> int:
+        return self.b[0].shape[0]
+
+    def params(self) -> dict:
+        """``{state-dict key: (B, *shape) tensor}``, cropped from the padded views."""
+        lay = layout(self.arch)
+        out = {}
+        for b, W in zip(lay.blocks, self.W):
+            if b.weight_key is None:
+                continue
+            slots = kernel_slots(b.kshape, self.kernel_shape)
+            out[b.weight_key] = W[..., slots].reshape(W.shape[0], *b.param_shape)
+        xb = torch.cat(self.b, dim=1)
+        for f in lay.features:
+            v = xb[:, f.start:f.start + f.size, f.column]
+            out[f.key] = v[:, 0] if f.scalar else v
+        return out
+
+
+def _archs(batch):
+    arch = batch.arch
+    archs = arch if isinstance(arch, list) else [arch]
+    first = archs[0]
+    for a in archs[1:]:
+        if a is not first and a != first:
+            raise ValueError(f"the dense view needs one architecture; batch mixes {first.hash} "
+                             f"and {a.hash}")
+    return first, len(archs)
+
+
+def to_dense(batch) -> DenseWeights:
+    """The dense view of a ``ParameterGraph`` or a ``Batch`` of one architecture (see module doc)."""
+    arch, B = _archs(batch)
+    lay = layout(arch)
+    kshape = pad_shape(batch)
+    fe = batch.edge_attr.shape[1]
+    ea = batch.edge_attr.view(B, lay.num_edges, fe)
+    xv = batch.x.view(B, lay.num_nodes, batch.x.shape[1])
+    em = batch.edge_mask[:lay.num_edges]
+    W, masks = [], []
+    for blk in lay.blocks:
+        W.append(ea[:, blk.start:blk.stop].view(B, blk.out, blk.per_dest, fe))
+        masks.append(em[blk.start:blk.stop].view(blk.out, blk.per_dest, fe))
+    b = [xv[:, lay.offsets[k]:lay.offsets[k + 1]] for k in range(len(arch.nodesets))]
+    return DenseWeights(arch, W, b, masks, kshape)
+
+
+def from_dense(dense: DenseWeights) -> Batch:
+    """The ``Batch`` of graphs whose dense view is ``dense`` (values copied, structure rebuilt)."""
+    arch, B = dense.arch, dense.batch_size
+    lay = layout(arch)
+    x = torch.cat(dense.b, dim=1)
+    fe = dense.W[0].shape[-1] if dense.W else 1
+    ea = (torch.cat([w.reshape(B, -1, fe) for w in dense.W], dim=1) if dense.W
+          else x.new_zeros(B, 0, fe))
+    graphs = []
+    kshape = tuple(dense.kernel_shape)
+    for i in range(B):
+        st = _structure(arch)
+        if kshape != tuple(arch.kernel_shape):
+            st["edge_mask"] = torch.cat([m.reshape(-1, fe) for m in dense.W_mask])
+        g = ParameterGraph(x=x[i].clone(), edge_attr=ea[i].clone(), num_nodes=lay.num_nodes,
+                           arch=arch, **st)
+        if kshape != tuple(arch.kernel_shape):
+            g.pad_shape = kshape
+        graphs.append(g)
+    return Batch.from_data_list(graphs)
+
+
+# -- batched forward --------------------------------------------------------------------------
+def _conv_padding(op):
+    """``F.pad`` widths for non-zero padding modes, as ``nn.ConvNd`` computes them."""
+    k, d, pad = op["kernel_size"], op["dilation"], op["padding"]
+    widths = []
+    for i in reversed(range(op["dim"])):
+        if pad == "same":
+            total = d[i] * (k[i] - 1)
+            widths += [total // 2, total - total // 2]
+        elif pad == "valid":
+            widths += [0, 0]
+        else:
+            widths += [pad[i], pad[i]]
+    return widths
+
+
+def _batched_param_op(P, B):
+    def op_fn(op, ins):
+        t = ins[0]
+        kind, m = op["op"], op.get("module")
+        Bn = t.shape[0]
+        n = Bn // B
+        if kind == "linear":
+            W = P[m + ".weight"]                                        # (B, out, in)
+            y = torch.bmm(t.reshape(B, n, -1), W.transpose(1, 2))
+            if op["bias"]:
+                y = y + P[m + ".bias"][:, None, :]
+            return y.reshape(Bn, -1)
+        if kind == "conv":
+            W = P[m + ".weight"]                                        # (B, out, ipg, *k)
+            sp = t.shape[2:]
+            u = t.reshape(B, n, t.shape[1], *sp).transpose(0, 1).reshape(n, -1, *sp)
+            bias = P[m + ".bias"].reshape(-1) if op["bias"] else None
+            pad = op["padding"]
+            if op["padding_mode"] != "zeros":
+                u = F.pad(u, _conv_padding(op), mode=op["padding_mode"])
+                pad = 0 if not isinstance(pad, str) else "valid"
+            conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[op["dim"]]
+            y = conv(u, W.reshape(-1, *W.shape[2:]), bias, tuple(op["stride"]),
+                     pad if isinstance(pad, (str, int)) else tuple(pad),
+                     tuple(op["dilation"]), op["groups"] * B)
+            out = W.shape[1]
+            return y.reshape(n, B, out, *y.shape[2:]).transpose(0, 1).reshape(Bn, out,
+                                                                               *y.shape[2:])
+        if kind == "batchnorm":
+            C = t.shape[1]
+            shape = (B, 1, C) + (1,) * (t.dim() - 2)
+            u = t.reshape(B, n, *t.shape[1:])
+            mean, var = P[m + ".running_mean"].reshape(shape), P[m + ".running_var"].reshape(shape)
+            gamma, beta = P[m + ".weight"].reshape(shape), P[m + ".bias"].reshape(shape)
+            y = (u - mean) / torch.sqrt(var + op["eps"]) * gamma + beta
+            return y.reshape(t.shape)
+        if kind == "layernorm":
+            C = t.shape[1]
+            u = F.layer_norm(t.reshape(B, n, C), (C,), eps=op["eps"])
+            u = u * P[m + ".weight"][:, None, :]
+            if op["bias"]:
+                u = u + P[m + ".bias"][:, None, :]
+            return u.reshape(Bn, C)
+        raise ValueError(kind)
+    return op_fn
+
+
+def functional_forward(dense: DenseWeights, x: torch.Tensor) -> torch.Tensor:
+    """Run B networks at once from their dense view; differentiable in weights and inputs.
+
+    ``x``: ``(n, *input_shape)`` shared by every network, or ``(B, n, *input_shape)``.
+    Returns ``(B, n, *output_shape)``; equal (to rounding) to running each network's module.
+    """
+    B = dense.batch_size
+    in_rank = len(dense.arch.input["shape"])
+    if x.dim() == in_rank + 1:
+        x = x.unsqueeze(0).expand(B, *x.shape)
+    elif x.dim() != in_rank + 2 or x.shape[0] != B:
+        raise ValueError(f"x must be (n, *{tuple(dense.arch.input['shape'])}) or (B={B}, n, ...),"
+                         f" got {tuple(x.shape)}")
+    n = x.shape[1]
+    y = run(dense.arch, x.reshape(B * n, *x.shape[2:]), _batched_param_op(dense.params(), B))
+    return y.reshape(B, n, *y.shape[1:])

@@ -1,0 +1,59 @@
+"""The vocabulary of the parameter graph: symmetry groups, roles, edge types, activations.
+
+A neuron's scale symmetry is one of the five groups of DESIGN.md section 2. Internally a group is
+a set of allowed factors, written as two bits so that intersection is a bitwise AND:
+
+- bit ``POS`` (1): multiplication by any q > 0 is allowed;
+- bit ``NEG`` (2): a sign flip is allowed.
+
+``ANY = POS | NEG`` (any q != 0), ``SIGN = NEG`` ({+1, -1}), ``ONE = 0`` ({1}).
+"""
+from __future__ import annotations
+
+# -- groups ----------------------------------------------------------------------------------
+GROUPS = ("fixed", "perm", "sign", "scale", "linear")
+GROUP_ID = {g: i for i, g in enumerate(GROUPS)}
+FIXED, PERM, SIGN_G, SCALE, LINEAR = range(5)
+
+ONE, POS, NEG = 0, 1, 2
+ANY = POS | NEG
+_BITS_TO_GROUP = {ONE: PERM, POS: SCALE, NEG: SIGN_G, ANY: LINEAR}
+
+
+def group_from_bits(bits: int) -> int:
+    """The permutable group whose factors are ``bits`` (see module doc)."""
+    return _BITS_TO_GROUP[bits]
+
+
+# -- roles and edge types --------------------------------------------------------------------
+ROLES = ("input", "hidden", "output", "other")
+ROLE_ID = {r: i for i, r in enumerate(ROLES)}
+
+EDGE_TYPES = ("weight", "residual", "norm")
+EDGE_TYPE_ID = {t: i for i, t in enumerate(EDGE_TYPES)}
+
+# -- activations -----------------------------------------------------------------------------
+#: activation name -> factors of its input that it lets through (sigma(q z) = q' sigma(z))
+ACTIVATIONS = {
+    "identity": ANY,
+    "relu": POS,
+    "leaky_relu": POS,
+    "tanh": NEG,
+    "sin": NEG,
+    "sigmoid": ONE,
+    "gelu": ONE,
+    "silu": ONE,
+}
+ACT_ID = {a: i for i, a in enumerate(ACTIVATIONS)}
+
+# -- node-feature columns --------------------------------------------------------------------
+#: column name -> how it transforms when its neuron is multiplied by q
+#: ("neuron": times q, "inverse": divided by q, "invariant": unchanged). Column order is global,
+#: so column k means the same in every graph and mixed batches pad with zeros.
+NODE_FEATURES = {
+    "bias": "neuron",       # bias of the neuron (0 for inputs and bias-free layers)
+    "bn_mean": "neuron",    # running mean of a BatchNorm reading this neuron
+    "bn_var": "invariant",  # running variance of that BatchNorm
+    "bn_count": "invariant",  # num_batches_tracked of the BatchNorm producing this neuron
+}
+FEATURE_TYPES = ("neuron", "inverse", "invariant")

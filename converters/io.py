@@ -1,0 +1,92 @@
+"""Saving and loading graphs safely (``torch.load(..., weights_only=True)``) and to networkx."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import networkx as nx
+import torch
+
+from .archspec import ArchSpec
+from .graph import NODE_FIELDS, ParameterGraph, pad_shape
+
+_TENSORS = ("x", "edge_index", "edge_attr", "edge_mask", "edge_type") + NODE_FIELDS
+_FORMAT = "converters.ParameterGraph/1"
+
+
+def save_graph(path, graph: ParameterGraph) -> None:
+    """Write ``graph`` to ``path`` atomically (plain tensors and the arch as JSON)."""
+    payload = {"format": _FORMAT, "arch": graph.arch.to_json(),
+               "pad_shape": list(pad_shape(graph))}
+    payload.update({k: graph[k] for k in _TENSORS})
+    extra = {k: graph[k] for k in graph.keys() if k not in _TENSORS and k not in
+             ("arch", "pad_shape", "num_nodes") and isinstance(graph[k], torch.Tensor)}
+    payload["extra"] = extra
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_graph(path) -> ParameterGraph:
+    """Read a graph written by ``save_graph`` (``weights_only=True``: runs no code)."""
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:
+        raise ValueError(f"cannot read graph file '{path}': {e}") from e
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(f"'{path}' is not a graph written by converters.save_graph")
+    missing = [k for k in _TENSORS if k not in payload]
+    if missing:
+        raise ValueError(f"graph file '{path}' lacks {missing}")
+    arch = ArchSpec.from_json(payload["arch"])
+    g = ParameterGraph(arch=arch, num_nodes=payload["x"].shape[0],
+                       **{k: payload[k] for k in _TENSORS}, **payload.get("extra", {}))
+    if tuple(payload["pad_shape"]) != tuple(arch.kernel_shape):
+        g.pad_shape = tuple(payload["pad_shape"])
+    return g
+
+
+def to_networkx(graph: ParameterGraph) -> nx.DiGraph:
+    """A ``networkx.DiGraph`` with every attribute: nodes 0..N-1 carry ``x`` (list) and the
+    per-node fields; edges carry ``edge_attr``, ``edge_mask`` (lists), ``edge_type`` and their
+    ``order`` in ``edge_index``; ``G.graph`` holds the arch JSON and padding."""
+    G = nx.DiGraph(arch=graph.arch.to_json(), pad_shape=list(pad_shape(graph)),
+                   x_dtype=str(graph.x.dtype).replace("torch.", ""))
+    x = graph.x.tolist()
+    fields = {k: graph[k].tolist() for k in NODE_FIELDS}
+    for n in range(graph.num_nodes):
+        G.add_node(n, x=x[n], **{k: fields[k][n] for k in NODE_FIELDS})
+    src, dst = graph.edge_index.tolist()
+    attr, mask, etype = graph.edge_attr.tolist(), graph.edge_mask.tolist(), graph.edge_type.tolist()
+    for e, (j, i) in enumerate(zip(src, dst)):
+        G.add_edge(j, i, order=e, edge_attr=attr[e], edge_mask=mask[e], edge_type=etype[e])
+    return G
+
+
+def from_networkx(G: nx.DiGraph) -> ParameterGraph:
+    """The inverse of ``to_networkx`` (exact: values are stored as Python floats)."""
+    arch = ArchSpec.from_json(G.graph["arch"])
+    dtype = getattr(torch, G.graph.get("x_dtype", arch.dtype))
+    nodes = sorted(G.nodes)
+    if nodes != list(range(len(nodes))):
+        raise ValueError("nodes must be labelled 0..N-1 (as to_networkx writes them)")
+    data = G.nodes
+    x = torch.tensor([data[n]["x"] for n in nodes], dtype=dtype)
+    fields = {k: torch.tensor([data[n][k] for n in nodes], dtype=torch.long) for k in NODE_FIELDS}
+    edges = sorted(G.edges(data=True), key=lambda e: e[2]["order"])
+    edge_index = torch.tensor([[e[0] for e in edges], [e[1] for e in edges]], dtype=torch.long)
+    g = ParameterGraph(
+        x=x, edge_index=edge_index.reshape(2, -1),
+        edge_attr=torch.tensor([e[2]["edge_attr"] for e in edges], dtype=dtype),
+        edge_mask=torch.tensor([e[2]["edge_mask"] for e in edges], dtype=torch.bool),
+        edge_type=torch.tensor([e[2]["edge_type"] for e in edges], dtype=torch.long),
+        num_nodes=len(nodes), arch=arch, **fields)
+    if tuple(G.graph.get("pad_shape", arch.kernel_shape)) != tuple(arch.kernel_shape):
+        g.pad_shape = tuple(G.graph["pad_shape"])
+    return g

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install the toolkit and its test dependencies on a fresh machine (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! $PY -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
+  $PY -m pip install -q torch==2.13.0      # the CPU build; an unpinned torch pulls CUDA
+fi
+$PY -m pip install -q -e ".[test]"

@@ -1,0 +1,196 @@
+"""The architectures every converter test runs on: one of each supported layer type."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from converters import models
+
+
+class BasicBlock(nn.Module):
+    """A ResNet basic block, with a 1x1 projection shortcut when the shape changes."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.shortcut is None else self.shortcut(x)
+        out += identity
+        return F.relu(out)
+
+
+class TinyResNet(nn.Module):
+    def __init__(self, width=4, n_classes=3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.layer1 = nn.Sequential(BasicBlock(width, width), BasicBlock(width, width))
+        self.layer2 = nn.Sequential(BasicBlock(width, 2 * width, stride=2))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, n_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class GroupedCNN(nn.Module):
+    """Stride, padding, dilation, groups, max-pool, and a flatten with a spatial block."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 6, 3, stride=1, padding=1)
+        self.c2 = nn.Conv2d(6, 6, 3, stride=2, padding=2, dilation=2, groups=3)
+        self.c3 = nn.Conv2d(6, 4, (3, 1), padding=(1, 0), padding_mode="circular")
+        self.fc = nn.Linear(4 * 2 * 2, 3)
+
+    def forward(self, x):
+        x = torch.tanh(self.c1(x))
+        x = F.relu(self.c2(x))
+        x = F.max_pool2d(self.c3(x), 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+class Conv1dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(3, 5, 5, padding=2)
+        self.bn = nn.BatchNorm1d(5)
+        self.c2 = nn.Conv1d(5, 4, 3, stride=2)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = F.leaky_relu(self.bn(self.c1(x)), 0.1)
+        x = nn.functional.avg_pool1d(torch.sigmoid(self.c2(x)), 2)
+        return self.fc(x.mean(-1))
+
+
+class Conv3dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv3d(1, 3, 3, padding=1)
+        self.c2 = nn.Conv3d(3, 2, 1)
+        self.pool = nn.AdaptiveMaxPool3d(1)
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.c2(F.relu(self.c1(x)))).flatten(1))
+
+
+class CatNet(nn.Module):
+    """Two branches concatenated along channels, then a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 4)
+        self.b = nn.Linear(3, 5)
+        self.out = nn.Linear(9, 2)
+
+    def forward(self, x):
+        return self.out(torch.cat([torch.relu(self.a(x)), torch.tanh(self.b(x))], dim=1))
+
+
+class LayerNormMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1 = nn.Linear(4, 6)
+        self.ln = nn.LayerNorm(6)
+        self.l2 = nn.Linear(6, 5)
+        self.l3 = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.l3(F.silu(self.l2(F.gelu(self.ln(self.l1(x))))))
+
+
+class ResidualMLP(nn.Module):
+    """Residual MLP with an identity hidden layer and a BatchNorm1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(3, 6)
+        self.h1 = nn.Linear(6, 6)
+        self.h2 = nn.Linear(6, 6)
+        self.bn = nn.BatchNorm1d(6)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        h = h + self.h2(self.h1(h))      # h1 has an identity activation
+        return self.out(torch.relu(self.bn(h)))
+
+
+class DepthwiseCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3)
+        self.dw = nn.Conv2d(4, 4, 3, groups=4, padding=1)
+        self.pw = nn.Conv2d(4, 3, 1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        x = F.relu(self.dw(F.relu(self.c1(x))))
+        x = nn.functional.avg_pool2d(torch.relu(self.pw(x)), 2)
+        return self.fc(x.mean((2, 3)))
+
+
+def _randomise_bn(model, generator):
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=generator))
+            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=generator))
+            m.bias.data.copy_(torch.randn(n, generator=generator))
+            m.num_batches_tracked.fill_(int(torch.randint(0, 1000, (1,), generator=generator)))
+    return model
+
+
+#: name -> (factory, example input shape without the batch dimension)
+ZOO = {
+    "mlp_relu": (lambda: models.mlp([3, 8, 8, 2], "relu"), (3,)),
+    "mlp_leaky": (lambda: models.mlp([3, 7, 2], "leaky_relu"), (3,)),
+    "mlp_tanh": (lambda: models.mlp([2, 6, 6, 3], "tanh"), (2,)),
+    "mlp_mixed": (lambda: nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 5), nn.Tanh(),
+                                        nn.Linear(5, 4), nn.GELU(), nn.Linear(4, 4), nn.SiLU(),
+                                        nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 4),
+                                        nn.Identity(), nn.Linear(4, 2)), (3,)),
+    "siren_dws": (lambda: models.Siren((2, 16, 16, 1), 30.0, 0.5, "dwsnets"), (2,)),
+    "siren_nfn": (lambda: models.Siren((2, 16, 16, 3), 30.0, 0.0, "nfn"), (2,)),
+    "cnn_zoo": (lambda: models.cnn_zoo(stride=2, channels=4), (1, 28, 28)),
+    "cnn_zoo_tanh": (lambda: models.cnn_zoo(stride=2, activation="tanh", channels=4),
+                     (1, 28, 28)),
+    "cnn_grouped": (GroupedCNN, (2, 8, 8)),
+    "conv1d": (Conv1dNet, (3, 16)),
+    "conv3d": (Conv3dNet, (1, 4, 4, 4)),
+    "resnet": (TinyResNet, (3, 8, 8)),
+    "cat": (CatNet, (3,)),
+    "layernorm": (LayerNormMLP, (4,)),
+    "residual_mlp": (ResidualMLP, (3,)),
+    "depthwise": (DepthwiseCNN, (2, 8, 8)),
+}
+
+
+def make(name: str, dtype=torch.float64, seed: int = 0):
+    """(model in eval mode, example input (batch 5)) for a ZOO entry."""
+    factory, shape = ZOO[name]
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = factory().to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():  # weights large enough that units are active
+            p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * 0.7)
+        _randomise_bn(model, g)
+    x = torch.randn(5, *shape, generator=g, dtype=dtype)
+    return model.eval(), x
