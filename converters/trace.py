@@ -164,6 +164,10 @@ def trace_arch(module: nn.Module, example_input: Optional[torch.Tensor] = None) 
         sig_train = _signature(_trace(module))
         module.eval()
         gm = _trace(module)
+        for node in gm.graph.nodes:
+            if node.op == "get_attr" and str(node.target).startswith("_tensor_constant"):
+                raise UnsupportedLayerError(str(node.target), "constant tensor created in forward",
+                                            "it would be frozen at trace time")
         if _signature(gm) != sig_train:
             raise UnsupportedLayerError(type(module).__name__, "self.training",
                                         "forward differs between train and eval mode")

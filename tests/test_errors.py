@@ -1,0 +1,212 @@
+"""Bad input gives a clear error naming the culprit."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import converters as C
+from converters import UnsupportedLayerError
+
+
+class WithLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(3, 4, batch_first=True)
+        self.fc = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
+class WithAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.att = nn.MultiheadAttention(4, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.att(x, x, x)[0]
+
+
+class WithTransformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(4, 2, 8, batch_first=True)
+
+    def forward(self, x):
+        return self.enc(x)
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return -self.fc(x)
+
+
+class Clamp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class CustomFunction(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.b(Clamp.apply(self.a(x)))
+
+
+class Reused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(3, 3), nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.a(torch.relu(self.a(x)))))
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+class TrainingBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.training:
+            h = h * 0.5
+        return self.b(torch.relu(h))
+
+
+class RandomInForward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.a(x) + torch.randn(2)
+
+
+class RawParameter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(2, 3))
+
+    def forward(self, x):
+        return F.linear(x, self.w)
+
+
+class SliceAssign(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        h[:, :2] += self.b(x)
+        return h
+
+
+class Unused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.spare = nn.Linear(3, 2), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.a(x)
+
+
+@pytest.mark.parametrize("model, example, where, what", [
+    (WithLSTM(), torch.zeros(2, 5, 3), "rnn", "LSTM"),
+    (WithAttention(), torch.zeros(2, 5, 4), "att", "MultiheadAttention"),
+    (WithTransformer(), torch.zeros(2, 5, 4), "enc", "TransformerEncoderLayer"),
+    (DataDependent(), torch.zeros(2, 3), "DataDependent", "control flow"),
+    (CustomFunction(), torch.zeros(2, 3), "CustomFunction", "Clamp"),
+    (Reused(), torch.zeros(2, 3), "a", "more than once"),
+    (Tied(), torch.zeros(2, 3), "b", "tied"),
+    (TrainingBranch(), torch.zeros(2, 3), "TrainingBranch", "train and eval"),
+    (RandomInForward(), torch.zeros(2, 3), "_tensor_constant", "constant tensor"),
+    (RawParameter(), torch.zeros(2, 3), "w", "outside a supported module"),
+    (SliceAssign(), torch.zeros(2, 3), "SliceAssign", "slice assignment"),
+    (Unused(), torch.zeros(2, 3), "Unused", "spare.weight"),
+    (nn.Sequential(nn.Linear(3, 4), nn.PReLU(), nn.Linear(4, 1)), torch.zeros(2, 3), "1",
+     "PReLU"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(9, 1)),
+     torch.zeros(1, 1, 4, 4), "Sequential", "example_input"),
+    (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=1)), torch.zeros(2, 3), "1", "Softmax"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv1d(2, 2, 1)), torch.zeros(1, 1, 5, 5),
+     "Sequential", "example_input"),
+])
+def test_unsupported_models_name_the_culprit(model, example, where, what):
+    with pytest.raises(UnsupportedLayerError) as info:
+        C.to_graph(model, example)
+    msg = str(info.value)
+    assert where in msg and what in msg, msg
+
+
+def test_model_is_left_in_its_mode():
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1)).train()
+    C.to_graph(model)
+    assert model.training
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_weights(bad):
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+    with torch.no_grad():
+        model[2].weight[0, 1] = bad
+    with pytest.raises(ValueError, match=r"'2.weight' contains NaN or inf"):
+        C.to_graph(model)
+    g = C.to_graph(model, allow_nonfinite=True)   # the documented escape hatch
+    back = C.to_module(g)
+    assert torch.equal(back.get_submodule('2').weight.isnan(), model[2].weight.isnan())
+
+
+def test_state_dict_that_does_not_match_arch():
+    spec = C.arch.mlp([2, 8, 1])
+    good = C.models.mlp([2, 8, 1]).state_dict()
+    wrong_shape = dict(good, **{"0.weight": torch.zeros(8, 3)})
+    with pytest.raises(ValueError, match=r"'0.weight' has shape \(8, 3\), arch expects \(8, 2\)"):
+        C.from_state_dict(wrong_shape, spec)
+    missing = {k: v for k, v in good.items() if k != "2.bias"}
+    with pytest.raises(KeyError, match="2.bias"):
+        C.from_state_dict(missing, spec)
+    extra = dict(good, **{"4.weight": torch.zeros(1)})
+    with pytest.raises(KeyError, match="4.weight"):
+        C.from_state_dict(extra, spec)
+    with pytest.raises(TypeError, match="ArchSpec"):
+        C.from_state_dict(good, "mlp")
+
+
+def test_edited_structure_is_refused_on_the_way_back():
+    g = C.to_graph(nn.Sequential(nn.Linear(3, 3, bias=False), nn.ReLU(), nn.Linear(3, 1)))
+    g.x[3, 0] = 1.0   # a bias on a bias-free layer
+    with pytest.raises(ValueError, match="'0'.*no parameter"):
+        C.to_module(g)
+    C.to_module(g, strict=False)
+
+
+def test_cannot_infer_input_shape_without_example():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 5 * 5, 1))
+    with pytest.raises(UnsupportedLayerError, match="example_input"):
+        C.to_graph(model)
+    assert C.to_graph(model, torch.zeros(1, 1, 7, 7)).arch.kernel_shape == (5, 5)
