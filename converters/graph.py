@@ -148,7 +148,7 @@ def to_state_dict(graph: ParameterGraph, *, strict: bool = True) -> dict:
 def _check_structural_zeros(graph, lay, kshape):
     if graph.edge_attr.shape[0]:
         mask = lay.edge_mask if kshape == tuple(lay.arch.kernel_shape) else graph.edge_mask
-        if bool((graph.edge_attr[~mask] != 0).any()):
+        if bool(torch.logical_and(graph.edge_attr != 0, ~mask).any()):
             raise ValueError("padding entries of edge_attr are nonzero (edited kernel padding)")
     claimed = torch.zeros_like(graph.x, dtype=torch.bool)
     for f in lay.features:
