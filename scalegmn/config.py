@@ -1,0 +1,73 @@
+"""The one configuration dataclass shared by every backend and by the YAML files."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of a metanetwork (defaults: the paper's common settings).
+
+    backend: ``scalegmn``, ``scalegmn-b`` or ``gmn`` (later issues add more).
+    task: ``invariant`` (``(B, out_dim)``) or ``equivariant`` (an edited ``Batch``).
+    readout: ``full_graph`` (pooled ScaleInv of hidden nodes + I/O states) or ``last_layer``
+    (output and input neuron states only).
+    sign_inv: ``symmetrize``, ``canonicalize`` or ``abs``; scale_inv: ``normalize`` (``none`` is a
+    deliberately broken variant for negative controls).
+    backward_edges (ScaleGMN-B): ``reciprocal`` (1/W, exact zeros and padding masked),
+    ``division_free``, or ``forward`` (the published code's bug, for negative controls only).
+    engine: ``auto`` (dense when the batch has one architecture), ``sparse`` or ``dense``.
+    """
+
+    backend: str = "scalegmn"
+    task: str = "invariant"
+    out_dim: int = 1
+    hidden: int = 128
+    layers: int = 4
+    dropout: float = 0.0
+    residual: bool = True
+    layer_norm: bool = True
+    readout: str = "full_graph"
+    sign_inv: str = "symmetrize"
+    scale_inv: str = "normalize"
+    backward_edges: str = "reciprocal"
+    io_embeddings: bool = True
+    layer_embeddings: bool = True
+    edge_type_embeddings: bool = True
+    input_norm: Optional[bool] = None    # default: on for gmn, off otherwise
+    edit_init: float = 0.01
+    engine: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        choices = {"task": ("invariant", "equivariant"), "readout": ("full_graph", "last_layer"),
+                   "sign_inv": ("symmetrize", "canonicalize", "abs"),
+                   "scale_inv": ("normalize", "none"),
+                   "backward_edges": ("reciprocal", "division_free", "forward"),
+                   "engine": ("auto", "sparse", "dense")}
+        for k, allowed in choices.items():
+            if getattr(self, k) not in allowed:
+                raise ValueError(f"config {k}={getattr(self, k)!r}; choose from {allowed}")
+        if self.hidden < 1 or self.layers < 1:
+            raise ValueError("hidden and layers must be positive")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path) -> "ModelConfig":
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+        return cls.from_dict(data.get("model", data))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

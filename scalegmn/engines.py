@@ -1,0 +1,205 @@
+"""Two execution engines for message passing on parameter graphs, with one result.
+
+Both take node tensors of shape (N_total, c) and edge tensors of shape (E_total, c) in the order
+of the batch, and offer the same few operations. The model is written once against them.
+
+- ``SparseEngine``: gathers over ``edge_index`` and scatter-sums (PyG's ``scatter``; works on any
+  graphs, mixed architectures included; no torch-scatter needed).
+- ``DenseEngine``: for a batch of one architecture. Edges of an op are a reshape
+  ``(B, out, in, c)`` (converters' edge order), so gathers become broadcasts and scatter-sums
+  become sums over an axis; per-group functions run on whole layers.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch_geometric.utils import scatter
+
+from converters.groups import GROUPS
+from converters.layout import layout
+
+
+def _apply_groups(disp, x, index):
+    """Apply ``disp.fn(g)`` to the rows ``index[g]`` of ``x`` (``None``: all rows)."""
+    if len(index) == 1:
+        (g, idx), = index.items()
+        if idx is None:
+            return disp.fn(g)(x)
+    out = None
+    for g, idx in index.items():
+        y = disp.fn(g)(x[idx])
+        if out is None:
+            out = x.new_zeros(x.shape[0], y.shape[-1])
+        out[idx] = y
+    if out is None:
+        out = disp.fn(next(iter(disp.keys())))(x[:0])
+        out = x.new_zeros(x.shape[0], out.shape[-1])
+    return out
+
+
+def _group_index(groups: torch.Tensor) -> dict:
+    present = torch.unique(groups).tolist()
+    if len(present) == 1:
+        return {GROUPS[present[0]]: None}
+    return {GROUPS[g]: (groups == g).nonzero().squeeze(1) for g in present}
+
+
+class SparseEngine:
+    """Message passing over ``edge_index`` (see module doc). ``groups``: (N,) group ids."""
+
+    name = "sparse"
+
+    def __init__(self, edge_index: torch.Tensor, groups: torch.Tensor, num_nodes: int):
+        self.src, self.dst = edge_index
+        self.N = num_nodes
+        self.node_index = _group_index(groups)
+        self.edge_index_by = {"src": _group_index(groups[self.src]) if self.src.numel() else {},
+                              "dst": _group_index(groups[self.dst]) if self.dst.numel() else {}}
+
+    def node_map(self, disp, x):
+        return _apply_groups(disp, x, self.node_index)
+
+    def edge_map(self, disp, z, by):
+        return _apply_groups(disp, z, self.edge_index_by[by])
+
+    def _side(self, side):
+        return self.src if side == "src" else self.dst
+
+    def edge_times_node(self, ev, nv, side):
+        return ev * nv.index_select(0, self._side(side))
+
+    def edge_plus_nodes(self, a, b):
+        """``a[src] + b[dst]`` per edge."""
+        return a.index_select(0, self.src) + b.index_select(0, self.dst)
+
+    def edge_cat_node(self, ev, nv, side):
+        return torch.cat([ev, nv.index_select(0, self._side(side))], dim=-1)
+
+    def sum_to(self, m, side):
+        return scatter(m, self._side(side), dim=0, dim_size=self.N, reduce="sum")
+
+
+class _Block:
+    __slots__ = ("start", "stop", "out", "per", "dst_off", "src", "row", "dst_group",
+                 "src_group", "src_index")
+
+
+@functools.lru_cache(maxsize=64)
+def _blocks(arch, group_key):
+    """Per-op edge blocks of ``arch`` with the group of their endpoints."""
+    lay = layout(arch)
+    groups = torch.tensor(group_key)
+    out = []
+    for b in lay.blocks:
+        blk = _Block()
+        blk.start, blk.stop, blk.out, blk.per = b.start, b.stop, b.out, b.per_dest
+        src = lay.edge_index[0, b.start:b.stop].view(b.out, b.per_dest)
+        blk.dst_off = int(lay.edge_index[1, b.start])
+        blk.src = src
+        bcast = bool((src == src[:1]).all())
+        row = src[0]
+        if bcast and bool((row == torch.arange(int(row[0]), int(row[0]) + len(row))).all()):
+            blk.row = slice(int(row[0]), int(row[0]) + len(row))
+        else:
+            blk.row = row if bcast else None
+        blk.dst_group = GROUPS[int(groups[blk.dst_off])]
+        sg = groups[src]
+        blk.src_group = GROUPS[int(sg[0, 0])] if bool((sg == sg[0, 0]).all()) else None
+        blk.src_index = _group_index(sg.reshape(-1)) if blk.src_group is None else None
+        out.append(blk)
+    return out, lay.offsets, lay.num_nodes, lay.num_edges
+
+
+class DenseEngine:
+    """Message passing for B graphs of one architecture (see module doc)."""
+
+    name = "dense"
+
+    def __init__(self, arch, batch_size: int, groups_one: torch.Tensor):
+        self.B = batch_size
+        self.blocks, self.offsets, self.N, self.E = _blocks(arch, tuple(groups_one.tolist()))
+        self.node_ranges = []   # merged runs of node sets with one group
+        for k in range(len(self.offsets) - 1):
+            lo, hi = self.offsets[k], self.offsets[k + 1]
+            g = GROUPS[int(groups_one[lo])]
+            if self.node_ranges and self.node_ranges[-1][2] == g and self.node_ranges[-1][1] == lo:
+                self.node_ranges[-1] = (self.node_ranges[-1][0], hi, g)
+            else:
+                self.node_ranges.append((lo, hi, g))
+
+    # views
+    def _nodes(self, x):
+        return x.view(self.B, self.N, x.shape[-1])
+
+    def _edges(self, z, blk):
+        return z.view(self.B, self.E, z.shape[-1])[:, blk.start:blk.stop].view(
+            self.B, blk.out, blk.per, z.shape[-1])
+
+    def _flat_edges(self, parts):
+        return torch.cat([p.reshape(self.B, -1, p.shape[-1]) for p in parts], dim=1).reshape(
+            self.B * self.E, -1)
+
+    def node_map(self, disp, x):
+        xv = self._nodes(x)
+        parts = [disp.fn(g)(xv[:, lo:hi]) for lo, hi, g in self.node_ranges]
+        return torch.cat(parts, dim=1).reshape(self.B * self.N, -1)
+
+    def edge_map(self, disp, z, by):
+        parts = []
+        for blk in self.blocks:
+            zb = self._edges(z, blk)
+            g = blk.dst_group if by == "dst" else blk.src_group
+            if g is not None:
+                parts.append(disp.fn(g)(zb))
+            else:   # sources of mixed groups within one op (a cat of different layers)
+                flat = zb.reshape(self.B, blk.out * blk.per, zb.shape[-1])
+                ys = {g: disp.fn(g)(flat[:, i]) for g, i in blk.src_index.items()}
+                y = flat.new_zeros(self.B, flat.shape[1], next(iter(ys.values())).shape[-1])
+                for g, i in blk.src_index.items():
+                    y[:, i] = ys[g]
+                parts.append(y)
+        return self._flat_edges(parts)
+
+    def _src_nodes(self, nv, blk):
+        """(B, 1, per, c) (broadcast over destinations) or (B, out, per, c)."""
+        if blk.row is not None:
+            return nv[:, blk.row].unsqueeze(1)
+        return nv[:, blk.src.reshape(-1)].view(self.B, blk.out, blk.per, nv.shape[-1])
+
+    def _dst_nodes(self, nv, blk):
+        return nv[:, blk.dst_off:blk.dst_off + blk.out].unsqueeze(2)
+
+    def edge_times_node(self, ev, nv, side):
+        nv = self._nodes(nv)
+        pick = self._src_nodes if side == "src" else self._dst_nodes
+        return self._flat_edges([self._edges(ev, b) * pick(nv, b) for b in self.blocks])
+
+    def edge_plus_nodes(self, a, b):
+        a, b = self._nodes(a), self._nodes(b)
+        return self._flat_edges([self._src_nodes(a, blk) + self._dst_nodes(b, blk)
+                                 for blk in self.blocks])
+
+    def edge_cat_node(self, ev, nv, side):
+        nv = self._nodes(nv)
+        pick = self._src_nodes if side == "src" else self._dst_nodes
+        parts = []
+        for blk in self.blocks:
+            e = self._edges(ev, blk)
+            n = pick(nv, blk).expand(self.B, blk.out, blk.per, nv.shape[-1])
+            parts.append(torch.cat([e, n], dim=-1))
+        return self._flat_edges(parts)
+
+    def sum_to(self, m, side):
+        c = m.shape[-1]
+        out = m.new_zeros(self.B, self.N, c)
+        for blk in self.blocks:
+            mb = self._edges(m, blk)
+            if side == "dst":
+                out[:, blk.dst_off:blk.dst_off + blk.out] += mb.sum(2)
+            elif blk.row is not None:
+                out[:, blk.row] += mb.sum(1)
+            else:
+                out.index_add_(1, blk.src.reshape(-1), mb.reshape(self.B, -1, c))
+        return out.reshape(self.B * self.N, c)
+

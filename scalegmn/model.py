@@ -1,0 +1,334 @@
+"""ScaleGMN, ScaleGMN-B and the permutation-only GMN on parameter graphs.
+
+Shapes: node states ``h`` (N, d), forward edge states ``e`` (E, d) for ``j -> i``, backward edge
+states ``eb`` (E, d) (same order; the edge seen from ``i``). Symmetry (research/scalegmn.md 11):
+under an action with factors q, ``h_i -> q_i h_i``, ``e_ij -> q_i / q_j e_ij``,
+``eb_ij -> q_j / q_i eb_ij``; I/O neurons have q = 1. Every node is processed by the functions
+of its own group (``fixed``, ``perm``, ``sign``, ``scale``, ``linear``).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch_geometric.utils import scatter
+
+from converters.graph import pad_shape
+from converters.groups import EDGE_TYPES, GROUP_ID, GROUPS, NODE_FEATURES, ROLES
+from converters.layout import kernel_slots
+
+from .config import ModelConfig
+from .engines import DenseEngine, SparseEngine
+from .nn import MLP, GroupDispatch, ScaleEq, ScaleInv
+from .spec import SpecInfo, feature_mask
+
+_RESIDUAL = EDGE_TYPES.index("residual")
+_SCALING = torch.tensor([GROUP_ID["scale"], GROUP_ID["linear"]])
+
+
+class EdgeUpdate(nn.Module):
+    """``e' = (D e) * chi([inv(h_src); inv(h_dst)])``: transforms like ``e``.
+
+    ``inv`` is each endpoint's own ScaleInv; the first layer of ``chi`` is applied per node and
+    summed per edge (the same map as on the concatenation, without materialising it)."""
+
+    def __init__(self, groups, d, d_out, cfg):
+        super().__init__()
+        self.inv = GroupDispatch(groups, lambda g: ScaleInv(g, d, cfg.sign_inv, cfg.scale_inv,
+                                                            cfg.layer_norm))
+        self.D = nn.Linear(d, d_out, bias=False)
+        self.chi = MLP(2 * d, d, d_out, cfg.layer_norm, cfg.dropout)
+
+    def forward(self, eng, h, e, reverse=False):
+        k = eng.node_map(self.inv, h)
+        W, b = self.chi.lin1.weight, self.chi.lin1.bias
+        d = k.shape[-1]
+        a, c = F.linear(k, W[:, :d], b), F.linear(k, W[:, d:])
+        pre = eng.edge_plus_nodes(c, a) if reverse else eng.edge_plus_nodes(a, c)
+        return self.D(e) * self.chi.from_hidden(pre)
+
+
+class GNNLayer(nn.Module):
+    """One message-passing iteration (forward, or bidirectional with ``bidir``)."""
+
+    def __init__(self, groups, cfg: ModelConfig, bidir: bool, update_edges: bool):
+        super().__init__()
+        d = cfg.hidden
+        eq = lambda d_in, d_out: (lambda g: ScaleEq(d_in, d_out, g, d, cfg.sign_inv,
+                                                     cfg.scale_inv, cfg.layer_norm, cfg.dropout))
+        self.bidir, self.mode = bidir, cfg.backward_edges
+        self.A_v, self.A_e = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
+        self.msg = GroupDispatch(groups, eq(d, d))
+        self.upd = GroupDispatch(groups, eq((3 if bidir else 2) * d, d))
+        self.edge = EdgeUpdate(groups, d, d, cfg) if update_edges else None
+        if bidir:
+            self.B_v, self.B_e = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
+            if self.mode == "division_free":
+                self.B_h = nn.Linear(d, d, bias=False)
+                self.phi_bw = GroupDispatch(groups, lambda g: nn.Sequential(
+                    ScaleInv(g, 2 * d, cfg.sign_inv, cfg.scale_inv, cfg.layer_norm),
+                    MLP(2 * d, d, d, cfg.layer_norm, cfg.dropout)))
+            else:
+                self.msg_bw = GroupDispatch(groups, eq(d, d))
+                self.edge_bw = EdgeUpdate(groups, d, d, cfg) if update_edges else None
+        self.skip = nn.Linear(d, d, bias=False) if cfg.residual else None
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, eng, h, e, eb):
+        # forward messages j -> i: (A_e e_ij) * (A_v h_j) transforms by q_i
+        z = eng.edge_times_node(self.A_e(e), self.A_v(h), "src")
+        parts = [h, eng.sum_to(eng.edge_map(self.msg, z, "dst"), "dst")]
+        if self.bidir:
+            if self.mode == "division_free":
+                # edge i -> k seen from i: u = [(B_e e_ik) * (B_v h_i); h_k] transforms by q_k
+                zb = eng.edge_times_node(self.B_e(e), self.B_v(h), "src")
+                u = eng.edge_cat_node(zb, h, "dst")
+                s = eng.sum_to(eng.edge_map(self.phi_bw, u, "dst"), "src")
+                parts.append(self.B_h(h) * s)
+            else:
+                # backward messages k -> i along i -> k: (B_e eb_ik) * (B_v h_k), by q_i
+                zb = eng.edge_times_node(self.B_e(eb), self.B_v(h), "dst")
+                parts.append(eng.sum_to(eng.edge_map(self.msg_bw, zb, "src"), "src"))
+        h_new = eng.node_map(self.upd, torch.cat(parts, dim=-1))
+        if self.edge is not None:
+            e = self.edge(eng, h, e)
+            if self.bidir and self.mode != "division_free" and self.edge_bw is not None:
+                eb = self.edge_bw(eng, h, eb)
+        if self.skip is not None:
+            h_new = h_new + self.skip(h)
+        return self.drop(h_new), e, eb
+
+
+class ScaleGMN(nn.Module):
+    """ScaleGMN (``bidirectional=False``), ScaleGMN-B (``True``) and, with
+    ``permutation_only``, the GMN ablation (every hidden neuron treated as ``perm``).
+
+    ``forward(batch)``: invariant task -> (B, out_dim); equivariant task -> a ``Batch`` with the
+    input's structure, values ``W + alpha_l * delta`` and the raw ``delta_x`` / ``delta_edge_attr``
+    attached.
+    """
+
+    def __init__(self, cfg: ModelConfig, spec, bidirectional=False, permutation_only=False):
+        super().__init__()
+        info = SpecInfo.of(spec)
+        self.cfg, self.info = cfg, info
+        self.bidir, self.perm_only = bidirectional, permutation_only
+        groups = ({"fixed", "perm"} if permutation_only else
+                  set(info.groups) | {"fixed"})
+        if permutation_only and info.groups - {"fixed"}:
+            groups.add("perm")
+        self.groups = tuple(g for g in GROUPS if g in groups)
+        self.input_norm = permutation_only if cfg.input_norm is None else cfg.input_norm
+        d = cfg.hidden
+        kinds = [NODE_FEATURES[n] for n in info.feature_names]
+        self.neuron_cols = [i for i, k in enumerate(kinds) if k == "neuron"]
+        self.inv_cols = [i for i, k in enumerate(kinds) if k == "invariant"]
+        if any(k == "inverse" for k in kinds):
+            raise NotImplementedError("node features of type 'inverse' are not embedded yet")
+        self.embed_x = nn.Linear(len(self.neuron_cols), d, bias=False)
+        self.embed_inv = MLP(len(self.inv_cols), d, d, cfg.layer_norm) if self.inv_cols else None
+        self.embed_e = nn.Linear(info.fe, d, bias=False)
+        self.embed_eb = (nn.Linear(info.fe, d, bias=False)
+                         if bidirectional and cfg.backward_edges != "division_free" else None)
+        g = torch.Generator().manual_seed(0)
+        self.pe_in = nn.Parameter(torch.randn(info.n_in, d, generator=g) * 0.5)
+        self.pe_out = nn.Parameter(torch.randn(info.n_out, d, generator=g) * 0.5)
+        self.pe_layer = nn.Parameter(1 + 0.1 * torch.randn(info.n_layers, d, generator=g))
+        self.pe_edge = nn.Parameter(1 + 0.1 * torch.randn(len(EDGE_TYPES), d, generator=g))
+        if not cfg.io_embeddings:
+            self.pe_in.requires_grad_(False).zero_()
+            self.pe_out.requires_grad_(False).zero_()
+        if not cfg.layer_embeddings:
+            self.pe_layer.requires_grad_(False).fill_(1.0)
+        if not cfg.edge_type_embeddings:
+            self.pe_edge.requires_grad_(False).fill_(1.0)
+        equivariant = cfg.task == "equivariant"
+        self.layers = nn.ModuleList([
+            GNNLayer(self.groups, cfg, bidirectional,
+                     update_edges=equivariant or t < cfg.layers - 1 or cfg.layers == 1)
+            for t in range(cfg.layers)])
+        if equivariant:
+            n_x = len(self.neuron_cols)
+            self.node_head = GroupDispatch(self.groups, lambda gr: ScaleEq(
+                d, n_x, gr, d, cfg.sign_inv, cfg.scale_inv, cfg.layer_norm))
+            self.edge_head = EdgeUpdate(self.groups, d, info.fe, cfg)
+            self.alpha = nn.Parameter(torch.full((info.n_layers,), float(cfg.edit_init)))
+            self.beta = nn.Parameter(torch.full((info.n_layers,), float(cfg.edit_init)))
+        else:
+            io = (info.n_in + info.n_out) * d
+            if cfg.readout == "full_graph":
+                self.read_inv = GroupDispatch(self.groups, lambda gr: ScaleInv(
+                    gr, d, cfg.sign_inv, cfg.scale_inv, cfg.layer_norm))
+                self.read_mlp = MLP(d, d, d, cfg.layer_norm, cfg.dropout)
+                self.head = MLP(d + io, d, cfg.out_dim, cfg.layer_norm, cfg.dropout)
+            else:
+                self.head = MLP(io, d, cfg.out_dim, cfg.layer_norm, cfg.dropout)
+
+    # -- what the model claims -----------------------------------------------------------------
+    def claimed_groups(self) -> tuple:
+        """The symmetry groups (DESIGN vocabulary) this model is equivariant/invariant to."""
+        if self.perm_only:
+            return ("fixed", "perm")
+        return GROUPS
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def _groups_of(self, batch):
+        g = batch.group
+        if self.perm_only:
+            g = torch.where(g == GROUP_ID["fixed"], g, torch.full_like(g, GROUP_ID["perm"]))
+        return g
+
+    def _engine(self, batch, groups):
+        archs = batch.arch if isinstance(batch.arch, list) else [batch.arch]
+        one = all(a is archs[0] or a == archs[0] for a in archs[1:])
+        kind = self.cfg.engine
+        if kind == "dense" and not one:
+            raise ValueError("the dense engine needs a batch of one architecture; use "
+                             "engine='sparse' or 'auto' for mixed batches")
+        if kind == "dense" or (kind == "auto" and one):
+            n = groups.shape[0] // len(archs)
+            return DenseEngine(archs[0], len(archs), groups[:n])
+        return SparseEngine(batch.edge_index, groups, batch.num_nodes)
+
+    def _to_model_grid(self, t, batch):
+        """(E, Fe_batch) -> (E, Fe_model): kernels re-centred in the model's kernel grid."""
+        have, want = pad_shape(batch), tuple(self.info.kernel_shape)
+        if have == want:
+            return t
+        if len(have) and len(want) and (len(have) != len(want) or
+                                        any(h > w for h, w in zip(have, want))):
+            raise ValueError(f"batch kernels {have} do not fit the model's {want}; build the "
+                             f"model with a spec that includes the largest kernel")
+        slots = kernel_slots(have, want) if want else torch.zeros(1, dtype=torch.long)
+        out = t.new_zeros(t.shape[0], self.info.fe)
+        out[:, slots] = t
+        return out
+
+    def _batch_vector(self, batch):
+        b = getattr(batch, "batch", None)
+        return b if b is not None else torch.zeros(batch.num_nodes, dtype=torch.long)
+
+    def _normalise_inputs(self, batch, x, ea, mask):
+        """GMN's input normalisation: standardise each layer of each network (permutation
+        invariant, not scale equivariant)."""
+        bv = self._batch_vector(batch)
+        L = self.info.n_layers
+        key_e = bv[batch.edge_index[1]] * L + batch.layer[batch.edge_index[1]]
+        m = mask.to(ea.dtype)
+        cnt = scatter(m.sum(1), key_e, dim=0, reduce="sum").clamp_min(1)
+        mean = scatter((ea * m).sum(1), key_e, dim=0, reduce="sum") / cnt
+        var = scatter((((ea - mean[key_e, None]) * m) ** 2).sum(1), key_e, dim=0,
+                      reduce="sum") / cnt
+        ea = (ea - mean[key_e, None]) / torch.sqrt(var[key_e, None] + 1e-8) * m
+        key_n = bv * L + batch.layer
+        mean_x = scatter(x, key_n, dim=0, reduce="mean")
+        var_x = scatter((x - mean_x[key_n]) ** 2, key_n, dim=0, reduce="mean")
+        x = (x - mean_x[key_n]) / torch.sqrt(var_x[key_n] + 1e-8)
+        return x, ea
+
+    def _check(self, batch):
+        if int(batch.layer.max()) >= self.info.n_layers:
+            raise ValueError(f"batch has networks with {int(batch.layer.max()) + 1} node sets; "
+                             f"the model was built for {self.info.n_layers}")
+        for role, n in (("input", self.info.n_in), ("output", self.info.n_out)):
+            sel = batch.role == ROLES.index(role)
+            if sel.any() and int(batch.io_index[sel].max()) >= n:
+                raise ValueError(f"batch has more {role} neurons than the model was built for "
+                                 f"({n})")
+        if batch.x.shape[1] > self.info.n_features:
+            raise ValueError(f"batch has {batch.x.shape[1]} node-feature columns; the model was "
+                             f"built for {self.info.n_features}")
+
+    def embed(self, batch, eng):
+        """Initial states: ``h`` (N, d) transforms by q; ``e`` by q_i/q_j; ``eb`` by q_j/q_i."""
+        dtype = self.embed_e.weight.dtype
+        x = batch.x.to(dtype)
+        if x.shape[1] < self.info.n_features:
+            x = F.pad(x, (0, self.info.n_features - x.shape[1]))
+        ea = self._to_model_grid(batch.edge_attr.to(dtype), batch)
+        emask = self._to_model_grid(batch.edge_mask, batch)
+        if self.input_norm:
+            x, ea = self._normalise_inputs(batch, x, ea, emask)
+        h = self.embed_x(x[:, self.neuron_cols])
+        if self.embed_inv is not None:
+            h = h * (1 + self.embed_inv(x[:, self.inv_cols]))
+        role = batch.role
+        inp, out = role == ROLES.index("input"), role == ROLES.index("output")
+        pe_add = torch.zeros_like(h)
+        pe_add[inp] = self.pe_in[batch.io_index[inp]]
+        pe_add[out] = self.pe_out[batch.io_index[out]]
+        pe_mul = torch.where((inp | out)[:, None], torch.ones_like(h), self.pe_layer[batch.layer])
+        h = h * pe_mul + pe_add
+        e = self.embed_e(ea) * self.pe_edge[batch.edge_type]
+        eb = None
+        if self.embed_eb is not None:
+            bw = ea
+            if self.cfg.backward_edges == "reciprocal":
+                g = self._groups_of(batch)
+                src, dst = batch.edge_index
+                scaling = torch.isin(g[src], _SCALING) | torch.isin(g[dst], _SCALING)
+                real = emask & (ea != 0) & scaling[:, None]
+                recip = torch.where(real, 1.0 / torch.where(real, ea, torch.ones_like(ea)),
+                                    torch.zeros_like(ea))
+                bw = torch.where(scaling[:, None], recip, ea)
+            eb = self.embed_eb(bw) * self.pe_edge[batch.edge_type]
+        return h, e, eb
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, batch, return_states: bool = False):
+        self._check(batch)
+        groups = self._groups_of(batch)
+        eng = self._engine(batch, groups)
+        h, e, eb = self.embed(batch, eng)
+        states = [(h, e, eb)]
+        for layer in self.layers:
+            h, e, eb = layer(eng, h, e, eb)
+            states.append((h, e, eb))
+        out = (self._edit(batch, eng, h, e) if self.cfg.task == "equivariant"
+               else self._readout(batch, eng, h))
+        return (out, states) if return_states else out
+
+    def _io_states(self, batch, h):
+        bv = self._batch_vector(batch)
+        B = int(bv.max()) + 1 if bv.numel() else 0
+        d = h.shape[-1]
+        u = []
+        for role, n in (("input", self.info.n_in), ("output", self.info.n_out)):
+            sel = batch.role == ROLES.index(role)
+            buf = h.new_zeros(B, n, d)
+            buf[bv[sel], batch.io_index[sel]] = h[sel]
+            u.append(buf.reshape(B, n * d))
+        return u, bv, B
+
+    def _readout(self, batch, eng, h):
+        (u_in, u_out), bv, B = self._io_states(batch, h)
+        if self.cfg.readout == "last_layer":
+            return self.head(torch.cat([u_out, u_in], dim=-1))
+        r = self.read_mlp(eng.node_map(self.read_inv, h))
+        hidden = (batch.role == ROLES.index("hidden")).to(r.dtype)[:, None]
+        s = scatter(r * hidden, bv, dim=0, dim_size=B, reduce="sum")
+        return self.head(torch.cat([s, u_in, u_out], dim=-1))
+
+    def _edit(self, batch, eng, h, e):
+        dtype = h.dtype
+        dx = eng.node_map(self.node_head, h)
+        dw = self.edge_head(eng, h, e)
+        archs = batch.arch if isinstance(batch.arch, list) else [batch.arch]
+        fm = torch.cat([feature_mask(a) for a in archs]).to(dtype)
+        delta_x = torch.zeros(batch.x.shape[0], batch.x.shape[1], dtype=dtype)
+        cols = [c for c in self.neuron_cols if c < batch.x.shape[1]]
+        delta_x[:, cols] = dx[:, :len(cols)] * fm[:, cols]
+        fe = batch.edge_attr.shape[1]
+        have, want = pad_shape(batch), tuple(self.info.kernel_shape)
+        if have != want:
+            dw = dw[:, kernel_slots(have, want) if want else torch.zeros(1).long()]
+        editable = batch.edge_mask.to(dtype) * (batch.edge_type != _RESIDUAL).to(dtype)[:, None]
+        delta_w = dw[:, :fe] * editable
+        out = copy.copy(batch)
+        out.x = batch.x.to(dtype) + self.beta[batch.layer][:, None] * delta_x
+        out.edge_attr = (batch.edge_attr.to(dtype)
+                         + self.alpha[batch.layer[batch.edge_index[1]]][:, None] * delta_w)
+        out.delta_x, out.delta_edge_attr = delta_x, delta_w
+        return out
