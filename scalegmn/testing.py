@@ -18,9 +18,6 @@ from torch_geometric.utils import scatter
 import converters
 from converters.groups import GROUP_ID, GROUPS, ROLES
 
-TINY = 1e-300
-
-
 def _prepare(net, batch):
     net = copy.deepcopy(net).double().eval()
     batch = batch.clone()
@@ -42,7 +39,7 @@ def output_error(out_g, out, action=None, batch=None) -> float:
     """Largest per-sample relative error between ``F(g x)`` and ``g F(x)``."""
     if isinstance(out_g, torch.Tensor):
         num = (out_g - out).abs().reshape(out.shape[0], -1).amax(1)
-        den = out.abs().reshape(out.shape[0], -1).amax(1).clamp_min(TINY)
+        den = out.abs().reshape(out.shape[0], -1).amax(1).clamp_min(torch.finfo(out.dtype).tiny)
         return float((num / den).max())
     # equivariant: compare raw deltas, transformed by the action
     d = copy.copy(batch)
@@ -54,7 +51,7 @@ def output_error(out_g, out, action=None, batch=None) -> float:
     num = torch.maximum(_per_graph_max(out_g.delta_x - gd.x, bv, B),
                         _per_graph_max(out_g.delta_edge_attr - gd.edge_attr, be, B))
     den = torch.maximum(_per_graph_max(gd.x, bv, B), _per_graph_max(gd.edge_attr, be, B))
-    return float((num / den.clamp_min(TINY)).max())
+    return float((num / den.clamp_min(torch.finfo(den.dtype).tiny)).max())
 
 
 def _component(action, batch, keep: str):
@@ -197,7 +194,8 @@ def sensitivity(net, batch, kind: str, generator=None) -> float:
     if not isinstance(out, torch.Tensor):
         out, out_o = (torch.cat([out.delta_x.reshape(-1), out.delta_edge_attr.reshape(-1)]),
                       torch.cat([out_o.delta_x.reshape(-1), out_o.delta_edge_attr.reshape(-1)]))
-        return float((out_o - out).abs().max() / out.abs().max().clamp_min(TINY))
+        return float((out_o - out).abs().max() / out.abs().max().clamp_min(
+            torch.finfo(out.dtype).tiny))
     return output_error(out_o, out)
 
 

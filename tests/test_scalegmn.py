@@ -1,0 +1,238 @@
+"""ScaleGMN, ScaleGMN-B and GMN: symmetry (float64, coupled actions, scales in [1e-3, 1e3]),
+negative controls, internal states, engines, batch independence, numerics and training."""
+import copy
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+import converters as C
+import scalegmn
+from converters.groups import GROUP_ID
+from scalegmn.testing import (assert_equivariant, assert_sensitive, equivariance_errors,
+                              output_error)
+from zoo import make
+
+FAMILIES = ["mlp_relu", "mlp_leaky", "mlp_tanh", "siren_nfn", "mlp_mixed", "cnn_zoo",
+            "cnn_zoo_tanh", "resnet", "cnn_grouped"]
+VARIANTS = [("scalegmn", {}), ("scalegmn-b", {}), ("scalegmn-b", {"backward_edges":
+                                                                 "division_free"})]
+SMALL = dict(hidden=8, layers=2)
+
+
+def batch_of(name, n=3):
+    graphs = [C.to_graph(*make(name, seed=s)) for s in range(n)]
+    return Batch.from_data_list(graphs)
+
+
+@pytest.fixture(scope="module")
+def batches():
+    return {name: batch_of(name) for name in FAMILIES}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("backend, extra", VARIANTS)
+@pytest.mark.parametrize("readout", ["full_graph", "last_layer"])
+def test_invariant_models(batches, name, backend, extra, readout):
+    b = batches[name]
+    net = scalegmn.build(backend, "invariant", spec=b, out_dim=3, readout=readout, **SMALL,
+                         **extra)
+    errors = assert_equivariant(net, b, n_actions=3)
+    present = {C.GROUPS[int(g)] for g in b.group}
+    assert set(errors) >= {"perm", "all"} and (present - {"fixed", "perm"}) <= set(errors)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("backend, extra", VARIANTS)
+def test_equivariant_models(batches, name, backend, extra):
+    b = batches[name]
+    net = scalegmn.build(backend, "equivariant", spec=b, **SMALL, **extra)
+    assert_equivariant(net, b, n_actions=3)
+    out = net(b)
+    # same structure; deltas only where the network has parameters; residual edges untouched
+    assert torch.equal(out.edge_index, b.edge_index) and out.x.shape == b.x.shape
+    residual = b.edge_type == C.EDGE_TYPES.index("residual")
+    assert (out.delta_edge_attr[residual] == 0).all()
+    assert (out.delta_edge_attr[~b.edge_mask] == 0).all()
+    assert (out.delta_x[b.role == C.ROLES.index("input")] == 0).all()
+    assert out.delta_edge_attr.abs().sum() > 0 and out.delta_x.abs().sum() > 0
+    for g in out.to_data_list():   # edited networks convert back
+        C.to_module(g)
+
+
+@pytest.mark.parametrize("name", ["mlp_relu", "siren_nfn", "cnn_zoo", "resnet", "cnn_grouped",
+                                  "mlp_mixed"])
+@pytest.mark.parametrize("backend, extra", VARIANTS)
+@pytest.mark.parametrize("task", ["invariant", "equivariant"])
+def test_sparse_and_dense_engines_agree(batches, name, backend, extra, task):
+    b = batches[name]
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        net = scalegmn.build(backend, task, spec=b, out_dim=2, **SMALL, **extra).to(dtype).eval()
+        bb = b.clone()
+        bb.x, bb.edge_attr = b.x.to(dtype), b.edge_attr.to(dtype)
+        outs = {}
+        for engine in ("sparse", "dense"):
+            net.cfg.engine = engine
+            with torch.no_grad():
+                outs[engine] = net(bb)
+        if task == "invariant":
+            err = output_error(outs["dense"], outs["sparse"])
+        else:
+            err = max(float((outs["dense"][k] - outs["sparse"][k]).abs().max()
+                            / outs["sparse"][k].abs().max()) for k in ("delta_x",
+                                                                       "delta_edge_attr"))
+        assert err < tol, (dtype, err)
+
+
+# -- negative controls ----------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["scalegmn", "scalegmn-b", "gmn"])
+@pytest.mark.parametrize("task", ["invariant", "equivariant"])
+@pytest.mark.parametrize("kind", ["uncoupled", "io_permutation", "unclaimed", "different"])
+def test_controls_change_the_output(batches, backend, task, kind):
+    b = batches["mlp_relu"]
+    net = scalegmn.build(backend, task, spec=b, out_dim=3, **SMALL)
+    assert_sensitive(net, b, kind, threshold=1e-4)
+
+
+def test_control_canonicalisation_off_fails_the_scale_test(batches):
+    b = batches["mlp_relu"]
+    net = scalegmn.build("scalegmn", "invariant", spec=b, scale_inv="none", **SMALL)
+    errors = equivariance_errors(net, b, n_actions=2)
+    assert errors["perm"] < 1e-9 and errors["scale"] > 1e-3
+    with pytest.raises(AssertionError, match="scale"):
+        assert_equivariant(net, b, n_actions=2)
+
+
+@pytest.mark.parametrize("readout", ["full_graph", "last_layer"])
+def test_control_published_bidirectional_bug(batches, readout):
+    """Forward weights on backward edges (the published code) break scale invariance on ReLU
+    nets, and are harmless on sign nets, as research/scalegmn.md 10.1 measured."""
+    buggy = dict(backward_edges="forward", readout=readout, **SMALL)
+    relu = scalegmn.build("scalegmn-b", "invariant", spec=batches["cnn_zoo"], **buggy)
+    assert equivariance_errors(relu, batches["cnn_zoo"], n_actions=2)["scale"] > 1e-4
+    tanh = scalegmn.build("scalegmn-b", "invariant", spec=batches["cnn_zoo_tanh"], **buggy)
+    assert_equivariant(tanh, batches["cnn_zoo_tanh"], n_actions=2)
+
+
+def test_gmn_claims_permutations_only(batches):
+    b = batches["mlp_relu"]
+    net = scalegmn.build("gmn", "invariant", spec=b, **SMALL)
+    assert net.claimed_groups() == ("fixed", "perm")
+    assert set(assert_equivariant(net, b)) == {"perm"}
+    assert scalegmn.build("scalegmn", "invariant", spec=b, **SMALL).claimed_groups() == C.GROUPS
+
+
+# -- internal states -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mlp_relu", "mlp_mixed", "resnet"])
+@pytest.mark.parametrize("backend, extra", VARIANTS[:2])
+def test_internal_states_transform_as_stated(batches, name, backend, extra):
+    b = batches[name]
+    net = scalegmn.build(backend, "invariant", spec=b, **SMALL, **extra).double().eval()
+    bb = b.clone()
+    a = C.sample_action(bb, torch.Generator().manual_seed(5), scale_range=(1e-3, 1e3))
+    with torch.no_grad():
+        _, s0 = net(bb, return_states=True)
+        _, s1 = net(a.apply(bb), return_states=True)
+    src, dst = bb.edge_index
+    old = a.edge_source(bb.edge_index, bb.num_nodes)
+    inv = torch.empty_like(a.perm)
+    inv[a.perm] = torch.arange(bb.num_nodes)
+    q_dst, q_src = a.q[inv[dst]], a.q[inv[src]]
+    io = (bb.group == GROUP_ID["fixed"])
+    for (h0, e0, eb0), (h1, e1, eb1) in zip(s0, s1):
+        expect_h = torch.empty_like(h0)
+        expect_h[a.perm] = h0 * a.q[:, None]
+        assert torch.allclose(h1, expect_h, rtol=1e-9, atol=1e-9 * h0.abs().max())
+        assert torch.equal(a.q[io], torch.ones(int(io.sum()), dtype=torch.float64))
+        expect_e = e0[old] * (q_dst / q_src)[:, None]
+        assert torch.allclose(e1, expect_e, rtol=1e-9, atol=1e-9 * e0.abs().max())
+        if eb0 is not None:
+            expect_eb = eb0[old] * (q_src / q_dst)[:, None]
+            assert torch.allclose(eb1, expect_eb, rtol=1e-9, atol=1e-9 * eb0.abs().max())
+
+
+def test_batch_independence(batches):
+    graphs = batches["cnn_zoo"].to_data_list()
+    net = scalegmn.build("scalegmn-b", "invariant", spec=graphs[0], out_dim=4, **SMALL).double()
+    net.eval()
+    with torch.no_grad():
+        together = net(Batch.from_data_list(graphs))
+        reversed_ = net(Batch.from_data_list(graphs[::-1])).flip(0)
+        alone = torch.cat([net(Batch.from_data_list([g])) for g in graphs])
+    assert torch.allclose(together, alone, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(together, reversed_, rtol=1e-12, atol=1e-14)
+
+
+def test_mixed_architectures_in_one_batch():
+    graphs = [C.to_graph(*make(n)) for n in ("mlp_relu", "cnn_zoo", "mlp_tanh", "resnet")]
+    b = C.batch_graphs(graphs)
+    for backend in ("scalegmn", "scalegmn-b"):
+        net = scalegmn.build(backend, "invariant", spec=b, out_dim=2, **SMALL)
+        assert_equivariant(net, b, n_actions=2)
+        with pytest.raises(ValueError, match="one architecture"):
+            net.cfg.engine = "dense"
+            net(b)
+
+
+def test_no_nan_at_zero_weights_and_states():
+    model = C.models.mlp([2, 4, 4, 1], "relu").double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model[2].weight[0, 0] = 1.5     # one nonzero weight, the rest exactly zero
+    g = C.to_graph(model)
+    b = Batch.from_data_list([g, g])
+    for backend in ("scalegmn", "scalegmn-b"):
+        for task in ("invariant", "equivariant"):
+            net = scalegmn.build(backend, task, spec=b, **SMALL).double()
+            out = net(b)
+            y = out if task == "invariant" else torch.cat([out.delta_x.reshape(-1),
+                                                           out.delta_edge_attr.reshape(-1)])
+            assert torch.isfinite(y).all()
+            y.sum().backward()
+            assert all(torch.isfinite(p.grad).all() for p in net.parameters()
+                       if p.grad is not None)
+
+
+def test_training_reduces_the_loss():
+    """Toy invariant task: predict the sign of each ReLU network's output at a fixed point."""
+    torch.manual_seed(0)
+    graphs, labels = [], []
+    x0 = torch.tensor([[0.5, -0.3]])
+    for s in range(64):
+        m = C.models.mlp([2, 6, 1], "relu")
+        graphs.append(C.to_graph(m))
+        labels.append(float(m(x0).item() > 0))
+    b = Batch.from_data_list(graphs)
+    y = torch.tensor(labels)
+    net = scalegmn.build("scalegmn", "invariant", spec=b, out_dim=1, hidden=16, layers=2)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(b).squeeze(1), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses[::10]
+
+
+def test_build_errors_and_counts(batches):
+    b = batches["mlp_relu"]
+    with pytest.raises(ValueError, match="unknown backend"):
+        scalegmn.build("nope", spec=b)
+    with pytest.raises(ValueError, match="spec"):
+        scalegmn.build("scalegmn")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        scalegmn.build("scalegmn", spec=b, hidden_size=3)
+    with pytest.raises(ValueError, match="readout"):
+        scalegmn.build("scalegmn", spec=b, readout="mean")
+    net = scalegmn.build("scalegmn", spec=b.arch[0], **SMALL)
+    counts = scalegmn.count_parameters(net)
+    assert counts["trainable"] == sum(p.numel() for p in net.parameters()) > 0
+    tiny = scalegmn.build("scalegmn", spec=C.arch.mlp([2, 3, 1]), **SMALL)
+    with pytest.raises(ValueError, match="input neurons|node sets|output neurons"):
+        tiny(b)
+    tanh_only = scalegmn.build("scalegmn", spec=C.arch.mlp([3, 8, 8, 2], "tanh"), **SMALL)
+    with pytest.raises(ValueError, match="groups"):
+        tanh_only(b)
