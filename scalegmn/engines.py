@@ -119,6 +119,10 @@ class DenseEngine:
     def __init__(self, arch, batch_size: int, groups_one: torch.Tensor):
         self.B = batch_size
         self.blocks, self.offsets, self.N, self.E = _blocks(arch, tuple(groups_one.tolist()))
+        self.sizes = [blk.stop - blk.start for blk in self.blocks]
+        # node set k + 1 is written by op k (ops with parameters run in node-set order)
+        self.dst_in_order = all(blk.dst_off == self.offsets[k + 1]
+                                for k, blk in enumerate(self.blocks))
         self.node_ranges = []   # merged runs of node sets with one group
         for k in range(len(self.offsets) - 1):
             lo, hi = self.offsets[k], self.offsets[k + 1]
@@ -132,9 +136,11 @@ class DenseEngine:
     def _nodes(self, x):
         return x.view(self.B, self.N, x.shape[-1])
 
-    def _edges(self, z, blk):
-        return z.view(self.B, self.E, z.shape[-1])[:, blk.start:blk.stop].view(
-            self.B, blk.out, blk.per, z.shape[-1])
+    def _split(self, z):
+        """Per-op views (B, out, in, c) of an edge tensor (split: its backward is a cat)."""
+        c = z.shape[-1]
+        parts = z.view(self.B, self.E, c).split(self.sizes, dim=1)
+        return [p.view(self.B, blk.out, blk.per, c) for p, blk in zip(parts, self.blocks)]
 
     def _flat_edges(self, parts):
         return torch.cat([p.reshape(self.B, -1, p.shape[-1]) for p in parts], dim=1).reshape(
@@ -147,8 +153,7 @@ class DenseEngine:
 
     def edge_map(self, disp, z, by):
         parts = []
-        for blk in self.blocks:
-            zb = self._edges(z, blk)
+        for blk, zb in zip(self.blocks, self._split(z)):
             g = blk.dst_group if by == "dst" else blk.src_group
             if g is not None:
                 parts.append(disp.fn(g)(zb))
@@ -173,7 +178,7 @@ class DenseEngine:
     def edge_times_node(self, ev, nv, side):
         nv = self._nodes(nv)
         pick = self._src_nodes if side == "src" else self._dst_nodes
-        return self._flat_edges([self._edges(ev, b) * pick(nv, b) for b in self.blocks])
+        return self._flat_edges([e * pick(nv, b) for b, e in zip(self.blocks, self._split(ev))])
 
     def edge_plus_nodes(self, a, b):
         a, b = self._nodes(a), self._nodes(b)
@@ -184,17 +189,19 @@ class DenseEngine:
         nv = self._nodes(nv)
         pick = self._src_nodes if side == "src" else self._dst_nodes
         parts = []
-        for blk in self.blocks:
-            e = self._edges(ev, blk)
+        for blk, e in zip(self.blocks, self._split(ev)):
             n = pick(nv, blk).expand(self.B, blk.out, blk.per, nv.shape[-1])
             parts.append(torch.cat([e, n], dim=-1))
         return self._flat_edges(parts)
 
     def sum_to(self, m, side):
         c = m.shape[-1]
+        blocks = self._split(m)
+        if side == "dst" and self.dst_in_order:
+            first = m.new_zeros(self.B, self.offsets[1], c)
+            return torch.cat([first] + [mb.sum(2) for mb in blocks], dim=1).reshape(-1, c)
         out = m.new_zeros(self.B, self.N, c)
-        for blk in self.blocks:
-            mb = self._edges(m, blk)
+        for blk, mb in zip(self.blocks, blocks):
             if side == "dst":
                 out[:, blk.dst_off:blk.dst_off + blk.out] += mb.sum(2)
             elif blk.row is not None:
@@ -202,4 +209,3 @@ class DenseEngine:
             else:
                 out.index_add_(1, blk.src.reshape(-1), mb.reshape(self.B, -1, c))
         return out.reshape(self.B * self.N, c)
-

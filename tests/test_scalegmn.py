@@ -236,3 +236,14 @@ def test_build_errors_and_counts(batches):
     tanh_only = scalegmn.build("scalegmn", spec=C.arch.mlp([3, 8, 8, 2], "tanh"), **SMALL)
     with pytest.raises(ValueError, match="groups"):
         tanh_only(b)
+
+
+def test_shipped_paper_configs_build():
+    from scalegmn import paper_configs
+    names = paper_configs.list_configs()
+    assert len(names) >= 12
+    for name in names:
+        cfg, arch = paper_configs.load(name)
+        assert cfg == scalegmn.ModelConfig.from_yaml(paper_configs.CONFIG_DIR / f"{name}.yaml")
+        net = scalegmn.build(cfg.backend, cfg.task, spec=arch, config=cfg)
+        assert scalegmn.count_parameters(net)["trainable"] > 100_000

@@ -10,6 +10,7 @@ from typing import Callable, Mapping
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 GROUPS = ("fixed", "perm", "sign", "scale", "linear")
 
@@ -73,7 +74,13 @@ class ScaleInv(nn.Module):
 
     def _sign(self, x):
         if self.sign_mode == "symmetrize":
-            return self.rho(x) + self.rho(-x)
+            # rho(x) + rho(-x), sharing rho's linear maps between the two branches:
+            # lin1(+-x) = +-W1 x + b1, and lin2(a) + lin2(c) = W2 (a + c) + 2 b2
+            rho = self.rho
+            pre = F.linear(x, rho.lin1.weight)
+            a = rho.drop(rho.act(rho.norm(pre + rho.lin1.bias)))
+            c = rho.drop(rho.act(rho.norm(rho.lin1.bias - pre)))
+            return F.linear(a + c, rho.lin2.weight) + 2 * rho.lin2.bias
         if self.sign_mode == "abs":
             return x.abs()
         ref = x.gather(-1, x.abs().argmax(-1, keepdim=True))
