@@ -247,3 +247,13 @@ def test_shipped_paper_configs_build():
         assert cfg == scalegmn.ModelConfig.from_yaml(paper_configs.CONFIG_DIR / f"{name}.yaml")
         net = scalegmn.build(cfg.backend, cfg.task, spec=arch, config=cfg)
         assert scalegmn.count_parameters(net)["trainable"] > 100_000
+
+
+@pytest.mark.parametrize("sign_inv", ["symmetrize", "canonicalize", "abs"])
+@pytest.mark.parametrize("name", ["siren_nfn", "mlp_mixed"])
+def test_sign_invariant_options(batches, sign_inv, name):
+    b = batches[name]
+    for task in ("invariant", "equivariant"):
+        net = scalegmn.build("scalegmn-b", task, spec=b, sign_inv=sign_inv, **SMALL)
+        assert_equivariant(net, b, n_actions=2)
+        assert_sensitive(net, b, "unclaimed")
