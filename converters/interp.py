@@ -63,9 +63,11 @@ def _free_op(op, ins):
     raise ValueError(f"unknown op {kind!r}")
 
 
-def run(arch, x: torch.Tensor, param_op: Callable) -> torch.Tensor:
-    """Evaluate ``arch`` on ``x``; ``param_op(op, inputs)`` evaluates ops with parameters."""
-    vals = {}
+def run(arch, x: torch.Tensor, param_op: Callable, trace: dict | None = None) -> torch.Tensor:
+    """Evaluate ``arch`` on ``x``; ``param_op(op, inputs)`` evaluates ops with parameters.
+
+    With ``trace`` (a dict), every intermediate value is stored there by value id."""
+    vals = {} if trace is None else trace
     for op in arch.ops:
         kind = op["op"]
         if kind == "input":

@@ -20,6 +20,8 @@ class ModelConfig:
     deliberately broken variant for negative controls).
     backward_edges (ScaleGMN-B): ``reciprocal`` (1/W, exact zeros and padding masked),
     ``division_free``, or ``forward`` (the published code's bug, for negative controls only).
+    By default 1/W is used only on edges with a ``scale``/``linear`` endpoint (W is exact for sign
+    endpoints); ``reciprocal_on_sign`` uses 1/W on every edge (the simulation check needs it).
     engine: ``auto`` (dense when the batch has one architecture), ``sparse`` or ``dense``.
     """
 
@@ -35,6 +37,7 @@ class ModelConfig:
     sign_inv: str = "symmetrize"
     scale_inv: str = "normalize"
     backward_edges: str = "reciprocal"
+    reciprocal_on_sign: bool = False     # also 1/W on edges whose endpoints only flip signs
     io_embeddings: bool = True
     layer_embeddings: bool = True
     edge_type_embeddings: bool = True

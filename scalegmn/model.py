@@ -269,6 +269,8 @@ class ScaleGMN(nn.Module):
                 g = self._groups_of(batch)
                 src, dst = batch.edge_index
                 scaling = torch.isin(g[src], _SCALING) | torch.isin(g[dst], _SCALING)
+                if self.cfg.reciprocal_on_sign:
+                    scaling = torch.ones_like(scaling)
                 real = emask & (ea != 0) & scaling[:, None]
                 recip = torch.where(real, 1.0 / torch.where(real, ea, torch.ones_like(ea)),
                                     torch.zeros_like(ea))

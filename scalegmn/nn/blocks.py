@@ -26,16 +26,16 @@ def safe_normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 class MLP(nn.Module):
-    """``Linear -> [LayerNorm] -> SiLU -> Dropout -> Linear``: (..., d_in) -> (..., d_out).
+    """``Linear -> [LayerNorm] -> SiLU (or ReLU) -> Dropout -> Linear``: (..., d_in) -> (..., d_out).
 
     No symmetry: used only on invariant inputs or on ``fixed`` nodes."""
 
     def __init__(self, d_in: int, d_hidden: int, d_out: int, layer_norm: bool = True,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, activation: str = "silu"):
         super().__init__()
         self.lin1 = nn.Linear(d_in, d_hidden)
         self.norm = nn.LayerNorm(d_hidden) if layer_norm else nn.Identity()
-        self.act = nn.SiLU()
+        self.act = {"silu": nn.SiLU, "relu": nn.ReLU}[activation]()
         self.drop = nn.Dropout(dropout)
         self.lin2 = nn.Linear(d_hidden, d_out)
 
