@@ -139,6 +139,59 @@ def cmd_convert(args):
     return 0
 
 
+def cmd_simulate(args):
+    from . import simulate
+    from converters.models import make_activation
+    torch.manual_seed(args.seed)
+    if args.arch:
+        widths = [int(w) for w in args.arch.split("-")]
+        layers = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(torch.nn.Linear(a, b))
+            if i < len(widths) - 2:
+                layers.append(make_activation(args.activation) if args.activation != "sin"
+                              else _Sine(args.w0))
+        model = torch.nn.Sequential(*layers)
+    elif args.model:
+        graph = load_graph_source(args.model, None, args.trust,
+                                  [int(s) for s in args.example_shape.split(",")]
+                                  if args.example_shape else None)
+        model = converters.to_module(graph)
+    else:
+        raise SystemExit("error: give MODEL_FILE (file.py:factory or a pickled model with "
+                         "--trust) or --arch 2-32-32-1")
+    dtype = getattr(torch, args.dtype)
+    model = model.to(dtype)
+    if args.inputs_file:
+        inputs = torch.load(args.inputs_file, weights_only=True)
+        if not isinstance(inputs, torch.Tensor):
+            raise SystemExit(f"error: '{args.inputs_file}' must hold one tensor of inputs")
+    else:
+        probe = converters.to_graph(model) if args.arch else graph
+        shape = tuple(probe.arch.input["shape"])
+        inputs = torch.randn(args.inputs, *shape, dtype=dtype)
+    try:
+        report = simulate.check(model, inputs.to(dtype), backward=args.backward, dtype=dtype,
+                                fitted=args.fitted)
+    except (ValueError, converters.UnsupportedLayerError) as e:
+        raise SystemExit(f"error: {e}") from e
+    print(report)
+    if not report.passed(args.tol):
+        print(f"FAILED: an error exceeds the tolerance {args.tol:g}")
+        return 1
+    print(f"passed (tolerance {args.tol:g})")
+    return 0
+
+
+class _Sine(torch.nn.Module):
+    def __init__(self, w0):
+        super().__init__()
+        self.w0 = float(w0)
+
+    def forward(self, x):
+        return torch.sin(self.w0 * x)
+
+
 def cmd_quickstart(args):
     from .quickstart import run
     return run(args.out)
@@ -160,6 +213,24 @@ def main(argv=None):
     c.add_argument("--draw", help="write a PNG drawing of the graph here")
     c.add_argument("--max-draw-nodes", type=int, default=400)
     c.set_defaults(fn=cmd_convert)
+    s = sub.add_parser("simulate", help="check that a constructed ScaleGMN-B reproduces a "
+                                        "network's forward and backward pass")
+    s.add_argument("model", nargs="?", help="file.py:factory, or a pickled model with --trust")
+    s.add_argument("--arch", help="a random MLP instead, e.g. 2-32-32-1")
+    s.add_argument("--activation", default="relu",
+                   help="activation of --arch: relu, leaky_relu, tanh, sin, gelu, identity")
+    s.add_argument("--w0", type=float, default=30.0, help="sine frequency for --activation sin")
+    s.add_argument("--inputs", type=int, default=4, help="number of random normal inputs")
+    s.add_argument("--inputs-file", help="a .pt file holding a tensor of inputs (n, ...)")
+    s.add_argument("--example-shape", help="input shape without batch, for CNNs")
+    s.add_argument("--backward", action="store_true", help="also simulate the backward pass")
+    s.add_argument("--fitted", action="store_true",
+                   help="replace the sigma(z)/z oracle by a fitted MLP (tanh, sine)")
+    s.add_argument("--tol", type=float, default=1e-10)
+    s.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--trust", action="store_true")
+    s.set_defaults(fn=cmd_simulate)
     q = sub.add_parser("quickstart", help="the main job end to end on built-in data")
     q.add_argument("--out", default="quickstart_out")
     q.set_defaults(fn=cmd_quickstart)

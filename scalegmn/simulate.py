@@ -424,12 +424,14 @@ def construct(module: nn.Module, inputs: torch.Tensor, backward: bool = True,
             for s in range(n):
                 for p in range(ch.P):
                     net.pe_in[j, ch.ch("IX", s, p)] = x0[j, s, p]
+                    net.pe_in[j, ch.ch("X", s, p)] = x0[j, s, p]     # readable at once
         if backward:
             dy = ref["dy"]                         # (n, O)
             for o in range(dy.shape[1]):
                 for s in range(n):
                     for p in range(ch.P):
-                        net.pe_out[o, ch.ch("IG", s, p)] = pinv(dy[s, o] / ch.P)
+                        for blk in ("IG", "GX", "GZ"):
+                            net.pe_out[o, ch.ch(blk, s, p)] = pinv(dy[s, o] / ch.P)
     fwd_pairs_e = [(ch.prod(s, p, k), k) for s in range(n) for p in range(ch.P) for k in range(K)]
     fwd_pairs_v = [(ch.prod(s, p, k), ch.ch("X", s, int(ch.src[p, k])))
                    for s in range(n) for p in range(ch.P) for k in range(K) if ch.src[p, k] >= 0]
