@@ -192,6 +192,11 @@ class _Sine(torch.nn.Module):
         return torch.sin(self.w0 * x)
 
 
+def cmd_data(args):
+    from .data import cli as data_cli
+    return data_cli.run(args)
+
+
 def cmd_quickstart(args):
     from .quickstart import run
     return run(args.out)
@@ -231,6 +236,8 @@ def main(argv=None):
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--trust", action="store_true")
     s.set_defaults(fn=cmd_simulate)
+    from .data import cli as data_cli
+    data_cli.add_parser(sub, cmd_data)
     q = sub.add_parser("quickstart", help="the main job end to end on built-in data")
     q.add_argument("--out", default="quickstart_out")
     q.set_defaults(fn=cmd_quickstart)

@@ -1,0 +1,264 @@
+"""Loaders for the public weight-space data sets, read exactly as published.
+
+Every data set is a ``torch.utils.data.Dataset`` of ``ParameterGraph``s with a target ``y``; items
+are built lazily from the files (state dicts are loaded with ``weights_only=True``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+import converters
+
+from .conventions import DWSNETS, NFN, SirenConvention
+
+
+class DataError(ValueError):
+    """A data set file that cannot be used; the message names the file."""
+
+
+def load_state_dict(path) -> dict:
+    """``torch.load(path, weights_only=True)`` with a clear error naming the file."""
+    try:
+        sd = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:
+        raise DataError(f"cannot read '{path}': {type(e).__name__}: {e}") from e
+    if not isinstance(sd, dict):
+        raise DataError(f"'{path}' holds a {type(sd).__name__}, not a state dict")
+    return sd
+
+
+class GraphDataset(torch.utils.data.Dataset):
+    """Base class: ``items`` is a list of ``(source, label)``; ``_state_dict(source)`` reads one.
+
+    ``on_bad="raise"`` (default) raises ``DataError`` naming the file when an item is read;
+    ``"skip"`` checks every item at construction, drops unreadable ones with one warning giving
+    their count, and keeps the rest. ``transform`` is applied to each graph (e.g. augmentation).
+    """
+
+    def __init__(self, items, arch_for, convention=None, transform: Optional[Callable] = None,
+                 on_bad: str = "raise", name: str = "dataset"):
+        if on_bad not in ("raise", "skip"):
+            raise ValueError("on_bad must be 'raise' or 'skip'")
+        self.items, self.arch_for, self.convention = list(items), arch_for, convention
+        self.transform, self.name = transform, name
+        self.skipped = []
+        if on_bad == "skip":
+            good = []
+            for it in self.items:
+                try:
+                    self._graph(it)
+                    good.append(it)
+                except DataError as e:
+                    self.skipped.append(str(e))
+            if self.skipped:
+                warnings.warn(f"{name}: skipped {len(self.skipped)} unreadable item(s), e.g. "
+                              f"{self.skipped[0]}")
+            self.items = good
+
+    def __len__(self):
+        return len(self.items)
+
+    def _state_dict(self, source):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _graph(self, item):
+        source, label = item[0], item[1]
+        sd = self._state_dict(source)
+        if label is None:   # stored inside the file (DWSNets FMNIST)
+            if "label" not in sd:
+                raise DataError(f"'{source}' has no 'label' entry")
+            label = int(sd.pop("label"))
+        arch = self.arch_for(item)
+        try:
+            g = converters.from_state_dict(sd, arch)
+        except (KeyError, ValueError) as e:
+            raise DataError(f"'{source}': {e}") from e
+        g.y = torch.tensor([label], dtype=torch.float32 if isinstance(label, float)
+                           else torch.long)
+        if self.convention is not None:
+            g.convention = self.convention.style   # the full convention is in arch.meta
+        return g
+
+    def __getitem__(self, i):
+        g = self._graph(self.items[i])
+        return self.transform(g) if self.transform is not None else g
+
+    @property
+    def labels(self) -> list:
+        """Targets of all items (reads the files when labels are stored inside them)."""
+        return [it[1] if it[1] is not None else int(self._state_dict(it[0])["label"])
+                for it in self.items]
+
+    def loader(self, batch_size=64, shuffle=False, **kwargs):
+        """A DataLoader yielding ``Batch``es (``converters.batch_graphs`` collation)."""
+        return converters.GraphLoader(self, batch_size=batch_size, shuffle=shuffle, **kwargs)
+
+
+class _FileDataset(GraphDataset):
+    def __init__(self, items, arch, convention=None, **kw):
+        self._arch = arch
+        super().__init__(items, lambda it: self._arch, convention, **kw)
+
+    def _state_dict(self, source):
+        return load_state_dict(source)
+
+
+def _siren_arch(convention: SirenConvention, sd_paths, last_key):
+    """The SIREN spec, read from the first readable file of ``sd_paths``."""
+    sd_paths = list(sd_paths) if isinstance(sd_paths, (list, tuple)) else [sd_paths]
+    first_error = None
+    for sd_path in sd_paths:
+        try:
+            return _siren_arch_one(convention, sd_path, last_key)
+        except DataError as e:
+            first_error = first_error or e
+    raise first_error
+
+
+def _siren_arch_one(convention, sd_path, last_key):
+    sd = load_state_dict(sd_path)
+    if last_key not in sd:
+        raise DataError(f"'{sd_path}' has no '{last_key}' (keys {list(sd)[:6]}): not a "
+                        f"{convention.style} SIREN")
+    keys = [k for k in sd if k.endswith("weight")]
+    widths = [sd[keys[0]].shape[1]] + [sd[k].shape[0] for k in keys]
+    return convention.arch(widths)
+
+
+def _require(path: Path, what: str):
+    if not path.exists():
+        raise DataError(f"missing {what}: '{path}'")
+    return path
+
+
+def _resolve(root: Path, p: str, anchor: str) -> Path:
+    """A path from a splits file: as written if it exists, else re-rooted at ``anchor``."""
+    q = Path(p)
+    if q.is_absolute() and q.exists():
+        return q
+    parts = q.parts
+    if anchor in parts:
+        return root.joinpath(*parts[parts.index(anchor):])
+    return root / q
+
+
+# -- DWSNets INRs ---------------------------------------------------------------------------------
+def dwsnets_mnist(path, split="train", split_file="mnist_splits.json", **kw) -> GraphDataset:
+    """``path`` holds ``mnist-inrs/`` and ``mnist_splits.json``
+    (``{split: {"path": [...], "label": [...]}}``); labels are digits 0-9."""
+    root = Path(path)
+    _require(root / "mnist-inrs", "folder")
+    sf = _require(root / split_file, "splits file (write one with `scalegmn data splits`)")
+    splits = json.loads(sf.read_text())
+    if split not in splits:
+        raise DataError(f"'{sf}' has no split '{split}' (has {sorted(splits)})")
+    paths = [_resolve(root, p, "mnist-inrs") for p in splits[split]["path"]]
+    labels = [int(lb) for lb in splits[split]["label"]]
+    if not paths:
+        raise DataError(f"split '{split}' of '{sf}' is empty")
+    arch = _siren_arch(DWSNETS, paths, "seq.0.weight")
+    return _FileDataset(list(zip(paths, labels)), arch, DWSNETS, name="dwsnets-mnist", **kw)
+
+
+def dwsnets_fmnist(path, split="train", split_file="fmnist_inrs/splits.json", **kw):
+    """``path`` holds ``fmnist_inrs/{train,test}/model_{idx}.pth`` (each with a ``label`` entry)
+    and ``fmnist_inrs/splits.json`` (``{split: [paths]}``)."""
+    root = Path(path)
+    _require(root / "fmnist_inrs", "folder")
+    sf = _require(root / split_file, "splits file")
+    splits = json.loads(sf.read_text())
+    if split not in splits:
+        raise DataError(f"'{sf}' has no split '{split}' (has {sorted(splits)})")
+    paths = [_resolve(root, p, "fmnist_inrs") for p in splits[split]]
+    if not paths:
+        raise DataError(f"split '{split}' of '{sf}' is empty")
+    arch = _siren_arch(DWSNETS, paths, "seq.0.weight")
+    # labels live inside the files and are read with each item
+    return _FileDataset([(p, None) for p in paths], arch, DWSNETS, name="dwsnets-fmnist", **kw)
+
+
+# -- NFN SIRENs -------------------------------------------------------------------------------------
+_NFN_BASE = re.compile(r"^randinit_smaller_(\d)s$")
+_NFN_AUG = re.compile(r"^randinit_smaller_aug(\d+)_(\d)s$")
+_NFN_IDX = re.compile(r"^net(\d+)\.pth$")
+
+
+def nfn_siren(path, split="train", split_points=(45000, 50000), extra_aug=0, **kw):
+    """``path`` is a ``siren_{mnist,fashion,cifar}_wts`` folder: ``randinit_smaller_{label}s/
+    net{idx}.pth`` (and ``randinit_smaller_aug{k}_{label}s/`` re-fits). Split by ``idx``:
+    train < split_points[0] <= val < split_points[1] <= test; ``extra_aug`` adds the first k
+    augmented copies to train only (the base folders are matched strictly, as ScaleGMN does)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"missing folder: '{root}'")
+    lo, hi = split_points
+    keep = {"train": lambda i: i < lo, "val": lambda i: lo <= i < hi,
+            "test": lambda i: i >= hi}
+    if split not in keep:
+        raise DataError(f"split must be train, val or test, got {split!r}")
+    items = []
+    for sub in sorted(root.iterdir()):
+        m, a = _NFN_BASE.match(sub.name), _NFN_AUG.match(sub.name)
+        if m:
+            label = int(m.group(1))
+        elif a and split == "train" and int(a.group(1)) < extra_aug:
+            label = int(a.group(2))
+        else:
+            continue
+        for f in sorted(sub.iterdir()):
+            mi = _NFN_IDX.match(f.name)
+            if mi and keep[split](int(mi.group(1))):
+                items.append((f, label, int(mi.group(1))))
+    if not items:
+        raise DataError(f"no SIRENs for split '{split}' under '{root}' (expected "
+                        f"randinit_smaller_<label>s/net<idx>.pth)")
+    items.sort(key=lambda t: (t[2], str(t[0])))
+    sd = load_state_dict(items[0][0])
+    last = max(int(k.split(".")[1]) for k in sd if k.startswith("net."))
+    arch = _siren_arch(NFN, [it[0] for it in items], f"net.{last}.weight")
+    return _FileDataset(items, arch, NFN, name="nfn-siren", **kw)
+
+
+# -- a user's own checkpoints ----------------------------------------------------------------
+def folder(path, split=None, labels_file="labels.csv", arch_file="arch.json", **kw):
+    """``path`` holds state-dict files, ``arch.json`` (an ``ArchSpec``, e.g. from
+    ``scalegmn convert --arch-out``) and ``labels.csv`` with rows ``file,label[,split]``
+    (without a split column every file belongs to every split)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"missing folder: '{root}'")
+    arch = converters.ArchSpec.from_json(_require(root / arch_file, "arch file").read_text())
+    rows = [ln.split(",") for ln in _require(root / labels_file, "labels file").read_text()
+            .splitlines() if ln.strip() and not ln.startswith("file,")]
+    items = []
+    has_split = any(len(r) >= 3 and r[2].strip() for r in rows)
+    for r in rows:
+        if split is not None and has_split and (len(r) < 3 or r[2].strip() != split):
+            continue
+        label = r[1].strip()
+        label = int(label) if re.fullmatch(r"-?\d+", label) else float(label)
+        items.append((root / r[0].strip(), label))
+    if not items:
+        raise DataError(f"'{root / labels_file}' lists no files" +
+                        (f" for split '{split}'" if split else ""))
+    return _FileDataset(items, arch, None, name="folder", **kw)
+
+
+def load_dataset(path, format: str, split: str = "train", **options) -> GraphDataset:
+    """Read a data set as published. Formats: ``dwsnets-mnist``, ``dwsnets-fmnist``,
+    ``nfn-siren``, ``cnn-zoo``, ``folder`` (see each loader for its options)."""
+    from .zoo import cnn_zoo
+    readers = {"dwsnets-mnist": dwsnets_mnist, "dwsnets-fmnist": dwsnets_fmnist,
+               "nfn-siren": nfn_siren, "cnn-zoo": cnn_zoo, "folder": folder}
+    if format not in readers:
+        raise ValueError(f"unknown format {format!r}; choose from {sorted(readers)}")
+    if not os.path.exists(path):
+        raise DataError(f"missing folder: '{path}'")
+    return readers[format](path, split=split, **options)
