@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import ast
 import importlib.util
-import json
 import os
 import sys
 from collections import Counter
@@ -197,6 +197,47 @@ def cmd_data(args):
     return data_cli.run(args)
 
 
+def cmd_train(args):
+    from .train import list_configs, load_config
+    from .train.loop import Runner
+    if args.config == "list":
+        print("\n".join(list_configs()))
+        return 0
+    try:
+        cfg = load_config(args.config, args.set or [])
+        if args.device:
+            cfg.train.device = args.device
+        if args.dtype:
+            cfg.train.dtype = args.dtype
+        runner = Runner(cfg, args.out, resume=args.resume, dry_run=args.dry_run)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from e
+    if args.dry_run:
+        return 0
+    runner.fit()
+    print(f"run directory: {args.out} (metrics.jsonl, summary.json, checkpoints/, plots/)")
+    return 0
+
+
+def cmd_eval(args):
+    from .train.config import _build, RunConfig
+    from .train.loop import Runner
+    ckpt = torch.load(args.checkpoint, weights_only=False)
+    cfg = _build(RunConfig, ckpt["config"], "config")
+    cfg.train.progress = False
+    runner = Runner(cfg, Path(args.checkpoint).parent.parent, dry_run=True, log=lambda *_: None)
+    runner.model.load_state_dict(ckpt["model"])
+    res = runner.evaluate(runner.data[args.split])
+    print(json.dumps({"split": args.split, **res}, indent=1))
+    return 0
+
+
+def cmd_report(args):
+    from .train.report import report
+    print(report(args.runs, args.out))
+    return 0
+
+
 def cmd_quickstart(args):
     from .quickstart import run
     return run(args.out)
@@ -238,6 +279,24 @@ def main(argv=None):
     s.set_defaults(fn=cmd_simulate)
     from .data import cli as data_cli
     data_cli.add_parser(sub, cmd_data)
+    t = sub.add_parser("train", help="train a metanetwork from a config")
+    t.add_argument("--config", required=True, help="a shipped config name, a YAML path, or "
+                                                   "'list'")
+    t.add_argument("--out", default="runs/run")
+    t.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--dry-run", action="store_true", help="print the summary and stop")
+    t.add_argument("--device")
+    t.add_argument("--dtype", choices=["float32", "float64"])
+    t.set_defaults(fn=cmd_train)
+    e = sub.add_parser("eval", help="evaluate a checkpoint")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.set_defaults(fn=cmd_eval)
+    r = sub.add_parser("report", help="compare runs: mean, std, standard error per backend")
+    r.add_argument("runs", nargs="+")
+    r.add_argument("--out", default=None, help="write the table and a bar plot here")
+    r.set_defaults(fn=cmd_report)
     q = sub.add_parser("quickstart", help="the main job end to end on built-in data")
     q.add_argument("--out", default="quickstart_out")
     q.set_defaults(fn=cmd_quickstart)

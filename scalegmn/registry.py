@@ -59,3 +59,9 @@ def _scalegmn_b(cfg, spec):
 def _gmn(cfg, spec):
     from .model import ScaleGMN
     return ScaleGMN(cfg, spec, bidirectional=False, permutation_only=True)
+
+
+@register("mlp")
+def _mlp(cfg, spec):
+    from .baselines import FlatMLP
+    return FlatMLP(cfg, spec)

