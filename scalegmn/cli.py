@@ -229,6 +229,15 @@ def cmd_eval(args):
     runner.model.load_state_dict(ckpt["model"])
     res = runner.evaluate(runner.data[args.split])
     print(json.dumps({"split": args.split, **res}, indent=1))
+    if args.robustness:
+        from .train import robustness as R
+        rob = R.robustness(runner)
+        run_dir = Path(args.checkpoint).parent.parent
+        R.save(rob, run_dir / "robustness.json")
+        R.plot({cfg.model.backend: rob}, runner.task.metric, run_dir / "plots" /
+               "robustness.png")
+        print("robustness (test " + runner.task.metric + " under random group actions): "
+              + ", ".join(f"{k}: {v:.4f}" for k, v in rob.items()))
     return 0
 
 
@@ -240,7 +249,7 @@ def cmd_report(args):
 
 def cmd_quickstart(args):
     from .quickstart import run
-    return run(args.out)
+    return run(args.out, quick=args.quick)
 
 
 def main(argv=None):
@@ -292,6 +301,8 @@ def main(argv=None):
     e = sub.add_parser("eval", help="evaluate a checkpoint")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--robustness", action="store_true",
+                   help="also evaluate on test sets transformed by random group actions")
     e.set_defaults(fn=cmd_eval)
     r = sub.add_parser("report", help="compare runs: mean, std, standard error per backend")
     r.add_argument("runs", nargs="+")
@@ -299,6 +310,7 @@ def main(argv=None):
     r.set_defaults(fn=cmd_report)
     q = sub.add_parser("quickstart", help="the main job end to end on built-in data")
     q.add_argument("--out", default="quickstart_out")
+    q.add_argument("--quick", action="store_true", help="a tiny version (for tests)")
     q.set_defaults(fn=cmd_quickstart)
     args = p.parse_args(argv)
     return args.fn(args)

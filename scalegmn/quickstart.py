@@ -1,37 +1,54 @@
-"""``scalegmn quickstart``: convert small models, check their symmetries, draw their graphs."""
+"""``scalegmn quickstart``: the main job end to end on the built-in data.
+
+1. makes the built-in INR data set if absent (2,000 SIRENs fitted to real MNIST digits);
+2. trains ScaleGMN on it, and a flat-MLP baseline the same way;
+3. evaluates both on test sets transformed by random sign flips and permutations;
+4. writes the runs, a comparison table and plots under ``--out``.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import torch
+from .train import load_config
+from .train import robustness as R
+from .train.loop import Runner
+from .train.report import report
 
-import converters
-from converters.draw import draw_graph
-from converters.models import Siren, cnn_zoo
 
-
-def run(out_dir="quickstart_out") -> int:
+def run(out_dir="quickstart_out", quick=False) -> int:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    models = {"siren": (Siren((2, 16, 16, 1), output_offset=0.5), torch.rand(64, 2) * 2 - 1),
-              "cnn_zoo": (cnn_zoo(channels=8), torch.randn(8, 1, 28, 28))}
-    for name, (model, x) in models.items():
-        model = model.double().eval()
-        x = x.double()
-        graph = converters.to_graph(model, x)
-        print(f"== {name}")
-        print(graph.arch.summary())
-        back = converters.to_module(graph)
-        exact = torch.equal(back(x), model(x))
-        action = converters.sample_action(graph)
-        moved = action.apply_module(model, x)
-        err = ((moved(x) - model(x)).abs().max() / model(x).abs().max()).item()
-        print(f"round trip exact: {exact}; a random symmetry action keeps the function "
-              f"(relative error {err:.1e})")
-        converters.save_graph(out / f"{name}.pt", graph)
-        draw_graph(graph, out / f"{name}.png")
-        print(f"wrote {out / (name + '.pt')} and {out / (name + '.png')}")
-        if not exact or err > 1e-9:
-            return 1
+    overrides = ["train.progress=false"]
+    if quick:
+        overrides += ["data.default_size=300", "train.epochs=2", "data.limit=200"]
+    results, summaries = {}, {}
+    for name in ("mnist_inr_scalegmn", "mnist_inr_mlp"):
+        cfg = load_config(name, overrides)
+        backend = cfg.model.backend
+        print(f"\n== training {backend} ({name}) ==")
+        runner = Runner(cfg, out / backend)
+        summaries[backend] = runner.fit()
+        results[backend] = R.robustness(runner)
+    metric = summaries["scalegmn"]["metric"]
+    R.save(results, out / "robustness.json")
+    R.plot(results, metric, out / "robustness.png")
+    print("\n== results ==")
+    print(report([out / b for b in summaries]))
+    print(f"\ntest {metric} on transformed test sets (random group actions of the test INRs):")
+    settings = list(next(iter(results.values())))
+    print(f"  {'backend':<10s} " + " ".join(f"{s:>10s}" for s in settings))
+    for b, r in results.items():
+        print(f"  {b:<10s} " + " ".join(f"{r[s]:>10.4f}" for s in settings))
+    print(f"""
+What happened: each MNIST digit was fitted by a small SIREN (a sine network); the data set holds
+those networks' weights. ScaleGMN reads each network as a graph (neurons = nodes, weights =
+edges) and classifies the digit from the weights alone, respecting the networks' symmetries: it
+gives the same answer for permuted hidden neurons and sign-flipped sine neurons, so its accuracy is
+unchanged under those transformations, while the flat MLP's is not.
+
+Files: {out}/scalegmn and {out}/mlp (config.yaml, metrics.jsonl, summary.json, checkpoints/,
+plots/curves.png), {out}/robustness.json and {out}/robustness.png.
+Next: scalegmn train --config list; scalegmn train --config mnist_inr_scalegmn --out runs/sg""")
+    (out / "quickstart.json").write_text(json.dumps({"summaries": summaries,
+                                                     "robustness": results}, indent=1))
     return 0

@@ -115,46 +115,36 @@ def _init_params(indices, hps, seed) -> list:
     return [torch.stack([p[k] for p in per_net]).contiguous() for k in range(8)]
 
 
-def _activate(h, acts, G):
-    """Apply network g's activation to channels [16 g, 16 (g + 1))."""
-    names = sorted(set(acts))
-    if len(names) == 1:
-        return make_activation(names[0])(h)
-    out = None
-    for name in names:
-        mask = torch.tensor([a == name for a in acts]).repeat_interleave(CHANNELS)
-        y = make_activation(name)(h)
-        out = y if out is None else torch.where(mask.view(1, -1, 1, 1), y, out)
-    return out
-
-
-def _forward(params, x, acts, drop=None):
-    """Logits (B, G, 10) of G networks; ``x``: (B, G, H, W), channel g for network g;
-    ``drop``: per-layer multiplicative masks (G, B, 16, h, w), or None (eval)."""
+def _forward(params, x, act, drop=None):
+    """Logits (B, G, 10) of G networks with activation ``act``; ``x``: (B, G, H, W), channel g
+    for network g; ``drop``: per-layer multiplicative masks (B, 16 G, h, w), or None (eval)."""
     B, G = x.shape[:2]
     h = x
     for l in range(3):
         W, b = params[2 * l], params[2 * l + 1]
         h = F.conv2d(h, W.reshape(G * CHANNELS, W.shape[2], KERNEL, KERNEL), b.reshape(-1),
                      stride=STRIDE, groups=G)
-        h = _activate(h, acts, G)
+        h = act(h)
         if drop is not None:
-            hh, ww = h.shape[2:]
-            h = (h.view(B, G, CHANNELS, hh, ww) * drop[l].permute(1, 0, 2, 3, 4)) \
-                .reshape(B, G * CHANNELS, hh, ww)
+            h = h * drop[l]
     pooled = h.mean(dim=(2, 3)).view(B, G, CHANNELS)
     return torch.einsum("bgc,goc->bgo", pooled, params[6]) + params[7]
 
 
+def _as_input(x_gbhw):
+    """(G, B, H, W) -> (B, G, H, W) in channels-last memory (faster grouped convolutions)."""
+    return x_gbhw.permute(1, 2, 3, 0).contiguous().permute(0, 3, 1, 2)
+
+
 @torch.no_grad()
-def _evaluate(params, acts, x, y, chunk=256):
+def _evaluate(params, act, x, y, chunk=256):
     """Accuracy and mean cross-entropy (G,) of every network on images x (N, H, W), labels y."""
     G = params[0].shape[0]
     correct = torch.zeros(G, dtype=torch.float64)
     loss = torch.zeros(G, dtype=torch.float64)
     for s in range(0, len(x), chunk):
         xb, yb = x[s:s + chunk], y[s:s + chunk]
-        logits = _forward(params, xb.unsqueeze(1).expand(-1, G, -1, -1).contiguous(), acts)
+        logits = _forward(params, _as_input(xb.unsqueeze(0).expand(G, -1, -1, -1)), act)
         yy = yb.unsqueeze(1).expand(-1, G)
         correct += (logits.argmax(-1) == yy).sum(0).double()
         loss += F.cross_entropy(logits.reshape(-1, N_CLASSES), yy.reshape(-1),
@@ -200,15 +190,17 @@ def _train_eval_subset(n_train, seed, max_eval):
 def train_nets(indices, images, labels, test_images, test_labels, *, steps=150,
                batch_size=128, seed=0, activations=("relu", "tanh"), checkpoint_steps=None,
                max_eval=2000) -> list:
-    """Train the networks ``indices`` together (one grouped network) and evaluate them.
+    """Train the networks ``indices`` together and evaluate them.
 
-    Returns one dict per network: ``index``, ``hparams`` (``sample_hparams``), ``diverged_at``
-    (the training step at which its loss or weights became NaN/inf, else None) and
-    ``checkpoints``: ``[(step label, PyTorch state dict of converters.models.cnn_zoo, metrics
-    {test_accuracy, test_loss, train_accuracy, train_loss})]`` sorted by label, the last one
-    labelled 86. ``checkpoint_steps`` are labels in the zoo's epoch units, 0 <= label < 86: the
-    snapshot labelled c is taken after ``round(c * steps / 86)`` updates. A diverged network is
-    frozen at zeros (so it cannot disturb the others) and returns no checkpoints.
+    Networks sharing an activation train as one grouped network (one per activation, one after
+    the other). Returns one dict per network, in the order of ``indices``: ``index``,
+    ``hparams`` (``sample_hparams``), ``diverged_at`` (the update at which its loss or weights
+    became NaN/inf, else None) and ``checkpoints``: ``[(step label, PyTorch state dict of
+    converters.models.cnn_zoo, metrics {test_accuracy, test_loss, train_accuracy,
+    train_loss})]`` sorted by label, the last one labelled 86. ``checkpoint_steps`` are labels
+    in the zoo's epoch units, 0 <= label < 86: the snapshot labelled c is taken after
+    ``round(c * steps / 86)`` updates. A diverged network is frozen at zeros (so it cannot
+    disturb the others) and returns no checkpoints.
     """
     indices = [int(i) for i in indices]
     images, labels = _check_images(images, labels, "training")
@@ -221,17 +213,28 @@ def train_nets(indices, images, labels, test_images, test_labels, *, steps=150,
     for c in labels_ckpt:
         snap.setdefault(int(round(c * steps / FINAL_STEP)), []).append(c)
     snap.setdefault(steps, []).append(FINAL_STEP)
-
-    G = len(indices)
-    hps = [sample_hparams(i, seed, activations) for i in indices]
-    acts = [hp["activation"] for hp in hps]
-    x_train, y_train = _preprocess(images), torch.as_tensor(labels)
+    data = {"x": _preprocess(images), "y": torch.as_tensor(labels),
+            "x_test": _preprocess(test_images[:max_eval]),
+            "y_test": torch.as_tensor(test_labels[:max_eval])}
     sub = torch.as_tensor(_train_eval_subset(len(images), seed, max_eval))
-    x_tr_eval, y_tr_eval = x_train[sub], y_train[sub]
-    x_test = _preprocess(test_images[:max_eval])
-    y_test = torch.as_tensor(test_labels[:max_eval])
+    data["x_tr_eval"], data["y_tr_eval"] = data["x"][sub], data["y"][sub]
+    hps = {i: sample_hparams(i, seed, activations) for i in indices}
+    out = {}
+    for act in dict.fromkeys(activations):
+        members = [i for i in indices if hps[i]["activation"] == act]
+        if members:
+            out.update(_train_group(members, [hps[i] for i in members], data, steps=steps,
+                                    batch_size=batch_size, seed=seed, snap=snap))
+    return [out[i] for i in indices]
+
+
+def _train_group(indices, hps, data, *, steps, batch_size, seed, snap) -> dict:
+    """Train networks that share one activation as one grouped network; see ``train_nets``."""
+    G = len(indices)
+    act = make_activation(hps[0]["activation"])
+    x_train, y_train = data["x"], data["y"]
     order = torch.as_tensor(np.stack([
-        _batch_order(i, seed, len(images), hp["train_fraction"], steps, batch_size)
+        _batch_order(i, seed, len(x_train), hp["train_fraction"], steps, batch_size)
         for i, hp in zip(indices, hps)], axis=1))                        # (steps, G, B)
     drop_gens = [_torch_gen(seed, i, "dropout") for i in indices]
 
@@ -242,22 +245,23 @@ def train_nets(indices, images, labels, test_images, test_labels, *, steps=150,
     is_sgd = [opt_of("sgd", p) for p in params]
     is_mom = [opt_of("momentum", p) for p in params]
     l2 = torch.tensor([hp["l2reg"] for hp in hps])
+    # dropout: per network and layer, uniforms (B, h, w, 16) from the network's own generator
     p_drop = torch.tensor([hp["dropout"] for hp in hps]).view(G, 1, 1, 1, 1)
     keep_scale = 1.0 / (1.0 - p_drop)
+    H, W = x_train.shape[1:]
+    uniforms = [torch.empty(G, batch_size, h, w, CHANNELS)
+                for h, w in zip(_spatial(H), _spatial(W))]
     buf = [torch.zeros_like(p) for p in params]
     m1 = [torch.zeros_like(p) for p in params]
     m2 = [torch.zeros_like(p) for p in params]
     alive = torch.ones(G, dtype=torch.bool)
     diverged_at = [None] * G
-    H, W = images.shape[1:]
-    sizes = list(zip(_spatial(H), _spatial(W)))
-    masks = [torch.empty(G, batch_size, CHANNELS, h, w) for h, w in sizes]
     results = [[] for _ in range(G)]
 
     def snapshot(labels_here):
         with torch.no_grad():
-            te_acc, te_loss = _evaluate(params, acts, x_test, y_test)
-            tr_acc, tr_loss = _evaluate(params, acts, x_tr_eval, y_tr_eval)
+            te_acc, te_loss = _evaluate(params, act, data["x_test"], data["y_test"])
+            tr_acc, tr_loss = _evaluate(params, act, data["x_tr_eval"], data["y_tr_eval"])
         for g in range(G):
             if not alive[g]:
                 continue
@@ -273,13 +277,16 @@ def train_nets(indices, images, labels, test_images, test_labels, *, steps=150,
         if t == steps:
             break
         idx = order[t]                                                     # (G, B)
-        xb = x_train[idx].permute(1, 0, 2, 3).contiguous()                # (B, G, H, W)
+        xb = _as_input(x_train[idx])                                       # (B, G, H, W)
         yb = y_train[idx].t()                                              # (B, G)
-        for mask in masks:
+        drop = []
+        for u in uniforms:
             for g in range(G):
-                torch.rand(mask.shape[1:], generator=drop_gens[g], out=mask[g])
-        drop = [(mk >= p_drop).float() * keep_scale for mk in masks]
-        logits = _forward(params, xb, acts, drop)
+                torch.rand(u.shape[1:], generator=drop_gens[g], out=u[g])
+            keep = torch.where(u >= p_drop, keep_scale, 0.0)              # (G, B, h, w, 16)
+            # -> (B, 16 G, h, w) in channels-last memory, like the activations
+            drop.append(keep.permute(1, 2, 3, 0, 4).flatten(3).permute(0, 3, 1, 2))
+        logits = _forward(params, xb, act, drop)
         ce = F.cross_entropy(logits.reshape(-1, N_CLASSES), yb.reshape(-1),
                              reduction="none").view(-1, G).mean(0)
         reg = sum((params[k] ** 2).flatten(1).sum(1) for k in (0, 2, 4, 6))
@@ -311,8 +318,9 @@ def train_nets(indices, images, labels, test_images, test_labels, *, steps=150,
                     for tensor in (p, buf[k], m1[k], m2[k]):
                         tensor.masked_fill_(dead, 0.0)
                     lr[k] = lr[k] * alive.view_as(lr[k])
-    return [{"index": i, "hparams": hp, "diverged_at": d, "checkpoints": sorted(
-        r, key=lambda c: c[0])} for i, hp, d, r in zip(indices, hps, diverged_at, results)]
+    return {i: {"index": i, "hparams": hp, "diverged_at": d,
+                "checkpoints": sorted(r, key=lambda c: c[0])}
+            for i, hp, d, r in zip(indices, hps, diverged_at, results)}
 
 
 # -- files -----------------------------------------------------------------------------------------

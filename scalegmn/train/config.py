@@ -42,6 +42,7 @@ class TrainConfig:
     eval_every: int = 1
     progress: bool = True
     threads: Optional[int] = None
+    deterministic: bool = False   # one thread + deterministic kernels: bitwise-repeatable runs
 
 
 @dataclass

@@ -104,6 +104,9 @@ class Runner:
         self.task = TASK_CLASSES[cfg.task]()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        if cfg.train.deterministic:   # parallel CPU reductions differ run to run (~1e-7)
+            torch.set_num_threads(1)
+            torch.use_deterministic_algorithms(True, warn_only=True)
         self.dtype = getattr(torch, cfg.train.dtype)
         self.device = torch.device(cfg.train.device)
         set_seed(cfg.train.seed)

@@ -1,0 +1,76 @@
+"""Robustness: a trained model's metric on test sets transformed by random group actions.
+
+A symmetric model's metric is unchanged by actions of the groups it claims; a model that ignores
+the symmetry (the flat MLP) degrades. Settings: ``none``, ``perm`` (permutations only),
+``perm+sign`` (sign flips too: sine/tanh networks), ``scale r`` (log-uniform factors in
+``[1/r, r]`` and permutations: ReLU networks).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+import converters
+
+
+def settings_for(graphs) -> list:
+    groups = {converters.GROUPS[int(g)] for g in graphs[0].group}
+    out = [("none", None), ("perm", (1.0, 1.0))]
+    if "sign" in groups and "scale" not in groups:
+        out = [("none", None), ("perm", "perm"), ("perm+sign", (1.0, 1.0))]
+    if "scale" in groups or "linear" in groups:
+        out = [("none", None)] + [(f"scale {r:g}", (1.0 / r, float(r)))
+                                  for r in (1, 10, 100, 1000)]
+    return out
+
+
+def _transform(rng, seed):
+    gen = torch.Generator().manual_seed(seed)
+
+    def apply(batch):
+        if rng == "perm":
+            a = converters.sample_action(batch, gen, (1.0, 1.0))
+            a = converters.Action(a.perm, torch.ones_like(a.q))
+        else:
+            a = converters.sample_action(batch, gen, rng)
+        return a.apply(batch)
+    return apply
+
+
+def robustness(runner, seed=0) -> dict:
+    """``{setting: test metric}`` for the runner's model on transformed test sets."""
+    test = runner.data["test"]
+    out = {}
+    for name, rng in settings_for(test):
+        res = runner.evaluate(test, None if rng is None else _transform(rng, seed))
+        out[name] = res[runner.task.metric]
+    return out
+
+
+def plot(results: dict, metric: str, path):
+    """Bar plot: one group of bars per setting, one bar per backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    backends = list(results)
+    settings = list(next(iter(results.values())))
+    fig, ax = plt.subplots(figsize=(2 + 1.3 * len(settings), 3))
+    w = 0.8 / len(backends)
+    for i, b in enumerate(backends):
+        ax.bar([s + i * w for s in range(len(settings))], [results[b][k] for k in settings],
+               width=w, label=b)
+    ax.set_xticks([s + 0.4 - w / 2 for s in range(len(settings))], settings)
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title("metric under random group actions of the test networks")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save(results: dict, path):
+    Path(path).write_text(json.dumps(results, indent=1))

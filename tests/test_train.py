@@ -1,0 +1,120 @@
+"""The training loop: runs, resumes to the same result, rejects bad configs, reports."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from scalegmn.cli import main
+from scalegmn.data import generate as G
+from scalegmn.data import images as I
+from scalegmn.train import load_config
+from scalegmn.train.loop import Runner
+
+
+@pytest.fixture(scope="module")
+def inr_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inrs")
+    X, y = I.sklearn_digits()
+    X, y = X[:40], y[:40]
+    G.generate_dwsnets_mnist(out, X, y, np.arange(40) < 30, steps=30, chunk=20, val_size=6,
+                             progress=False)
+    return out
+
+
+def write_config(path, data_dir, **extra):
+    cfg = {"task": "inr_classification",
+           "data": {"format": "dwsnets-mnist", "path": str(data_dir), "batch_size": 8},
+           "model": {"backend": "scalegmn", "hidden": 8, "layers": 1, "dropout": 0.1},
+           "train": {"epochs": 3, "lr": 3e-3, "warmup_steps": 2, "progress": False,
+                     "deterministic": True}}
+    for k, v in extra.items():
+        sec, key = k.split("__")
+        cfg.setdefault(sec, {})[key] = v
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_kill_and_resume_gives_the_same_result(tmp_path, inr_dir):
+    cfg_path = write_config(tmp_path / "c.yaml", inr_dir)
+    full = Runner(load_config(cfg_path), tmp_path / "full", log=lambda *a: None).fit()
+    runner = Runner(load_config(cfg_path), tmp_path / "part", log=lambda *a: None)
+    calls = {"n": 0}
+    loss = runner.task.loss
+
+    def dying(out, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:          # in the middle of epoch 2 (3 batches per epoch)
+            raise Killed()
+        return loss(out, batch)
+    runner.task.loss = dying
+    with pytest.raises(Killed):
+        runner.fit()
+    resumed = Runner(load_config(cfg_path), tmp_path / "part", resume=True,
+                     log=lambda *a: None)
+    assert resumed.start_epoch == 1
+    again = resumed.fit()
+    assert again["test"] == full["test"] and again["best_val"] == full["best_val"]
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2, 3]
+    assert (tmp_path / "part" / "plots" / "curves.png").exists()
+
+
+def test_bad_configs_fail_before_training(tmp_path, inr_dir, capsys):
+    good = write_config(tmp_path / "c.yaml", inr_dir)
+    with pytest.raises(ValueError, match="model.hiden"):
+        load_config(good, ["model.hiden=3"])
+    with pytest.raises(ValueError, match="train.lr"):
+        load_config(good, ["train.lr=fast"])
+    with pytest.raises(ValueError, match="data.path.*/no/such"):
+        load_config(good, ["data.path=/no/such"])
+    with pytest.raises(ValueError, match="task"):
+        load_config(good, ["task=dreaming"])
+    with pytest.raises(SystemExit, match="model.*readout"):
+        main(["train", "--config", good, "--out", str(tmp_path / "x"), "--set",
+              "model.readout=mean"])
+    assert not (tmp_path / "x").exists()
+    assert main(["train", "--config", good, "--out", str(tmp_path / "d"), "--dry-run"]) == 0
+    assert "trainable parameters" in capsys.readouterr().out
+    assert main(["train", "--config", "list"]) == 0
+    assert "mnist_inr_scalegmn" in capsys.readouterr().out
+
+
+def test_train_eval_report_and_robustness(tmp_path, inr_dir, capsys):
+    for backend, extra in (("scalegmn", {}), ("mlp", {"model__hidden": 32})):
+        for seed in (0, 1):
+            cfg = write_config(tmp_path / f"{backend}{seed}.yaml", inr_dir,
+                               model__backend=backend, train__seed=seed, train__epochs=1,
+                               **extra)
+            assert main(["train", "--config", cfg, "--out", str(tmp_path / f"{backend}{seed}")]) == 0
+    ck = tmp_path / "scalegmn0" / "checkpoints" / "best.pt"
+    assert main(["eval", "--checkpoint", str(ck), "--robustness"]) == 0
+    out = capsys.readouterr().out
+    assert '"accuracy"' in out and "perm+sign" in out
+    rob = json.loads((tmp_path / "scalegmn0" / "robustness.json").read_text())
+    assert rob["perm+sign"] == pytest.approx(rob["none"], abs=1e-6)   # symmetric model
+    assert main(["report"] + [str(tmp_path / n) for n in ("scalegmn0", "scalegmn1", "mlp0",
+                                                          "mlp1")] + ["--out",
+                                                                      str(tmp_path / "rep")]) == 0
+    table = capsys.readouterr().out
+    assert "scalegmn" in table and "mlp" in table and (tmp_path / "rep" / "report.png").exists()
+
+
+def test_editing_task_runs(tmp_path, inr_dir):
+    cfgd = {"task": "inr_editing",
+            "data": {"format": "dwsnets-mnist", "path": str(inr_dir), "batch_size": 8,
+                     "editing": "dilate", "limit": 16},
+            "model": {"backend": "scalegmn", "hidden": 8, "layers": 2},
+            "train": {"epochs": 1, "progress": False}}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(cfgd))
+    s = Runner(load_config(str(tmp_path / "e.yaml")), tmp_path / "edit",
+               log=lambda *a: None).fit()
+    assert s["metric"] == "mse" and 0 < s["test"]["mse"] < 1
