@@ -43,6 +43,7 @@ class ModelConfig:
     edge_type_embeddings: bool = True
     input_norm: Optional[bool] = None    # default: on for gmn, off otherwise
     edit_init: float = 0.01
+    data_scale: bool = True      # per-layer input scales from the example batch's magnitudes
     engine: str = "auto"
     extra: dict = field(default_factory=dict)
 

@@ -137,6 +137,13 @@ class ScaleGMN(nn.Module):
         self.pe_out = nn.Parameter(torch.randn(info.n_out, d, generator=g) * 0.5)
         self.pe_layer = nn.Parameter(1 + 0.1 * torch.randn(info.n_layers, d, generator=g))
         self.pe_edge = nn.Parameter(1 + 0.1 * torch.randn(len(EDGE_TYPES), d, generator=g))
+        # per-layer input scales (a constant factor per node set: equivariant); set from the
+        # example data's typical magnitudes when ``spec`` holds values (``data_scale``)
+        self.x_scale = nn.Parameter(torch.ones(info.n_layers))
+        self.e_scale = nn.Parameter(torch.ones(info.n_layers))
+        self.eb_scale = nn.Parameter(torch.ones(info.n_layers))
+        if cfg.data_scale and hasattr(spec, "edge_attr"):
+            self._scale_from(spec)
         if not cfg.io_embeddings:
             self.pe_in.requires_grad_(False).zero_()
             self.pe_out.requires_grad_(False).zero_()
@@ -165,6 +172,23 @@ class ScaleGMN(nn.Module):
                 self.head = MLP(d + io, d, cfg.out_dim, cfg.layer_norm, cfg.dropout)
             else:
                 self.head = MLP(io, d, cfg.out_dim, cfg.layer_norm, cfg.dropout)
+
+    @torch.no_grad()
+    def _scale_from(self, batch):
+        """1 / median |value| per node set, over the example batch (weights by the layer they
+        enter, biases by their own layer; reciprocal weights likewise)."""
+        dst = batch.edge_index[1]
+        ea, mask = batch.edge_attr.double(), batch.edge_mask
+        bw = torch.where(mask & (ea != 0), 1.0 / torch.where(ea != 0, ea, torch.ones_like(ea)),
+                         torch.zeros_like(ea))
+        for k in range(self.info.n_layers):
+            edges = batch.layer[dst] == k
+            for vals, scale in ((ea[edges][mask[edges]], self.e_scale),
+                                (bw[edges][mask[edges]], self.eb_scale),
+                                (batch.x[batch.layer == k, 0].double(), self.x_scale)):
+                nz = vals[vals != 0].abs()
+                if nz.numel():
+                    scale[k] = 1.0 / float(nz.median())
 
     # -- what the model claims -----------------------------------------------------------------
     def claimed_groups(self) -> tuple:
@@ -251,6 +275,7 @@ class ScaleGMN(nn.Module):
         emask = self._to_model_grid(batch.edge_mask, batch)
         if self.input_norm:
             x, ea = self._normalise_inputs(batch, x, ea, emask)
+        x = x * self.x_scale[batch.layer][:, None]
         h = self.embed_x(x[:, self.neuron_cols])
         if self.embed_inv is not None:
             h = h * (1 + self.embed_inv(x[:, self.inv_cols]))
@@ -261,7 +286,8 @@ class ScaleGMN(nn.Module):
         pe_add[out] = self.pe_out[batch.io_index[out]]
         pe_mul = torch.where((inp | out)[:, None], torch.ones_like(h), self.pe_layer[batch.layer])
         h = h * pe_mul + pe_add
-        e = self.embed_e(ea) * self.pe_edge[batch.edge_type]
+        dst_layer = batch.layer[batch.edge_index[1]]
+        e = self.embed_e(ea * self.e_scale[dst_layer][:, None]) * self.pe_edge[batch.edge_type]
         eb = None
         if self.embed_eb is not None:
             bw = ea
@@ -275,7 +301,8 @@ class ScaleGMN(nn.Module):
                 recip = torch.where(real, 1.0 / torch.where(real, ea, torch.ones_like(ea)),
                                     torch.zeros_like(ea))
                 bw = torch.where(scaling[:, None], recip, ea)
-            eb = self.embed_eb(bw) * self.pe_edge[batch.edge_type]
+            eb = self.embed_eb(bw * self.eb_scale[dst_layer][:, None]) * \
+                self.pe_edge[batch.edge_type]
         return h, e, eb
 
     # -- forward ---------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def row_to_state_dict(row: np.ndarray, layout) -> dict:
     """One TF-flat row -> a PyTorch ``cnn_zoo`` state dict (keys ``0.weight`` ... ``8.bias``)."""
     tensors = []
     for name, start, end, shape in layout:
-        t = np.asarray(row[start:end], dtype=np.float32).reshape(shape)
+        t = np.array(row[start:end], dtype=np.float32).reshape(shape)   # a copy: rows may be mmapped
         if name.endswith("kernel:0"):
             t = t.transpose(3, 2, 0, 1) if t.ndim == 4 else t.T   # (kh,kw,in,out)->(out,in,kh,kw)
         tensors.append((name, torch.from_numpy(np.ascontiguousarray(t))))

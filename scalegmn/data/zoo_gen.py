@@ -4,14 +4,14 @@ Every network is the zoo CNN (``converters.models.cnn_zoo``: three 3x3 stride-2 
 convolutions with 16 channels, an activation and dropout after each, global average pooling, a
 10-way linear layer; 4,970 parameters), trained on real images with its own hyperparameters.
 
-Many networks train at once: a chunk of ``G`` networks is one grouped network (``groups=G``),
-network ``g`` reading input channel ``g``, so every network sees its own minibatch. The loss is
-the sum over networks of each network's loss and the optimizers are written by hand on per-network
-parameter tensors (leading dimension ``G``) with per-network learning rates, so each network
-trains as if alone. Everything random about a network (hyperparameters, initialisation, training
-subset, minibatch order, dropout masks) is seeded by ``(seed, index)`` only, so a network's
-result does not depend on which networks share its chunk (up to floating-point rounding of the
-batched kernels, which may differ between chunk sizes).
+Many networks train at once: the networks of a chunk that share an activation form one grouped
+network (``groups=G``, channels-last memory), network ``g`` reading input channel ``g``, so every
+network sees its own minibatch. The loss is the sum over networks of each network's loss and the
+optimizers are written by hand on per-network parameter tensors (leading dimension ``G``) with
+per-network learning rates, so each network trains as if alone. Everything random about a
+network (hyperparameters, initialisation, training subset, minibatch order, dropout masks) is
+seeded by ``(seed, index)`` only, so a network's result does not depend on which networks share
+its chunk (up to floating-point rounding of the batched kernels, about 1e-7 here).
 
 Resumption follows ``generate.fit_and_write``: chunks have fixed boundaries, each finished chunk
 is written atomically to ``out/zoo_gen_work/chunk_{k}.npz`` and only then appended to the log
@@ -21,10 +21,10 @@ deleted once the zoo is assembled.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
-import math
 import os
 import tempfile
 import time
@@ -189,7 +189,7 @@ def _train_eval_subset(n_train, seed, max_eval):
 
 def train_nets(indices, images, labels, test_images, test_labels, *, steps=150,
                batch_size=128, seed=0, activations=("relu", "tanh"), checkpoint_steps=None,
-               max_eval=2000) -> list:
+               max_eval=2000, num_threads=None) -> list:
     """Train the networks ``indices`` together and evaluate them.
 
     Networks sharing an activation train as one grouped network (one per activation, one after
@@ -200,8 +200,29 @@ def train_nets(indices, images, labels, test_images, test_labels, *, steps=150,
     train_loss})]`` sorted by label, the last one labelled 86. ``checkpoint_steps`` are labels
     in the zoo's epoch units, 0 <= label < 86: the snapshot labelled c is taken after
     ``round(c * steps / 86)`` updates. A diverged network is frozen at zeros (so it cannot
-    disturb the others) and returns no checkpoints.
+    disturb the others) and returns no checkpoints. ``num_threads``: torch's intra-op threads
+    during the call (restored after; None keeps the current setting).
     """
+    with _threads(num_threads):
+        return _train_nets(indices, images, labels, test_images, test_labels, steps=steps,
+                           batch_size=batch_size, seed=seed, activations=activations,
+                           checkpoint_steps=checkpoint_steps, max_eval=max_eval)
+
+
+@contextlib.contextmanager
+def _threads(n):
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if n is not None:
+            torch.set_num_threads(old)
+
+
+def _train_nets(indices, images, labels, test_images, test_labels, *, steps, batch_size, seed,
+                activations, checkpoint_steps, max_eval):
     indices = [int(i) for i in indices]
     images, labels = _check_images(images, labels, "training")
     test_images, test_labels = _check_images(test_images, test_labels, "test")
@@ -220,7 +241,7 @@ def train_nets(indices, images, labels, test_images, test_labels, *, steps=150,
     data["x_tr_eval"], data["y_tr_eval"] = data["x"][sub], data["y"][sub]
     hps = {i: sample_hparams(i, seed, activations) for i in indices}
     out = {}
-    for act in dict.fromkeys(activations):
+    for act in dict.fromkeys(hps[i]["activation"] for i in indices):
         members = [i for i in indices if hps[i]["activation"] == act]
         if members:
             out.update(_train_group(members, [hps[i] for i in members], data, steps=steps,
@@ -304,7 +325,7 @@ def _train_group(indices, hps, data, *, steps, batch_size, seed, snap) -> dict:
                 adam = (m1[k] / (1 - BETA1 ** step)) / \
                     ((m2[k] / (1 - BETA2 ** step)).sqrt() + ADAM_EPS)
                 upd = torch.where(is_sgd[k], gr, torch.where(is_mom[k], buf[k], adam))
-                p.sub_(lr[k] * upd)
+                p.sub_(torch.where(alive.view(lr[k].shape), lr[k] * upd, 0.0))
             ok = torch.isfinite(loss)
             for p in params:
                 ok &= torch.isfinite(p).flatten(1).all(1)
@@ -317,9 +338,8 @@ def _train_group(indices, hps, data, *, steps, batch_size, seed, snap) -> dict:
                     dead = (~alive).view(-1, *([1] * (p.dim() - 1)))
                     for tensor in (p, buf[k], m1[k], m2[k]):
                         tensor.masked_fill_(dead, 0.0)
-                    lr[k] = lr[k] * alive.view_as(lr[k])
     return {i: {"index": i, "hparams": hp, "diverged_at": d,
-                "checkpoints": sorted(r, key=lambda c: c[0])}
+                "checkpoints": [] if d is not None else sorted(r, key=lambda c: c[0])}
             for i, hp, d, r in zip(indices, hps, diverged_at, results)}
 
 
@@ -332,6 +352,17 @@ def _atomic_npz(path: Path, **arrays):
             np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_text(path: Path, text: str):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -382,7 +413,7 @@ def _metric_rows(res: dict, seed: int, dataset_name: str, gap: int) -> list:
 def generate_cnn_zoo(out, images, labels, test_images, test_labels, *, n_nets=64, group=32,
                      steps=150, batch_size=128, seed=0, activations=("relu", "tanh"),
                      checkpoint_steps=None, dataset_name="unnamed", progress=True,
-                     stop_after_chunks=None, max_eval=2000) -> Path:
+                     stop_after_chunks=None, max_eval=2000, num_threads=None) -> Path:
     """Train ``n_nets`` zoo CNNs on ``images``/``labels`` (uint8 range, (N, H, W), at least
     15x15) and write a zoo folder ``out`` readable by ``scalegmn.data.zoo.cnn_zoo``.
 
@@ -402,6 +433,11 @@ def generate_cnn_zoo(out, images, labels, test_images, test_labels, *, n_nets=64
     Divergence: a network whose loss or weights become NaN/inf is frozen, recorded and dropped
     (all its checkpoints), with one warning giving the count; ``settings.json`` lists the
     dropped indices. Every written weight is finite.
+
+    Speed: each chunk trains as one grouped network per activation, so ``group`` = 32 with two
+    activations gives two grouped networks of 16. Results are bit-identical between runs on the
+    same machine with the same thread count; ``num_threads`` sets torch's intra-op threads for
+    the call (1 is much faster than 2 on a 2-core machine that is busy with other work).
 
     Resumable (see the module doc): a rerun with the same arguments trains only the missing
     chunks; a rerun with different settings or data raises ``ValueError``.
@@ -434,7 +470,7 @@ def generate_cnn_zoo(out, images, labels, test_images, test_labels, *, n_nets=64
             raise ValueError(f"'{work}' holds chunks generated with other settings "
                              f"({', '.join(diff)} differ): use another folder or delete it")
     else:
-        sfile.write_text(json.dumps(settings, indent=1))
+        _atomic_text(sfile, json.dumps(settings, indent=1))
 
     chunks = [list(range(s, min(s + group, n_nets))) for s in range(0, n_nets, group)]
     done = _done_chunks(work)
@@ -460,7 +496,7 @@ def generate_cnn_zoo(out, images, labels, test_images, test_labels, *, n_nets=64
                 res = train_nets(chunks[k], images, labels, test_images, test_labels,
                                  steps=steps, batch_size=batch_size, seed=seed,
                                  activations=activations, checkpoint_steps=ckpts,
-                                 max_eval=max_eval)
+                                 max_eval=max_eval, num_threads=num_threads)
                 rows, metrics = [], []
                 for r in res:
                     for _, sd, _ in r["checkpoints"]:
@@ -510,10 +546,15 @@ def _assemble(out: Path, work: Path, n_chunks: int, seed: int, settings: dict) -
         raise RuntimeError("every network diverged; nothing to write")
     split = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B17])) \
         .permutation(len(rows)).tolist()
-    write_zoo(out, rows, metrics, split)
+    # written next to the chunks, then moved into place file by file (each move atomic)
+    tmp = work / "assembling"
+    write_zoo(tmp, rows, metrics, split)
+    for f in ("weights.npy", "layout.csv", "metrics.csv.gz", "zoo_split.csv"):
+        os.replace(tmp / f, out / f)
+    tmp.rmdir()
     sfile = work / "settings.json"
     info = json.loads(sfile.read_text())
     info["dropped"] = dropped
     info["rows"] = len(rows)
-    sfile.write_text(json.dumps(info, indent=1))
+    _atomic_text(sfile, json.dumps(info, indent=1))
     return out
