@@ -21,7 +21,7 @@ from converters.layout import kernel_slots
 
 from .config import ModelConfig
 from .engines import DenseEngine, SparseEngine
-from .nn import MLP, GroupDispatch, ScaleEq, ScaleInv
+from .nn import MLP, GroupDispatch, ScaleEq, ScaleInv, gate_near_one, norm_preserving
 from .spec import SpecInfo, feature_mask
 
 _RESIDUAL = EDGE_TYPES.index("residual")
@@ -40,6 +40,8 @@ class EdgeUpdate(nn.Module):
                                                             cfg.layer_norm))
         self.D = nn.Linear(d, d_out, bias=False)
         self.chi = MLP(2 * d, d, d_out, cfg.layer_norm, cfg.dropout)
+        gate_near_one(self.chi)
+        norm_preserving(self.D)
 
     def forward(self, eng, h, e, reverse=False):
         k = eng.node_map(self.inv, h)
@@ -75,6 +77,8 @@ class GNNLayer(nn.Module):
                 self.edge_bw = EdgeUpdate(groups, d, d, cfg) if update_edges else None
         self.skip = nn.Linear(d, d, bias=False) if cfg.residual else None
         self.drop = nn.Dropout(cfg.dropout)
+        for lin in (self.A_v, self.A_e) + ((self.B_v, self.B_e) if bidir else ()):
+            norm_preserving(lin)
 
     def forward(self, eng, h, e, eb):
         # forward messages j -> i: (A_e e_ij) * (A_v h_j) transforms by q_i

@@ -397,7 +397,7 @@ def construct(module: nn.Module, inputs: torch.Tensor, backward: bool = True,
     cfg = ModelConfig(backend="scalegmn-b", task="equivariant", hidden=ch.d, layers=T,
                       residual=False, layer_norm=False, dropout=0.0, io_embeddings=True,
                       layer_embeddings=False, edge_type_embeddings=False,
-                      backward_edges="reciprocal", reciprocal_on_sign=True)
+                      backward_edges="reciprocal", reciprocal_on_sign=True, data_scale=False)
     batch = Batch.from_data_list([graph])
     net = ScaleGMN(cfg, batch, bidirectional=True).to(dtype)
     d, K = ch.d, ch.K

@@ -66,6 +66,10 @@ def test_unsupported_model_is_a_clean_error(tmp_path):
         main(["convert", f"{src}:make"])
 
 
-def test_quickstart(tmp_path):
-    assert main(["quickstart", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "cnn_zoo.png").exists() and (tmp_path / "siren.pt").exists()
+@pytest.mark.slow
+def test_quickstart(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALEGMN_CACHE", str(tmp_path / "cache"))
+    assert main(["quickstart", "--out", str(tmp_path / "q"), "--quick"]) == 0
+    for f in ("robustness.png", "robustness.json", "scalegmn/summary.json",
+              "mlp/plots/curves.png"):
+        assert (tmp_path / "q" / f).exists(), f

@@ -47,6 +47,19 @@ class MLP(nn.Module):
         return self.lin2(self.drop(self.act(self.norm(pre))))
 
 
+@torch.no_grad()
+def gate_near_one(mlp: "MLP", spread: float = 0.1):
+    """Initialise an MLP used as a multiplicative gate to output about 1."""
+    mlp.lin2.weight.mul_(spread)
+    mlp.lin2.bias.fill_(1.0)
+
+
+@torch.no_grad()
+def norm_preserving(lin: nn.Linear):
+    """``N(0, 1/fan_in)`` weights: the map keeps the typical norm of its input."""
+    nn.init.normal_(lin.weight, std=lin.weight.shape[1] ** -0.5)
+
+
 class ScaleInv(nn.Module):
     """An invariant of a node state under its group: (..., d) -> (..., d).
 
@@ -110,6 +123,16 @@ class ScaleEq(nn.Module):
             self.gamma = nn.Linear(d_in, d_out, bias=False)
             self.inv = ScaleInv(group, d_in, sign_mode, scale_mode, layer_norm)
             self.phi = MLP(d_in, d_hidden, d_out, layer_norm, dropout)
+
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Start close to the linear map ``Gamma`` (``phi`` near 1, ``Gamma`` norm-preserving),
+        so that states keep their magnitude through the layers."""
+        if self.group == "fixed":
+            return
+        gate_near_one(self.phi)
+        norm_preserving(self.gamma)
 
     def forward(self, x):
         if self.group == "fixed":
