@@ -40,7 +40,7 @@ def resolve_data_path(cfg: RunConfig, progress=True) -> Path:
     if cfg.data.format == "dwsnets-mnist":
         from ..data.cli import default_data_dir, make_default
         path = default_data_dir() if cfg.data.default_size == 2000 else \
-            default_data_dir().with_name(f"mnist-inrs-default-{cfg.data.default_size}")
+            default_data_dir().with_name(f"{default_data_dir().name}-{cfg.data.default_size}")
         if not (path / "mnist_splits.json").exists():
             print(f"making the built-in data set ({cfg.data.default_size} MNIST SIRENs) in "
                   f"{path} ...")
