@@ -22,15 +22,31 @@ def save_graph(path, graph: ParameterGraph) -> None:
     extra = {k: graph[k] for k in graph.keys() if k not in _TENSORS and k not in
              ("arch", "pad_shape", "num_nodes") and isinstance(graph[k], torch.Tensor)}
     payload["extra"] = extra
+    atomic_save(payload, path)
+
+
+def atomic_write(path, write, mode: str = "wb") -> None:
+    """Call ``write(file)`` on a temporary file in the same folder, flush it to disk, then rename
+    it to ``path``: a reader never sees a half-written file, and an interrupted write leaves the
+    old file intact."""
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    os.close(fd)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     try:
-        torch.save(payload, tmp)
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_save(obj, path) -> None:
+    """``torch.save`` through ``atomic_write``."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load_graph(path) -> ParameterGraph:

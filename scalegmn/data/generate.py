@@ -13,11 +13,12 @@ import json
 import math
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from converters.io import atomic_save  # noqa: F401  (re-exported)
 
 from .conventions import DWSNETS, NFN, SirenConvention, coordinates, to_target_range
 
@@ -101,19 +102,6 @@ def _state_dict(params, i, convention):
 
 
 # -- resumable writing ---------------------------------------------------------------------------
-def atomic_save(obj, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 LOG_FIELDS = ["path", "label", "index", "psnr", "seed", "steps", "lr", "init"]
 
 

@@ -26,7 +26,6 @@ import csv
 import hashlib
 import json
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from converters.io import atomic_write
 from converters.models import make_activation
 
 from .zoo import METRIC_COLUMNS, state_dict_to_row, write_zoo
@@ -345,28 +345,11 @@ def _train_group(indices, hps, data, *, steps, batch_size, seed, snap) -> dict:
 
 # -- files -----------------------------------------------------------------------------------------
 def _atomic_npz(path: Path, **arrays):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _atomic_text(path: Path, text: str):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
 def _read_chunk(path: Path):
