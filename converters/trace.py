@@ -97,7 +97,8 @@ def _refuse_autograd_function(cls, *args, **kwargs):
 
 def _trace(module: nn.Module) -> fx.GraphModule:
     tracer = fx.Tracer()
-    original = torch.autograd.Function.apply
+    # the raw classmethod object (``Function.apply`` would give a method bound to Function)
+    original = torch.autograd.Function.__dict__["apply"]
     torch.autograd.Function.apply = classmethod(_refuse_autograd_function)
     name = type(module).__name__
     try:

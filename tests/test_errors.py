@@ -210,3 +210,12 @@ def test_cannot_infer_input_shape_without_example():
     with pytest.raises(UnsupportedLayerError, match="example_input"):
         C.to_graph(model)
     assert C.to_graph(model, torch.zeros(1, 1, 7, 7)).arch.kernel_shape == (5, 5)
+
+
+def test_tracing_leaves_autograd_functions_working():
+    C.to_graph(nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1)))
+    with pytest.raises(UnsupportedLayerError):
+        C.to_graph(CustomFunction(), torch.zeros(2, 3))
+    x = torch.randn(4, 3, requires_grad=True)
+    Clamp.apply(x).sum().backward()       # a custom Function still runs its own forward
+    assert torch.equal(x.grad, torch.ones(4, 3))

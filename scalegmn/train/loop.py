@@ -91,10 +91,13 @@ def _attach_targets(graphs, ds, path, kind):
         g.target = torch.tensor(targets[idx], dtype=torch.float32).unsqueeze(0)
 
 
-def batches(graphs, batch_size, order=None):
+def batches(graphs, batch_size, order=None, rank=0, world=1):
+    """Batches in ``order``; with ``world > 1`` this rank's share of each global batch."""
     idx = list(range(len(graphs))) if order is None else order
     for i in range(0, len(idx), batch_size):
-        yield converters.batch_graphs([graphs[j] for j in idx[i:i + batch_size]])
+        part = idx[i:i + batch_size][rank::world]
+        if part:
+            yield converters.batch_graphs([graphs[j] for j in part])
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -120,6 +123,22 @@ class Runner:
             mcfg["out_dim"] = self.task.out_dim(self.data["train"])
         self.model = build(cfg.model.backend, self.task.model_task, spec=example, **mcfg)
         self.model.to(self.device, self.dtype)
+        # data parallel under torchrun: every rank sees the same global batch order and takes
+        # its share; DistributedDataParallel averages the gradients (gloo on CPU)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.train_model = self.model
+        if self.world > 1:
+            import torch.distributed as dist
+            if not dist.is_initialized():
+                dist.init_process_group("gloo" if self.device.type == "cpu" else "nccl")
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, find_unused_parameters=True)
+            if cfg.data.batch_size % self.world:
+                raise ValueError(f"config key 'data.batch_size' ({cfg.data.batch_size}) must be "
+                                 f"divisible by the {self.world} processes")
+            if self.rank != 0:
+                log = self.log = (lambda *a, **k: None)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
                                      weight_decay=cfg.train.weight_decay)
         w = max(cfg.train.warmup_steps, 1)
@@ -131,13 +150,16 @@ class Runner:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "checkpoints").mkdir(exist_ok=True)
-        (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if self.rank == 0:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(),
+                                                                 sort_keys=False))
         if resume and (self.out / "checkpoints" / "last.pt").exists():
             self._load(self.out / "checkpoints" / "last.pt")
             self.log(f"resumed from epoch {self.start_epoch}")
         elif resume:
             self.log("nothing to resume: starting fresh")
-        self._trim_metrics()
+        if self.rank == 0:
+            self._trim_metrics()
 
     def _summary(self, example):
         g = self.data["train"][0]
@@ -212,13 +234,13 @@ class Runner:
                 bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                            unit="batch", leave=False)
             t0, total, seen = time.perf_counter(), 0.0, 0
-            for b in batches(train, cfg.data.batch_size, order):
+            for b in batches(train, cfg.data.batch_size, order, self.rank, self.world):
                 if aug is not None:
                     b = aug(b)
                 b = b.to(self.device)
                 b.x, b.edge_attr = b.x.to(self.dtype), b.edge_attr.to(self.dtype)
                 self.opt.zero_grad(set_to_none=True)
-                loss = self.task.loss(self.model(b), b)
+                loss = self.task.loss(self.train_model(b), b)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip)
                 self.opt.step()
@@ -240,15 +262,23 @@ class Runner:
                 score = val.get(metric)
                 if score is not None and (self.best is None or better(score, self.best)):
                     self.best = score
-                    atomic_save(self._state(epoch + 1), self.out / "checkpoints" / "best.pt")
+                    if self.rank == 0:
+                        atomic_save(self._state(epoch + 1),
+                                    self.out / "checkpoints" / "best.pt")
                 self.log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}"
                          + (f", val {metric} {score:.4f}" if score is not None else ""))
-            with open(self.out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            atomic_save(self._state(epoch + 1), self.out / "checkpoints" / "last.pt")
+            if self.rank == 0:
+                with open(self.out / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                atomic_save(self._state(epoch + 1), self.out / "checkpoints" / "last.pt")
         return self.finish()
 
     def finish(self):
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+            if self.rank != 0:
+                return None
         best = self.out / "checkpoints" / "best.pt"
         if best.exists():
             self.model.load_state_dict(torch.load(best, weights_only=False)["model"])
