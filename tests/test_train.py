@@ -118,3 +118,13 @@ def test_editing_task_runs(tmp_path, inr_dir):
     s = Runner(load_config(str(tmp_path / "e.yaml")), tmp_path / "edit",
                log=lambda *a: None).fit()
     assert s["metric"] == "mse" and 0 < s["test"]["mse"] < 1
+
+
+def test_shipped_configs_validate():
+    from scalegmn.train import list_configs
+    names = list_configs()
+    assert {"mnist_inr_scalegmn", "mnist_inr_scalegmn_b", "mnist_inr_mlp",
+            "zoo_generalization_scalegmn_relu", "mnist_editing_scalegmn"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.model.backend in ("scalegmn", "scalegmn-b", "gmn", "mlp")
