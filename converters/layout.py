@@ -87,7 +87,6 @@ class Layout:
         for op in arch.param_ops:
             kind, ns = op["op"], op["ns"]
             off, size = self.offsets[ns], sizes[ns]
-            dst_local = None
             if kind in ("linear", "conv"):
                 chan_nodes = torch.cat([torch.arange(self.offsets[p], self.offsets[p + 1])
                                         for p in parts[op["in"][0]]])

@@ -138,6 +138,17 @@ def _require(path: Path, what: str):
     return path
 
 
+def _read_split(path: Path, split: str, what: str):
+    """One split's entry of a splits json (a list of paths, or ``{"path", "label"}``)."""
+    splits = json.loads(_require(path, what).read_text())
+    if split not in splits:
+        raise DataError(f"'{path}' has no split '{split}' (has {sorted(splits)})")
+    entry = splits[split]
+    if not (entry["path"] if isinstance(entry, dict) else entry):
+        raise DataError(f"split '{split}' of '{path}' is empty")
+    return entry
+
+
 def _resolve(root: Path, p: str, anchor: str) -> Path:
     """A path from a splits file: as written if it exists, else re-rooted at ``anchor``."""
     q = Path(p)
@@ -155,14 +166,10 @@ def dwsnets_mnist(path, split="train", split_file="mnist_splits.json", **kw) -> 
     (``{split: {"path": [...], "label": [...]}}``); labels are digits 0-9."""
     root = Path(path)
     _require(root / "mnist-inrs", "folder")
-    sf = _require(root / split_file, "splits file (write one with `scalegmn data splits`)")
-    splits = json.loads(sf.read_text())
-    if split not in splits:
-        raise DataError(f"'{sf}' has no split '{split}' (has {sorted(splits)})")
-    paths = [_resolve(root, p, "mnist-inrs") for p in splits[split]["path"]]
-    labels = [int(lb) for lb in splits[split]["label"]]
-    if not paths:
-        raise DataError(f"split '{split}' of '{sf}' is empty")
+    entry = _read_split(root / split_file, split,
+                        "splits file (write one with `scalegmn data splits`)")
+    paths = [_resolve(root, p, "mnist-inrs") for p in entry["path"]]
+    labels = [int(lb) for lb in entry["label"]]
     arch = _siren_arch(DWSNETS, paths, "seq.0.weight")
     return _FileDataset(list(zip(paths, labels)), arch, DWSNETS, name="dwsnets-mnist", **kw)
 
@@ -172,13 +179,8 @@ def dwsnets_fmnist(path, split="train", split_file="fmnist_inrs/splits.json", **
     and ``fmnist_inrs/splits.json`` (``{split: [paths]}``)."""
     root = Path(path)
     _require(root / "fmnist_inrs", "folder")
-    sf = _require(root / split_file, "splits file")
-    splits = json.loads(sf.read_text())
-    if split not in splits:
-        raise DataError(f"'{sf}' has no split '{split}' (has {sorted(splits)})")
-    paths = [_resolve(root, p, "fmnist_inrs") for p in splits[split]]
-    if not paths:
-        raise DataError(f"split '{split}' of '{sf}' is empty")
+    paths = [_resolve(root, p, "fmnist_inrs")
+             for p in _read_split(root / split_file, split, "splits file")]
     arch = _siren_arch(DWSNETS, paths, "seq.0.weight")
     # labels live inside the files and are read with each item
     return _FileDataset([(p, None) for p in paths], arch, DWSNETS, name="dwsnets-fmnist", **kw)
