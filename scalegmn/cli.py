@@ -247,6 +247,11 @@ def cmd_report(args):
     return 0
 
 
+def cmd_bench(args):
+    from .bench import main as bench_main
+    return bench_main(args.bench_args)
+
+
 def cmd_quickstart(args):
     from .quickstart import run
     return run(args.out, quick=args.quick)
@@ -308,10 +313,18 @@ def main(argv=None):
     r.add_argument("runs", nargs="+")
     r.add_argument("--out", default=None, help="write the table and a bar plot here")
     r.set_defaults(fn=cmd_report)
+    bn = sub.add_parser("bench", help="speed and memory of backends and engines (subprocess "
+                                     "per measurement); see scalegmn bench -h", add_help=False)
+    bn.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bn.set_defaults(fn=cmd_bench)
     q = sub.add_parser("quickstart", help="the main job end to end on built-in data")
     q.add_argument("--out", default="quickstart_out")
     q.add_argument("--quick", action="store_true", help="a tiny version (for tests)")
     q.set_defaults(fn=cmd_quickstart)
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw[:1] == ["bench"]:      # its own option parser (scalegmn bench -h)
+        from .bench import main as bench_main
+        return bench_main(raw[1:])
     args = p.parse_args(argv)
     return args.fn(args)
 
