@@ -40,10 +40,9 @@ class ParameterGraph(Data):
 
 def pad_shape(g) -> tuple:
     """Kernel grid of ``g.edge_attr`` (a graph, or a ``Batch`` of graphs padded alike)."""
-    ps = g._store.get("pad_shape") if hasattr(g, "_store") else getattr(g, "pad_shape", None)
-    if ps is not None:
-        return tuple(ps[0] if isinstance(ps, list) and ps and isinstance(ps[0], (list, tuple))
-                     else ps)
+    ps = getattr(g, "pad_shape", None)
+    if ps is not None:   # a Batch collects one tuple per graph (batch_graphs pads them alike)
+        return tuple(ps[0] if isinstance(ps, list) else ps)
     arch = g.arch[0] if isinstance(g.arch, list) else g.arch
     return tuple(arch.kernel_shape)
 

@@ -95,7 +95,6 @@ def run(args) -> int:
                     for i in range(len(X))]
             conv = G.DWSNETS if args.style == "dwsnets" else G.NFN
             log = G.fit_and_write(jobs, out, conv, args.steps, args.lr, args.init, args.chunk)
-            from .conventions import SirenConvention  # noqa: F401
             (out / "arch.json").write_text(conv.arch((2, 32, 32, 1)).to_json())
             (out / "labels.csv").write_text("file,label\n" + "".join(
                 f"net{i}.pth,{int(y[i])}\n" for i in range(len(X))))

@@ -66,29 +66,37 @@ def load_splits(cfg: RunConfig, progress=True) -> dict:
     """{split: list of graphs (in memory)}; editing targets attached as ``graph.target``."""
     from ..data import load_dataset
     path = resolve_data_path(cfg, progress)
+    targets = _editing_targets(path, cfg.data.editing) if cfg.task == "inr_editing" else None
     out = {}
     for split in ("train", "val", "test"):
         ds = load_dataset(path, cfg.data.format, split, **cfg.data.options)
         n = len(ds) if cfg.data.limit is None else min(len(ds), cfg.data.limit)
         out[split] = [ds[i] for i in range(n)]
-        if cfg.task == "inr_editing":
-            _attach_targets(out[split], ds, path, cfg.data.editing)
+        if targets is not None:
+            for g, item in zip(out[split], ds.items):
+                g.target = torch.tensor(targets[_image_index(item)],
+                                        dtype=torch.float32).unsqueeze(0)
     return out
 
 
-def _attach_targets(graphs, ds, path, kind):
+def _editing_targets(path, kind):
+    """Editing targets of every source image (``images.npz`` saved by the generators)."""
     from ..data.generate import editing_targets
     found = list(Path(path).rglob("images.npz"))
     if not found:
         raise ValueError(f"INR editing needs the source images: no images.npz under '{path}'")
-    data = np.load(found[0])
-    targets = editing_targets(data["images"], kind)
-    for g, item in zip(graphs, ds.items):
-        idx = int(str(Path(item[0]).parent.parent.name).split("_")[-1]) \
-            if "mnist_png_" in str(item[0]) else int(item[2]) if len(item) > 2 else None
-        if idx is None:
-            raise ValueError(f"cannot tell which image '{item[0]}' was fitted to")
-        g.target = torch.tensor(targets[idx], dtype=torch.float32).unsqueeze(0)
+    return editing_targets(np.load(found[0])["images"], kind)
+
+
+def _image_index(item) -> int:
+    """The source image of a data set item: DWSNets folders end in ``_{index}``; NFN items
+    carry their ``idx``."""
+    source = Path(item[0])
+    if "mnist_png_" in str(source):
+        return int(source.parent.parent.name.split("_")[-1])
+    if len(item) > 2:
+        return int(item[2])
+    raise ValueError(f"cannot tell which image '{source}' was fitted to")
 
 
 def batches(graphs, batch_size, order=None, rank=0, world=1):
