@@ -104,7 +104,12 @@ class ArchSpec:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON (computed once: the spec is immutable; equality and hashing use it)."""
+        cached = self.__dict__.get("_json")
+        if cached is None:
+            cached = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            object.__setattr__(self, "_json", cached)
+        return cached
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ArchSpec":
@@ -121,13 +126,17 @@ class ArchSpec:
     @property
     def hash(self) -> str:
         """A short stable identifier of the architecture (sha256 of the canonical JSON)."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def __hash__(self):
         return hash(self.to_json())
 
     def __eq__(self, other):
-        return isinstance(other, ArchSpec) and self.to_json() == other.to_json()
+        return other is self or (isinstance(other, ArchSpec) and self.to_json() == other.to_json())
 
     def __repr__(self):
         return (f"ArchSpec({self.hash}: {len(self.nodesets)} node sets, {self.num_nodes} nodes, "

@@ -12,7 +12,8 @@ import yaml
 class ModelConfig:
     """Hyper-parameters of a metanetwork (defaults: the paper's common settings).
 
-    backend: ``scalegmn``, ``scalegmn-b`` or ``gmn`` (later issues add more).
+    backend: ``scalegmn``, ``scalegmn-b``, ``gmn``, ``monomial-nfn``, ``magep-nfn``, ``np``,
+    ``hnp``, ``statnn`` or ``mlp`` (``scalegmn.registry.backends()``).
     task: ``invariant`` (``(B, out_dim)``) or ``equivariant`` (an edited ``Batch``).
     readout: ``full_graph`` (pooled ScaleInv of hidden nodes + I/O states) or ``last_layer``
     (output and input neuron states only).
@@ -23,6 +24,10 @@ class ModelConfig:
     By default 1/W is used only on edges with a ``scale``/``linear`` endpoint (W is exact for sign
     endpoints); ``reciprocal_on_sign`` uses 1/W on every edge (the simulation check needs it).
     engine: ``auto`` (dense when the batch has one architecture), ``sparse`` or ``dense``.
+    Parameter-sharing backends: ``channels`` lists the channels of each equivariant layer
+    (default ``[hidden] * layers``; MAGEP-NFN uses ``hidden`` channels in ``layers`` polynomial
+    layers), ``head_hidden`` the width of the invariant head (default ``hidden``), ``io_embed``
+    the NP input/output embeddings.
     """
 
     backend: str = "scalegmn"
@@ -45,6 +50,9 @@ class ModelConfig:
     edit_init: float = 0.01
     data_scale: bool = True      # per-layer input scales from the example batch's magnitudes
     engine: str = "auto"
+    channels: Optional[list] = None      # parameter-sharing backends: channels per layer
+    head_hidden: Optional[int] = None    # parameter-sharing backends: invariant head width
+    io_embed: bool = True                # NP: learned input/output embeddings
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -65,3 +65,33 @@ def _gmn(cfg, spec):
 def _mlp(cfg, spec):
     from .baselines import FlatMLP
     return FlatMLP(cfg, spec)
+
+
+@register("monomial-nfn")
+def _monomial(cfg, spec):
+    from .nfn import MonomialNFN
+    return MonomialNFN(cfg, spec)
+
+
+@register("magep-nfn")
+def _magep(cfg, spec):
+    from .nfn import MagepNFN
+    return MagepNFN(cfg, spec)
+
+
+@register("np")
+def _np(cfg, spec):
+    from .nfn import NeuronSetNFN
+    return NeuronSetNFN(cfg, spec, fixed_io=False)
+
+
+@register("hnp")
+def _hnp(cfg, spec):
+    from .nfn import NeuronSetNFN
+    return NeuronSetNFN(cfg, spec, fixed_io=True)
+
+
+@register("statnn")
+def _statnn(cfg, spec):
+    from .nfn import StatNN
+    return StatNN(cfg, spec)
