@@ -241,12 +241,12 @@ def test_build_errors_and_counts(batches):
 def test_shipped_paper_configs_build():
     from scalegmn import paper_configs
     names = paper_configs.list_configs()
-    assert len(names) >= 12
+    assert len(names) >= 25
     for name in names:
         cfg, arch = paper_configs.load(name)
         assert cfg == scalegmn.ModelConfig.from_yaml(paper_configs.CONFIG_DIR / f"{name}.yaml")
         net = scalegmn.build(cfg.backend, cfg.task, spec=arch, config=cfg)
-        assert scalegmn.count_parameters(net)["trainable"] > 100_000
+        assert scalegmn.count_parameters(net)["trainable"] > 1_000
 
 
 @pytest.mark.parametrize("sign_inv", ["symmetrize", "canonicalize", "abs"])

@@ -133,8 +133,8 @@ class MagepNFN(WeightSpaceNet):
         if self.equivariant:
             self.out = MonomialLinear(n0, nL, L, *inner, *self._feats(1), sign=sign)
         else:
-            self.inv = PolyInvariant(n0, nL, L, C, self.head_hidden)
-            self.head = head(self.head_hidden, self.head_hidden, cfg.out_dim, cfg.dropout)
+            self.inv = PolyInvariant(n0, nL, L, C, C)
+            self.head = head(C, self.head_hidden, cfg.out_dim, cfg.dropout)
 
     def body(self, ws):
         ws = self.embed(ws).map(self.act)
