@@ -6,6 +6,9 @@ import pytest
 import torch
 import yaml
 
+import converters as C
+import scalegmn
+
 from scalegmn.cli import main
 from scalegmn.data import generate as G
 from scalegmn.data import images as I
@@ -125,6 +128,20 @@ def test_shipped_configs_validate():
     names = list_configs()
     assert {"mnist_inr_scalegmn", "mnist_inr_scalegmn_b", "mnist_inr_mlp",
             "zoo_generalization_scalegmn_relu", "mnist_editing_scalegmn"} <= set(names)
+    assert {"zoo_generalization_monomial_nfn_relu", "zoo_generalization_magep_nfn_tanh",
+            "mnist_inr_np", "mnist_inr_hnp", "zoo_generalization_statnn_relu",
+            "mnist_editing_monomial_nfn"} <= set(names)
     for name in names:
         cfg = load_config(name)
-        assert cfg.model.backend in ("scalegmn", "scalegmn-b", "gmn", "mlp")
+        assert cfg.model.backend in scalegmn.registry.backends()
+        # the model builds for (and reads) the networks of its data format
+        if cfg.data.format == "cnn-zoo":
+            graph = C.to_graph(C.models.cnn_zoo(activation=cfg.data.options["activation"]))
+        else:
+            graph = C.to_graph(C.models.Siren((2, 32, 32, 1), 30.0, 0.5, "dwsnets"))
+        arch = graph.arch
+        mcfg = {k: v for k, v in cfg.model.__dict__.items() if k not in ("backend", "task")}
+        task = "equivariant" if cfg.task == "inr_editing" else "invariant"
+        net = scalegmn.build(cfg.model.backend, task, spec=arch, **mcfg)
+        out = net(C.batch_graphs([graph, graph]))
+        assert (out.shape[0] if task == "invariant" else out.num_graphs) == 2
