@@ -5,10 +5,9 @@ pair product W_(s,t) (what the published layer computes), at batch 32, 16 channe
     python examples/magep_depth.py [--depths 3 6 12 24] [--repeats 5]
 """
 import argparse
-import statistics
-import time
 
 import torch
+from torch.utils.benchmark import Timer
 
 from scalegmn.nfn import PolyLinear, WeightSpace
 
@@ -32,13 +31,7 @@ def all_pairs(ws):
 
 
 def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=0.1 * repeats).median
 
 
 def main():

@@ -67,31 +67,14 @@ def _mlp(cfg, spec):
     return FlatMLP(cfg, spec)
 
 
-@register("monomial-nfn")
-def _monomial(cfg, spec):
-    from .nfn import MonomialNFN
-    return MonomialNFN(cfg, spec)
+def _weight_space_backend(cls_name: str, **kwargs):
+    def factory(cfg, spec):
+        from . import nfn
+        return getattr(nfn, cls_name)(cfg, spec, **kwargs)
+    return factory
 
 
-@register("magep-nfn")
-def _magep(cfg, spec):
-    from .nfn import MagepNFN
-    return MagepNFN(cfg, spec)
-
-
-@register("np")
-def _np(cfg, spec):
-    from .nfn import NeuronSetNFN
-    return NeuronSetNFN(cfg, spec, fixed_io=False)
-
-
-@register("hnp")
-def _hnp(cfg, spec):
-    from .nfn import NeuronSetNFN
-    return NeuronSetNFN(cfg, spec, fixed_io=True)
-
-
-@register("statnn")
-def _statnn(cfg, spec):
-    from .nfn import StatNN
-    return StatNN(cfg, spec)
+for _name, _cls, _kw in (("monomial-nfn", "MonomialNFN", {}), ("magep-nfn", "MagepNFN", {}),
+                         ("np", "NeuronSetNFN", {"fixed_io": False}),
+                         ("hnp", "NeuronSetNFN", {"fixed_io": True}), ("statnn", "StatNN", {})):
+    register(_name)(_weight_space_backend(_cls, **_kw))

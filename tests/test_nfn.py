@@ -11,7 +11,7 @@ import converters as C
 import scalegmn
 from scalegmn import nfn
 from scalegmn.testing import assert_equivariant, assert_sensitive, sensitivity
-from zoo import make
+from zoo import make, toy_sign_task
 
 FAMILIES = ["mlp_relu", "mlp_tanh", "siren_nfn", "cnn_zoo", "cnn_zoo_tanh"]
 BACKENDS = ["monomial-nfn", "magep-nfn", "np", "hnp", "statnn"]
@@ -218,15 +218,7 @@ def test_statnn_has_no_equivariant_head(batches):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_training_reduces_the_loss(backend):
     """The toy invariant task of the ScaleGMN tests: the sign of a ReLU net's output at a point."""
-    torch.manual_seed(0)
-    graphs, labels = [], []
-    x0 = torch.tensor([[0.5, -0.3]])
-    for _ in range(64):
-        m = C.models.mlp([2, 6, 1], "relu")
-        graphs.append(C.to_graph(m))
-        labels.append(float(m(x0).item() > 0))
-    b = Batch.from_data_list(graphs)
-    y = torch.tensor(labels)
+    b, y = toy_sign_task()
     net = scalegmn.build(backend, "invariant", spec=b, out_dim=1, hidden=16, layers=2)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []

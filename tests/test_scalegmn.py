@@ -11,7 +11,7 @@ import scalegmn
 from converters.groups import GROUP_ID
 from scalegmn.testing import (assert_equivariant, assert_sensitive, equivariance_errors,
                               output_error)
-from zoo import make
+from zoo import make, toy_sign_task
 
 FAMILIES = ["mlp_relu", "mlp_leaky", "mlp_tanh", "siren_nfn", "mlp_mixed", "cnn_zoo",
             "cnn_zoo_tanh", "resnet", "cnn_grouped"]
@@ -196,15 +196,7 @@ def test_no_nan_at_zero_weights_and_states():
 
 def test_training_reduces_the_loss():
     """Toy invariant task: predict the sign of each ReLU network's output at a fixed point."""
-    torch.manual_seed(0)
-    graphs, labels = [], []
-    x0 = torch.tensor([[0.5, -0.3]])
-    for s in range(64):
-        m = C.models.mlp([2, 6, 1], "relu")
-        graphs.append(C.to_graph(m))
-        labels.append(float(m(x0).item() > 0))
-    b = Batch.from_data_list(graphs)
-    y = torch.tensor(labels)
+    b, y = toy_sign_task()
     net = scalegmn.build("scalegmn", "invariant", spec=b, out_dim=1, hidden=16, layers=2)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []

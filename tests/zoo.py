@@ -194,3 +194,18 @@ def make(name: str, dtype=torch.float64, seed: int = 0):
         _randomise_bn(model, g)
     x = torch.randn(5, *shape, generator=g, dtype=dtype)
     return model.eval(), x
+
+
+def toy_sign_task(n=64, seed=0):
+    """The toy invariant task of the backend tests: (batch of ReLU 2-6-1 MLP graphs, labels =
+    whether each network's output at a fixed point is positive)."""
+    from torch_geometric.data import Batch
+    import converters as C
+    torch.manual_seed(seed)
+    graphs, labels = [], []
+    x0 = torch.tensor([[0.5, -0.3]])
+    for _ in range(n):
+        m = C.models.mlp([2, 6, 1], "relu")
+        graphs.append(C.to_graph(m))
+        labels.append(float(m(x0).item() > 0))
+    return Batch.from_data_list(graphs), torch.tensor(labels)
