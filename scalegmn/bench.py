@@ -1,17 +1,37 @@
-"""``scalegmn bench``: speed and memory of each backend and engine on the same inputs.
+"""``scalegmn bench``: speed and memory of metanetworks, converters and data generation.
 
-Every measurement runs in its own subprocess (peak RSS is per process), after warm-up; times are
-medians of repeats. Ratios are meaningful only within one run (machines are noisy).
+Modes (flags of ``scalegmn bench``; combine freely):
+
+- default: one table, every backend and engine on one workload (``--workload``, ``--batch``, ...);
+- ``--sweep depth|width|batch|edges|all``: scaling sweeps over the *input* networks (MLPs) with a
+  fitted growth exponent per backend and engine, a log-log plot per sweep;
+- ``--converters``: ``converters.to_graph`` / ``to_module`` times and peak RSS (an MLP, the
+  CNN-zoo CNN, a ResNet-18) and SIREN fitting throughput;
+- ``--efficiency``: this machine's float32 matmul peak (GFLOP/s) and the fraction of it that the
+  dense ScaleGMN forward+backward step achieves;
+- ``--docs``: all of the above, written to ``docs/benchmarks.md`` (figures in
+  ``docs/benchmarks/``) with a description of the machine;
+- ``--quick``: small sizes and repeats (about a minute for ``--docs --quick``).
+
+Every measurement runs in its own process, forked from a server process that has imported torch,
+converters and scalegmn and run nothing else (``multiprocessing`` "forkserver"): peak RSS is per
+measurement (reset when the process starts, so it counts the imported libraries plus what the
+measurement used) and the import cost (~5 s) is paid once. Times are medians of repeats after one
+warm-up call. A measurement that raises, runs out of memory (``--max-mem-gib``) or time
+(``--timeout``) is a failed row; it never stops the run. Ratios are meaningful within one run only.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -19,28 +39,338 @@ WORKLOADS = {
     "siren": "SIREN 2-32-32-1 INRs (the MNIST-INR workload)",
     "cnn_zoo": "Small-CNN-Zoo CNNs (4,970 parameters)",
 }
+# the default order of backends; those not registered at run time are left out
+DEFAULT_BACKENDS = ("scalegmn", "scalegmn-b", "gmn", "monomial-nfn", "magep-nfn", "np", "hnp",
+                    "statnn", "mlp")
+ENGINE_BACKENDS = ("scalegmn", "scalegmn-b", "gmn")     # the others run with engine "-"
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- one process per measurement ---------------------------------------------------------------
+_PRELOAD = ("torch", "torch_geometric", "converters", "scalegmn", "scalegmn.model",
+            "scalegmn.baselines", "scalegmn.nfn", "scalegmn.data.generate")
+_SERVER = None
+
+
+def _proc_kib(field, path="/proc/self/status"):
+    """A ``kB`` field of a /proc file (``VmHWM``, ``MemTotal``, ...); None if absent."""
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def _reset_peak_rss():
+    """Reset this process's peak RSS to its current RSS (Linux ``clear_refs``); False if not."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process (MiB)."""
+    try:
+        return _proc_kib("VmHWM") / 1024
+    except (OSError, TypeError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _limit_memory(max_mem_gib):
+    """Cap the address space at what is mapped now plus ``max_mem_gib`` GiB (an allocation error
+    instead of the machine's OOM killer)."""
+    if not max_mem_gib:
+        return
+    try:
+        cap = _proc_kib("VmSize") * 1024 + int(max_mem_gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    except (OSError, ValueError, TypeError):
+        pass
+
+
+def _call(request) -> dict:
+    """In the measuring process: ``bench.<name>(**kwargs)``; an exception becomes ``error``."""
+    _reset_peak_rss()
+    _limit_memory(request.get("max_mem_gib"))
+    try:
+        return globals()[request["name"]](**request["kwargs"])
+    except BaseException as e:      # noqa: BLE001  (every failure becomes a failed row)
+        first = str(e).splitlines()[0] if str(e) else ""
+        return {"error": f"{type(e).__name__}: {first}"[:300]}
+
+
+def _fork_one(request) -> dict:
+    """In the server: fork, run ``request`` in the child, wait up to its timeout."""
+    import signal
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                # the measuring process
+        os.close(r)
+        try:
+            view = memoryview(json.dumps(_call(request), default=str).encode())
+            while view:
+                view = view[os.write(w, view):]
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = _read_until(r, time.monotonic() + request["timeout"])
+    os.close(r)
+    if data is None:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    if data is None:
+        return {"error": f"timeout after {request['timeout']:.0f} s"}
+    if not data:
+        return {"error": f"process died ({_status_text(status)}; out of memory?)"}
+    return json.loads(data)
+
+
+def _read_until(fd, deadline):
+    """Everything written to ``fd`` until its writer closes it; None past ``deadline``."""
+    import select
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _status_text(status):
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
+def serve():
+    """The server: import the heavy modules once, then fork one process per request line (JSON on
+    stdin), answering one JSON line each on the original stdout. Runs no torch computation itself
+    (a forked child then starts its own thread pools)."""
+    import importlib
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)                               # stray prints go to stderr, not the protocol
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    for line in sys.stdin:
+        proto.write(json.dumps(_fork_one(json.loads(line))) + "\n")
+        proto.flush()
+
+
+class _Server:
+    """A ``serve()`` subprocess; ``ask`` sends one request and waits for its answer."""
+
+    def __init__(self):
+        import subprocess
+        import tempfile
+        self.log = tempfile.TemporaryFile()
+        paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from scalegmn.bench import serve; serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
+
+    def ask(self, request) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the benchmark server exited: " + self._log_tail())
+        return json.loads(line)
+
+    def _log_tail(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(30)
+
+
+def isolated(name: str, kwargs: dict, timeout: float = 600, max_mem_gib: float | None = None):
+    """Run ``bench.<name>(**kwargs)`` in a fresh process forked from a server that has imported
+    torch, converters and scalegmn; its dict, or ``{"error": ...}`` if it raised, died, or ran
+    past ``timeout`` seconds."""
+    global _SERVER
+    if _SERVER is None or _SERVER.proc.poll() is not None:
+        import atexit
+        _SERVER = _Server()
+        atexit.register(_SERVER.close)
+    return _SERVER.ask({"name": name, "kwargs": kwargs, "timeout": timeout,
+                        "max_mem_gib": max_mem_gib})
+
+
+# -- inputs --------------------------------------------------------------------------------------
+def mlp_workload(widths) -> str:
+    """The workload name of ReLU MLPs with these widths, e.g. ``mlp:2-32-32-1``."""
+    return "mlp:" + "-".join(str(int(w)) for w in widths)
+
+
+def _widths(workload):
+    return [int(w) for w in workload.split(":", 1)[1].split("-")]
+
+
+def describe(workload) -> str:
+    if workload.startswith("mlp:"):
+        return f"ReLU MLPs {workload[4:]}"
+    return WORKLOADS.get(workload, workload)
+
+
+def make_model(workload):
+    """A freshly initialised network of ``workload`` (``siren``, ``cnn_zoo``, ``mlp:2-32-1``,
+    ``resnet18``) and an example input for ``converters.to_graph`` (None where not needed)."""
+    import converters
+    if workload == "siren":
+        return converters.models.Siren((2, 32, 32, 1), output_offset=0.5), None
+    if workload == "cnn_zoo":
+        return converters.models.cnn_zoo(), None
+    if workload.startswith("mlp:"):
+        return converters.models.mlp(_widths(workload), "relu"), None
+    if workload == "resnet18":
+        return _resnet18().eval(), torch.randn(1, 3, 64, 64)
+    raise ValueError(f"unknown workload {workload!r}; choose from {sorted(WORKLOADS)}, "
+                     "mlp:<widths>, resnet18")
+
+
+def _resnet18():
+    """ResNet-18 as built by hand in ``examples/resnet18.py`` (torchvision is not a dependency)."""
+    import importlib.util
+    path = REPO / "examples" / "resnet18.py"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} (the ResNet-18 example ships with the repository)")
+    spec = importlib.util.spec_from_file_location("_scalegmn_example_resnet18", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ResNet18()
 
 
 def _batch(workload, batch_size, seed=0):
+    """``batch_size`` graphs of ``workload``: up to 8 distinct random networks, repeated (the
+    values do not change the cost; converting hundreds of networks would)."""
     import converters
     torch.manual_seed(seed)
-    if workload == "siren":
-        make = lambda: converters.models.Siren((2, 32, 32, 1), output_offset=0.5)
-    elif workload == "cnn_zoo":
-        make = lambda: converters.models.cnn_zoo()
-    else:
-        raise ValueError(f"unknown workload {workload!r}; choose from {sorted(WORKLOADS)}")
-    return converters.batch_graphs([converters.to_graph(make()) for _ in range(batch_size)])
+    distinct = [converters.to_graph(make_model(workload)[0]) for _ in range(min(batch_size, 8))]
+    return converters.batch_graphs([distinct[i % len(distinct)] for i in range(batch_size)])
 
 
-def measure(backend, engine, workload, batch_size, hidden, layers, repeats, threads) -> dict:
-    """One measurement (run inside its own process)."""
+# -- timing, memory, FLOPs -----------------------------------------------------------------------
+def _device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn, repeats, max_s=None, device="cpu") -> float:
+    """Median wall time (s) of ``fn()`` over up to ``repeats`` calls after one warm-up call;
+    stops repeating once ``max_s`` seconds have been spent (at least one timed call)."""
+    fn()
+    _sync(device)
+    times = []
+    while len(times) < max(repeats, 1):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        if max_s is not None and sum(times) > max_s:
+            break
+    return statistics.median(times)
+
+
+def allocator_name(device) -> str:
+    if device == "cuda":
+        return f"cuda caching ({torch.cuda.get_allocator_backend()})"
+    return "cpu default"
+
+
+def _timeline_peak(prof):
+    """Peak of the running sum of the profiler's allocation/free events (bytes), or None when
+    this torch does not expose them (``kineto_results`` is not a public API)."""
+    try:
+        events = prof.profiler.kineto_results.events()
+        live = peak = 0
+        for ev in sorted((e for e in events if e.name() == "[memory]"),
+                         key=lambda e: e.start_ns()):
+            live += ev.nbytes()
+            peak = max(peak, live)
+        return peak
+    except Exception:       # noqa: BLE001
+        return None
+
+
+def memory_view(step, device="cpu") -> dict:
+    """Tensor memory of one call of ``step`` (MiB), above what was allocated before it.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (peak) and the net change. CPU: ``torch.profiler``
+    with ``profile_memory=True``: the net allocation is the sum of ``self_cpu_memory_usage`` over
+    ``key_averages()`` (what the step leaves allocated, e.g. gradients); the peak is the maximum
+    of the running sum of its allocation events, else the largest inclusive per-op
+    ``cpu_memory_usage``."""
+    mib = 2.0 ** 20
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return {"alloc_peak_mib": (torch.cuda.max_memory_allocated() - base) / mib,
+                "alloc_net_mib": (torch.cuda.memory_allocated() - base) / mib,
+                "alloc_source": "torch.cuda.max_memory_allocated",
+                "allocator": allocator_name(device)}
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    averages = prof.key_averages()
+    peak = _timeline_peak(prof)
+    source = "torch.profiler memory events"
+    if peak is None:
+        peak, source = max(e.cpu_memory_usage for e in averages), "torch.profiler per-op maximum"
+    return {"alloc_peak_mib": peak / mib,
+            "alloc_net_mib": sum(e.self_cpu_memory_usage for e in averages) / mib,
+            "alloc_source": source, "allocator": allocator_name(device)}
+
+
+def count_flops(step) -> int:
+    """FLOPs of one call of ``step`` as counted by ``torch.utils.flop_counter.FlopCounterMode``
+    (matrix products and convolutions, forward and backward; scatter/gather and elementwise
+    operations count zero)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+# -- one metanetwork measurement -----------------------------------------------------------------
+def _build(backend, engine, batch, hidden, layers):
+    import scalegmn
+    return scalegmn.build(backend, "invariant", spec=batch, out_dim=10, hidden=hidden,
+                          layers=layers, engine=engine if backend in ENGINE_BACKENDS else "auto")
+
+
+def measure(backend, engine, workload, batch_size, hidden, layers, repeats, threads,
+            max_s=None, profile=True) -> dict:
+    """One measurement (run inside its own process): forward time (no grad) and forward+backward
+    time of ``backend``/``engine`` on ``batch_size`` graphs of ``workload`` (median of up to
+    ``repeats`` after warm-up), graphs/s, peak RSS, the memory view of one forward+backward step
+    (``memory_view``) and its counted FLOPs (``count_flops``), parameter counts."""
     import scalegmn
     if threads:
         torch.set_num_threads(threads)
+    device = _device()
     batch = _batch(workload, batch_size)
-    net = scalegmn.build(backend, "invariant", spec=batch, out_dim=10, hidden=hidden,
-                         layers=layers, engine=engine if backend != "mlp" else "auto")
+    net = _build(backend, engine, batch, hidden, layers).to(device)
+    batch = batch.to(device)
 
     def fwd():
         with torch.no_grad():
@@ -52,72 +382,661 @@ def measure(backend, engine, workload, batch_size, hidden, layers, repeats, thre
 
     out = {"backend": backend, "engine": engine, "workload": workload, "batch": batch_size,
            "hidden": hidden, "layers": layers, "threads": torch.get_num_threads(),
-           **scalegmn.count_parameters(net)}
+           "device": device, "edges_per_graph": batch.num_edges // batch_size,
+           "nodes_per_graph": batch.num_nodes // batch_size, **scalegmn.count_parameters(net)}
     for name, fn in (("forward", fwd), ("forward_backward", fwd_bwd)):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        out[f"{name}_s"] = statistics.median(times)
+        out[f"{name}_s"] = time_call(fn, repeats, max_s, device)
         out[f"{name}_graphs_per_s"] = batch_size / out[f"{name}_s"]
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mib"] = peak_rss_mib()    # before the profiler's own bookkeeping
+    if profile:
+        out.update(_step_profile(fwd_bwd, device, out["forward_backward_s"]))
     return out
 
 
-def run(backends, engines, workload, batch_size, hidden, layers, repeats, threads, out=None):
-    rows = []
-    for backend in backends:
-        for engine in (engines if backend != "mlp" else ["-"]):
-            args = json.dumps([backend, engine, workload, batch_size, hidden, layers, repeats,
-                               threads])
-            proc = subprocess.run([sys.executable, "-m", "scalegmn.bench", "--one", args],
-                                  capture_output=True, text=True, env={**os.environ})
-            if proc.returncode != 0:
-                rows.append({"backend": backend, "engine": engine,
-                             "error": proc.stderr.strip().splitlines()[-1:]})
-                continue
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    lines = [f"{WORKLOADS[workload]}, batch {batch_size}, hidden {hidden}, layers {layers}",
-             f"{'backend':<12s} {'engine':<7s} {'params':>10s} {'fwd ms':>9s} {'f+b ms':>9s} "
-             f"{'graphs/s':>9s} {'peak MiB':>9s}"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"{r['backend']:<12s} {r['engine']:<7s} failed: {r['error']}")
-            continue
-        lines.append(f"{r['backend']:<12s} {r['engine']:<7s} {r['trainable']:>10,d} "
-                     f"{r['forward_s'] * 1e3:>9.1f} {r['forward_backward_s'] * 1e3:>9.1f} "
-                     f"{r['forward_backward_graphs_per_s']:>9.1f} {r['peak_rss_mib']:>9.0f}")
-    table = "\n".join(lines)
+def _step_profile(step, device, seconds) -> dict:
+    """Memory view and counted FLOPs of one ``step``; achieved GFLOP/s at ``seconds`` a step."""
+    out = memory_view(step, device)
+    out["flops_forward_backward"] = count_flops(step)
+    out["achieved_gflops"] = out["flops_forward_backward"] / seconds / 1e9
+    return out
+
+
+def engines_for(backend, engines):
+    return list(engines) if backend in ENGINE_BACKENDS else ["-"]
+
+
+def _measure_row(backend, engine, kwargs, timeout, max_mem_gib):
+    row = isolated("measure", {"backend": backend, "engine": engine, **kwargs}, timeout,
+                   max_mem_gib)
+    if "error" in row:
+        row = {"backend": backend, "engine": engine, "error": row["error"]}
+    return row
+
+
+def run(backends, engines, workload, batch_size, hidden, layers, repeats, threads, out=None,
+        max_s=None, timeout=600, max_mem_gib=None):
+    """Every backend (and engine) on ``batch_size`` graphs of ``workload``: (text table, rows);
+    rows also written as JSON to ``out`` when given."""
+    kwargs = {"workload": workload, "batch_size": batch_size, "hidden": hidden, "layers": layers,
+              "repeats": repeats, "threads": threads, "max_s": max_s}
+    rows = [_measure_row(b, e, kwargs, timeout, max_mem_gib)
+            for b in backends for e in engines_for(b, engines)]
+    table = format_table(rows, f"{describe(workload)}, batch {batch_size}, hidden {hidden}, "
+                               f"layers {layers}")
     if out:
-        from pathlib import Path
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(rows, indent=1))
     return table, rows
 
 
-def main(argv=None):
+def format_table(rows, title) -> str:
+    """Fixed-width text table of ``measure`` rows."""
+    lines = [title, f"{'backend':<13s} {'engine':<7s} {'params':>10s} {'fwd ms':>9s} "
+                    f"{'f+b ms':>9s} {'graphs/s':>9s} {'peak MiB':>9s} {'alloc MiB':>9s} "
+                    f"{'GFLOP/s':>8s}"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['backend']:<13s} {r['engine']:<7s} failed: {r['error']}")
+            continue
+        lines.append(f"{r['backend']:<13s} {r['engine']:<7s} {r['trainable']:>10,d} "
+                     f"{r['forward_s'] * 1e3:>9.1f} {r['forward_backward_s'] * 1e3:>9.1f} "
+                     f"{r['forward_backward_graphs_per_s']:>9.1f} {r['peak_rss_mib']:>9.0f} "
+                     f"{r.get('alloc_peak_mib', float('nan')):>9.1f} "
+                     f"{r.get('achieved_gflops', float('nan')):>8.2f}")
+    return "\n".join(lines)
+
+
+# -- backends ------------------------------------------------------------------------------------
+def default_backends() -> list:
+    """``DEFAULT_BACKENDS`` that are registered now, then any other registered backend."""
+    import scalegmn
+    registered = list(scalegmn.registry.backends())
+    return [b for b in DEFAULT_BACKENDS if b in registered] + \
+        [b for b in registered if b not in DEFAULT_BACKENDS]
+
+
+def buildable(backends) -> tuple:
+    """(backends that build on a small MLP batch, {backend: error} for those that do not)."""
+    batch = _batch(mlp_workload([2, 8, 8, 1]), 2)
+    ok, failed = [], {}
+    for b in backends:
+        try:
+            _build(b, "auto", batch, 8, 1)
+            ok.append(b)
+        except Exception as e:      # noqa: BLE001
+            failed[b] = f"{type(e).__name__}: {e}"[:300]
+    return ok, failed
+
+
+# -- scaling sweeps ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    xs: tuple
+    quick_xs: tuple
+    xlabel: str
+    text: str
+
+
+SWEEPS = {
+    "depth": Sweep("depth", (2, 3, 4, 6, 8, 12, 16, 24), (2, 4, 8),
+                   "linear layers L of the input MLP",
+                   "ReLU MLPs 2-32-...-32-1 with L linear layers (width 32)"),
+    "width": Sweep("width", (8, 16, 32, 64, 128, 256), (8, 16, 32), "width w of the input MLP",
+                   "ReLU MLPs 2-w-w-1 (3 linear layers)"),
+    "batch": Sweep("batch", (8, 16, 32, 64, 128, 256), (8, 16, 32), "batch size (graphs)",
+                   "ReLU MLPs 2-32-32-1; the batch size varies"),
+    "edges": Sweep("edges", (8, 16, 32, 64, 128, 256), (8, 16, 32),
+                   "edges (weights) per input graph", "ReLU MLPs 2-w-w-w-1 (4 linear layers), "
+                   "w = 8, 16, ... varies"),
+}
+
+
+def sweep_point(name, x, batch):
+    """(workload, batch size, x value) of point ``x`` of sweep ``name``."""
+    if name == "depth":
+        return mlp_workload([2] + [32] * (x - 1) + [1]), batch, x
+    if name == "width":
+        return mlp_workload([2, x, x, 1]), batch, x
+    if name == "batch":
+        return mlp_workload([2, 32, 32, 1]), x, x
+    if name == "edges":
+        widths = [2, x, x, x, 1]
+        return mlp_workload(widths), batch, sum(a * b for a, b in zip(widths, widths[1:]))
+    raise ValueError(f"unknown sweep {name!r}; choose from {sorted(SWEEPS)}")
+
+
+_FATAL = ("timeout", "process died", "MemoryError", "can't allocate", "out of memory")
+
+
+def _is_fatal(row):
+    """A failure that a larger input would repeat (time, memory): skip the larger points."""
+    return "error" in row and any(s in row["error"] for s in _FATAL)
+
+
+def run_sweep(name, backends, engines, batch, hidden, layers, repeats, quick=False,
+              max_s=None, timeout=600, max_mem_gib=None, threads=None, log=None) -> list:
+    """Rows of sweep ``name``: every backend/engine at every point (``sweep``, ``x`` added);
+    after a time or memory failure the larger points of that backend/engine are failed rows."""
+    rows = []
+    xs = SWEEPS[name].quick_xs if quick else SWEEPS[name].xs
+    for backend in backends:
+        for engine in engines_for(backend, engines):
+            dead = None
+            for x in xs:
+                workload, bs, xval = sweep_point(name, x, batch)
+                if dead is not None:
+                    row = {"backend": backend, "engine": engine, "error": dead}
+                else:
+                    kwargs = {"workload": workload, "batch_size": bs, "hidden": hidden,
+                              "layers": layers, "repeats": repeats, "threads": threads,
+                              "max_s": max_s}
+                    row = _measure_row(backend, engine, kwargs, timeout, max_mem_gib)
+                    if _is_fatal(row):
+                        dead = f"skipped after failure at x={xval}"
+                row.update(sweep=name, x=xval, workload=workload, batch=bs)
+                rows.append(row)
+                if log:
+                    log(_row_line(row))
+    return rows
+
+
+def _row_line(r):
+    head = f"  {r.get('sweep', '')} x={r.get('x', '')} {r['backend']}/{r['engine']}"
+    if "error" in r:
+        return f"{head}: failed: {r['error']}"
+    return f"{head}: fwd {r['forward_s'] * 1e3:.1f} ms, f+b {r['forward_backward_s'] * 1e3:.1f} ms"
+
+
+def fit_exponent(xs, ys) -> float:
+    """Least-squares slope of log(y) against log(x): y ~ c x^k returns k; NaN with fewer than
+    two usable points (positive, finite)."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys)
+           if x and y and x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y)]
+    if len({p[0] for p in pts}) < 2:
+        return float("nan")
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+
+
+def _series(rows):
+    """{(backend, engine): [successful rows sorted by x]} in first-seen order."""
+    out = {}
+    for r in rows:
+        out.setdefault((r["backend"], r["engine"]), [])
+        if "error" not in r:
+            out[(r["backend"], r["engine"])].append(r)
+    return {k: sorted(v, key=lambda r: r["x"]) for k, v in out.items()}
+
+
+def exponents(rows) -> dict:
+    """Growth exponents per ``"backend/engine"``: of forward time, forward+backward time (all
+    points, and the larger half of the points, where fixed costs matter least) and of the
+    allocation peak of one forward+backward step."""
+    out = {}
+    for (backend, engine), series in _series(rows).items():
+        xs = [r["x"] for r in series]
+        top = series[len(series) // 2:] if len(series) >= 4 else series
+        out[f"{backend}/{engine}"] = {
+            "forward": fit_exponent(xs, [r["forward_s"] for r in series]),
+            "forward_backward": fit_exponent(xs, [r["forward_backward_s"] for r in series]),
+            "forward_backward_upper": fit_exponent([r["x"] for r in top],
+                                                   [r["forward_backward_s"] for r in top]),
+            "alloc_peak": fit_exponent(xs, [r.get("alloc_peak_mib", 0) for r in series]),
+            "points": len(series)}
+    return out
+
+
+_LINESTYLE = {"dense": "-", "sparse": "--", "-": "-."}
+
+
+def plot_sweep(name, rows, path):
+    """Log-log PNG: forward time, forward+backward time and allocation peak against x, one line
+    per backend/engine (colour: backend; line style: engine)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    panels = (("forward_s", 1e3, "forward (ms)"), ("forward_backward_s", 1e3,
+              "forward + backward (ms)"), ("alloc_peak_mib", 1, "allocation peak, f+b (MiB)"))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    series = _series(rows)
+    colours = _colours([b for b, _ in series])
+    for (backend, engine), pts in series.items():
+        label = backend if engine == "-" else f"{backend}/{engine}"
+        for ax, (key, scale, _) in zip(axes, panels):
+            ys = [r.get(key, float("nan")) * scale for r in pts]
+            ax.plot([r["x"] for r in pts], ys, _LINESTYLE.get(engine, ":"), marker="o", ms=3,
+                    color=colours[backend], label=label)
+    xs = sorted({r["x"] for r in rows})
+    for ax, (_, _, ylabel) in zip(axes, panels):
+        ax.set(xscale="log", yscale="log", xlabel=SWEEPS[name].xlabel, ylabel=ylabel)
+        ax.set_xticks(xs)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(True, which="both", alpha=0.3)
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="center right", fontsize=8)
+    fig.suptitle(f"sweep: {name} ({SWEEPS[name].text})", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.87, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _colours(backends):
+    import matplotlib.pyplot as plt
+    names = list(dict.fromkeys(backends))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {b: cmap(i % cmap.N) for i, b in enumerate(names)}
+
+
+# -- Markdown ------------------------------------------------------------------------------------
+def md_table(headers, rows) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(v, spec=".2f"):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return format(v, spec)
+
+
+def sweep_markdown(name, rows, settings) -> str:
+    """Forward+backward ms per point and the fitted exponents of one sweep."""
+    xs = sorted({r["x"] for r in rows})
+    exps = exponents(rows)
+    cells = {(r["backend"], r["engine"], r["x"]): r for r in rows}
+    body = []
+    for key, e in exps.items():
+        backend, engine = key.split("/", 1)
+        vals = [cells.get((backend, engine, x), {}) for x in xs]
+        body.append([backend, engine] + [
+            "fail" if "error" in v or not v else _fmt(v["forward_backward_s"] * 1e3, ".1f")
+            for v in vals] + [_fmt(e["forward"]), _fmt(e["forward_backward"]),
+                              _fmt(e["forward_backward_upper"]), _fmt(e["alloc_peak"])])
+    headers = ["backend", "engine"] + [f"{x:,}" for x in xs] + [
+        "k fwd", "k f+b", "k f+b (upper half)", "k alloc"]
+    failures = sorted({f"{r['backend']}/{r['engine']}: {r['error']}" for r in rows
+                       if "error" in r and not r["error"].startswith("skipped")})
+    text = [f"### Sweep: {name}", "", f"{SWEEPS[name].text}; x = {SWEEPS[name].xlabel}. "
+            f"{settings}. Cells: forward+backward ms; k: fitted exponent (time ~ x^k).", "",
+            md_table(headers, body)]
+    if failures:
+        text += ["", "Failed: " + "; ".join(failures)]
+    return "\n".join(text)
+
+
+def rows_markdown(rows) -> str:
+    """The default table (one workload, every backend and engine) in Markdown."""
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["backend"], r["engine"], f"failed: {r['error']}"] + [""] * 6)
+            continue
+        body.append([r["backend"], r["engine"], f"{r['trainable']:,}",
+                     _fmt(r["forward_s"] * 1e3, ".1f"), _fmt(r["forward_backward_s"] * 1e3, ".1f"),
+                     _fmt(r["forward_backward_graphs_per_s"], ".0f"),
+                     _fmt(r["peak_rss_mib"], ".0f"), _fmt(r.get("alloc_peak_mib"), ".0f"),
+                     _fmt(r.get("achieved_gflops"), ".2f")])
+    return md_table(["backend", "engine", "params", "fwd ms", "f+b ms", "graphs/s (f+b)",
+                     "peak RSS MiB", "alloc peak MiB", "GFLOP/s (f+b)"], body)
+
+
+# -- converters and data generation --------------------------------------------------------------
+CONVERTER_CASES = ("mlp:784-512-512-10", "cnn_zoo", "resnet18")
+
+
+def convert_case(workload, repeats=3) -> dict:
+    """Times (s, median of ``repeats`` after warm-up) of ``converters.to_graph`` and
+    ``converters.to_module`` on one network of ``workload``, exactness of the round trip, graph
+    size, and the process's peak RSS (run in its own process)."""
+    import converters
+    torch.manual_seed(0)
+    model, example = make_model(workload)
+    params = sum(p.numel() for p in model.parameters())
+    to_graph_s = time_call(lambda: converters.to_graph(model, example), repeats)
+    graph = converters.to_graph(model, example)
+    to_module_s = time_call(lambda: converters.to_module(graph), repeats)
+    back = converters.to_module(graph)
+    x = example if example is not None else _example_input(model, workload)
+    with torch.no_grad():
+        exact = bool(torch.equal(back(x), model(x)))
+    graph_bytes = sum(t.numel() * t.element_size() for _, t in graph if torch.is_tensor(t))
+    return {"workload": workload, "params": params, "nodes": graph.num_nodes,
+            "edges": graph.num_edges, "graph_mib": graph_bytes / 2**20, "to_graph_s": to_graph_s,
+            "to_module_s": to_module_s, "round_trip_exact": exact, "peak_rss_mib": peak_rss_mib()}
+
+
+def _example_input(model, workload):
+    if workload == "cnn_zoo":
+        return torch.randn(2, 1, 28, 28)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return torch.randn(4, first.in_features)
+
+
+def siren_fit(batch=16, steps=20, size=28) -> dict:
+    """SIREN fitting throughput of ``scalegmn.data.generate.fit_sirens`` (2-32-32-1 SIRENs, DWSNets
+    convention, Adam): ``batch`` random ``size`` x ``size`` images fitted for ``steps`` steps at
+    once; SIRENs/s at that many steps, optimiser steps x SIRENs per second, and the time per
+    SIREN extrapolated to the data set's 200 steps (run in its own process)."""
+    from .data.conventions import DWSNETS
+    from .data.generate import fit_sirens
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, size, size, generator=g)
+    fit_sirens(images[:2], [0, 1], DWSNETS, steps=2)       # warm-up
+    t0 = time.perf_counter()
+    fit_sirens(images, list(range(batch)), DWSNETS, steps=steps)
+    seconds = time.perf_counter() - t0
+    return {"batch": batch, "steps": steps, "image": f"{size}x{size}", "seconds": seconds,
+            "sirens_per_s": batch / seconds, "siren_steps_per_s": batch * steps / seconds,
+            "s_per_siren_200_steps": seconds / batch * 200 / steps,
+            "threads": torch.get_num_threads(), "peak_rss_mib": peak_rss_mib()}
+
+
+def run_converters(cases=CONVERTER_CASES, repeats=3, fit_batch=16, fit_steps=20, timeout=600,
+                   max_mem_gib=None) -> dict:
+    """``convert_case`` for each workload and ``siren_fit``, each in its own process."""
+    rows = []
+    for case in cases:
+        row = isolated("convert_case", {"workload": case, "repeats": repeats}, timeout, max_mem_gib)
+        rows.append({"workload": case, **row})
+    fit = isolated("siren_fit", {"batch": fit_batch, "steps": fit_steps}, timeout, max_mem_gib)
+    return {"converters": rows, "siren_fit": fit}
+
+
+def converters_markdown(result) -> str:
+    body = []
+    for r in result["converters"]:
+        if "error" in r:
+            body.append([r["workload"], f"failed: {r['error']}"] + [""] * 6)
+            continue
+        body.append([r["workload"], f"{r['params']:,}", f"{r['nodes']:,}", f"{r['edges']:,}",
+                     _fmt(r["to_graph_s"] * 1e3, ".1f"), _fmt(r["to_module_s"] * 1e3, ".1f"),
+                     "yes" if r["round_trip_exact"] else "NO", _fmt(r["peak_rss_mib"], ".0f")])
+    text = [md_table(["network", "params", "nodes", "edges", "to_graph ms", "to_module ms",
+                      "exact round trip", "peak RSS MiB"], body), ""]
+    f = result["siren_fit"]
+    if "error" in f:
+        text.append(f"SIREN fitting failed: {f['error']}")
+    else:
+        text.append(f"SIREN fitting (`fit_sirens`, 2-32-32-1, {f['image']} images, batch "
+                    f"{f['batch']}, **{f['steps']} Adam steps**, {f['threads']} threads): "
+                    f"{f['seconds']:.2f} s, **{f['sirens_per_s']:.1f} SIRENs/s** at "
+                    f"{f['steps']} steps ({f['siren_steps_per_s']:.0f} SIREN-steps/s; "
+                    f"{f['s_per_siren_200_steps']:.2f} s per SIREN at the data set's 200 steps, "
+                    f"extrapolated linearly); peak RSS {f['peak_rss_mib']:.0f} MiB.")
+    return "\n".join(text)
+
+
+# -- efficiency ----------------------------------------------------------------------------------
+def matmul_peak(n=2048, repeats=10, threads=None) -> dict:
+    """This machine's float32 ``torch.mm`` throughput on ``n`` x ``n`` matrices: 2 n^3 FLOPs
+    over the median time of ``repeats`` calls after warm-up (GFLOP/s)."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = _device()
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    seconds = time_call(lambda: torch.mm(a, b), repeats, device=device)
+    return {"n": n, "seconds": seconds, "gflops": 2 * n ** 3 / seconds / 1e9,
+            "threads": torch.get_num_threads(), "device": device}
+
+
+def run_efficiency(workload, batch, hidden, layers, repeats, threads=None, max_s=None,
+                   timeout=600, max_mem_gib=None, n=2048, step=None) -> dict:
+    """Matmul peak and the dense ScaleGMN forward+backward step's counted FLOPs over its
+    measured time, each in its own process (``step``: that measurement if already made);
+    ``fraction`` = achieved / peak."""
+    peak = isolated("matmul_peak", {"n": n, "repeats": max(repeats, 5), "threads": threads},
+                    timeout, max_mem_gib)
+    if step is None:
+        step = _measure_row("scalegmn", "dense", {
+            "workload": workload, "batch_size": batch, "hidden": hidden, "layers": layers,
+            "repeats": repeats, "threads": threads, "max_s": max_s}, timeout, max_mem_gib)
+    out = {"matmul": peak, "scalegmn_dense": step}
+    if "error" not in peak and "error" not in step:
+        out["fraction"] = step["achieved_gflops"] / peak["gflops"]
+    return out
+
+
+def efficiency_markdown(eff) -> str:
+    peak, step = eff["matmul"], eff["scalegmn_dense"]
+    if "fraction" not in eff:
+        return f"Efficiency measurement failed: {peak.get('error') or step.get('error')}"
+    return (f"float32 `torch.mm` {peak['n']}x{peak['n']} ({peak['threads']} threads, "
+            f"{peak['device']}): **{peak['gflops']:.1f} GFLOP/s** (the machine's matmul peak "
+            f"here). Dense ScaleGMN forward+backward on {describe(step['workload'])} (batch "
+            f"{step['batch']}, hidden {step['hidden']}, {step['layers']} layers): "
+            f"{step['flops_forward_backward'] / 1e9:.2f} GFLOP counted by `FlopCounterMode` in "
+            f"{step['forward_backward_s'] * 1e3:.1f} ms = **{step['achieved_gflops']:.2f} "
+            f"GFLOP/s, {100 * eff['fraction']:.1f} % of the matmul peak**.")
+
+
+# -- machine ---------------------------------------------------------------------------------------
+def machine() -> dict:
+    """CPU model, cores, memory, torch version and threads of this machine."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info = {"cpu": cpu, "logical_cpus": os.cpu_count(),
+            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "torch": torch.__version__, "torch_threads":
+            torch.get_num_threads(), "python": platform.python_version(),
+            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+    try:
+        info["memory_gib"] = round(_proc_kib("MemTotal", "/proc/meminfo") / 2**20, 1)
+    except (OSError, TypeError):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def machine_markdown(m) -> str:
+    lines = [f"- CPU: {m['cpu']}; {m['logical_cpus']} logical CPUs, {m['usable_cpus']} usable by "
+             f"this process; memory {m.get('memory_gib', '?')} GiB",
+             f"- torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}, "
+             f"{m['platform']}", f"- measured {m['date']}"]
+    if "gpu" in m:
+        lines.insert(1, f"- GPU: {m['gpu']}")
+    return "\n".join(lines)
+
+
+# -- the report ------------------------------------------------------------------------------------
+def write_report(results, md_path, img_dir, command) -> Path:
+    """Markdown (``md_path``), JSON (next to the images) and one PNG per sweep (``img_dir``)."""
+    md_path, img_dir = Path(md_path), Path(img_dir)
+    img_dir.mkdir(parents=True, exist_ok=True)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    (img_dir / "bench.json").write_text(json.dumps(results, indent=1, default=str))
+    text = ["# Benchmarks", "", f"Generated by `{command}`; every measurement in its own "
+            "process (see `scalegmn/bench.py`). Times are medians after warm-up; machines are "
+            "noisy, so compare within this page only.", "", "## Machine", "",
+            machine_markdown(results["machine"])]
+    if "failed_backends" in results and results["failed_backends"]:
+        text += ["", "Backends left out (they do not build): " + "; ".join(
+            f"{k}: {v}" for k, v in results["failed_backends"].items())]
+    text += _report_sections(results, md_path, img_dir)
+    md_path.write_text("\n".join(text) + "\n")
+    return md_path
+
+
+def _report_sections(results, md_path, img_dir) -> list:
+    s = results["settings"]
+    text = []
+    if "table" in results:
+        t = s["table"]
+        text += ["", "## Backends and engines", "", f"{describe(t['workload'])}, batch "
+                 f"{t['batch']}, hidden {t['hidden']}, {t['layers']} layers, up to {t['repeats']} "
+                 "repeats. alloc peak: tensor memory of one forward+backward step above the "
+                 "parameters and input (memory view); GFLOP/s: counted matmul FLOPs over the "
+                 "measured time.", "", rows_markdown(results["table"])]
+    if "efficiency" in results:
+        text += ["", "## Efficiency", "", efficiency_markdown(results["efficiency"])]
+    if "sweeps" in results:
+        text += ["", "## Scaling sweeps", "", _exponent_summary(results["sweeps"])]
+        for name, rows in results["sweeps"].items():
+            png = img_dir / f"sweep_{name}.png"
+            plot_sweep(name, rows, png)
+            rel = os.path.relpath(png, md_path.parent)
+            text += ["", sweep_markdown(name, rows, s["sweep"]), "", f"![sweep {name}]({rel})"]
+    if "converters" in results:
+        text += ["", "## Converters and data generation", "",
+                 converters_markdown(results["converters"])]
+    return text
+
+
+def _exponent_summary(sweeps) -> str:
+    """One table: forward+backward growth exponent per backend/engine and sweep."""
+    exps = {name: exponents(rows) for name, rows in sweeps.items()}
+    keys = list(dict.fromkeys(k for e in exps.values() for k in e))
+    body = [[k] + [_fmt(exps[n].get(k, {}).get("forward_backward", float("nan")))
+                   for n in sweeps] for k in keys]
+    return ("Growth exponent k of forward+backward time (time ~ x^k, least squares on log-log, "
+            "all points of each sweep):\n\n" + md_table(["backend/engine"] + list(sweeps), body))
+
+
+# -- command line ----------------------------------------------------------------------------------
+QUICK = {"batch": 16, "hidden": 32, "layers": 2, "repeats": 2, "max_s": 1.0}
+FULL = {"batch": 128, "hidden": 128, "layers": 4, "repeats": 3, "max_s": 5.0}
+SWEEP_QUICK = {"batch": 8, "hidden": 16, "layers": 2, "repeats": 1, "max_s": 0.5}
+SWEEP_FULL = {"batch": 16, "hidden": 32, "layers": 2, "repeats": 5, "max_s": 2.0}
+
+
+def _parser():
     import argparse
-    p = argparse.ArgumentParser(prog="scalegmn bench")
+    p = argparse.ArgumentParser(prog="scalegmn bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--one", help=argparse.SUPPRESS)
-    p.add_argument("--backends", nargs="+", default=["scalegmn", "scalegmn-b", "gmn", "mlp"])
+    p.add_argument("--backends", nargs="+", default=None,
+                   help="default: the registered ones of " + ", ".join(DEFAULT_BACKENDS))
     p.add_argument("--engines", nargs="+", default=["sparse", "dense"])
-    p.add_argument("--workload", default="siren", choices=sorted(WORKLOADS))
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workload", default="siren", help="siren, cnn_zoo or mlp:2-32-32-1")
+    p.add_argument("--batch", type=int, default=None, help="default 128 (16 with --quick)")
+    p.add_argument("--hidden", type=int, default=None, help="default 128 (32 with --quick)")
+    p.add_argument("--layers", type=int, default=None, help="default 4 (2 with --quick)")
+    p.add_argument("--repeats", type=int, default=None, help="default 3 (2 with --quick)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="write the measurements as JSON here")
-    args = p.parse_args(argv)
+    p.add_argument("--sweep", nargs="+", choices=sorted(SWEEPS) + ["all"], default=None)
+    p.add_argument("--converters", action="store_true", help="converter and SIREN-fitting times")
+    p.add_argument("--efficiency", action="store_true", help="matmul peak and achieved FLOP/s")
+    p.add_argument("--docs", action="store_true",
+                   help="everything, written to docs/benchmarks.md and docs/benchmarks/")
+    p.add_argument("--quick", action="store_true", help="small sizes and repeats (~1 minute)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per measurement "
+                   "(default 300, 60 with --quick)")
+    p.add_argument("--max-mem-gib", type=float, default=8.0,
+                   help="address space a measurement may add (GiB; 0: no cap)")
+    p.add_argument("--out", default=None, help="a directory (Markdown, JSON, plots), or a .json "
+                   "file for the rows of the default table")
+    return p
+
+
+def _settings(args):
+    table = dict(QUICK if args.quick else FULL)
+    for k in ("batch", "hidden", "layers", "repeats"):
+        if getattr(args, k) is not None:
+            table[k] = getattr(args, k)
+    sweep = dict(SWEEP_QUICK if args.quick else SWEEP_FULL)
+    for k in ("hidden", "layers", "repeats"):
+        if getattr(args, k) is not None:
+            sweep[k] = getattr(args, k)
+    return table, sweep
+
+
+def _backends(args, results):
+    if args.backends:
+        return args.backends
+    ok, failed = buildable(default_backends())
+    results["failed_backends"] = failed
+    return ok
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     if args.one:
         print(json.dumps(measure(*json.loads(args.one))))
         return 0
-    table, _ = run(args.backends, args.engines, args.workload, args.batch, args.hidden,
-                   args.layers, args.repeats, args.threads, args.out)
-    print(table)
+    if args.docs and args.out is None:
+        args.out = "docs"
+    sweeps = (sorted(SWEEPS, key=list(SWEEPS).index) if args.docs or "all" in (args.sweep or [])
+              else args.sweep or [])
+    do_conv, do_eff = args.converters or args.docs, args.efficiency or args.docs
+    do_table = args.docs or not (sweeps or args.converters or args.efficiency)
+    results = collect(args, sweeps, do_table, do_conv, do_eff)
+    _finish(args, results, sys.argv[1:] if argv is None else list(argv))
     return 0
+
+
+def collect(args, sweeps, do_table, do_conv, do_eff) -> dict:
+    """Run the selected parts, printing as they finish; the results dict of ``write_report``."""
+    table, sweep = _settings(args)
+    common = {"timeout": args.timeout or (60 if args.quick else 300),
+              "max_mem_gib": args.max_mem_gib or None}
+    results = {"machine": machine(), "settings": {"table": {**table, "workload": args.workload},
+                                                  "sweep": _sweep_text(sweep),
+                                                  "quick": args.quick}}
+    backends = _backends(args, results) if (do_table or sweeps) else []
+    if do_table:
+        text, results["table"] = run(backends, args.engines, args.workload, table["batch"],
+                                     table["hidden"], table["layers"], table["repeats"],
+                                     args.threads, max_s=table["max_s"], **common)
+        print(text, flush=True)
+    if do_eff:
+        _collect_efficiency(args, table, results, common)
+    if sweeps:
+        results["sweeps"] = {name: _collect_sweep(name, args, backends, sweep, common)
+                             for name in sweeps}
+    if do_conv:
+        results["converters"] = run_converters(
+            ("mlp:2-32-32-1", "cnn_zoo", "resnet18") if args.quick else CONVERTER_CASES,
+            repeats=1 if args.quick else 3, fit_batch=8 if args.quick else 32,
+            fit_steps=5 if args.quick else 50, **common)
+        print(converters_markdown(results["converters"]), flush=True)
+    return results
+
+
+def _sweep_text(sweep):
+    return (f"Batch {sweep['batch']} (except the batch sweep), metanetwork hidden "
+            f"{sweep['hidden']}, {sweep['layers']} layers, up to {sweep['repeats']} repeats")
+
+
+def _collect_efficiency(args, table, results, common):
+    done = [r for r in results.get("table", []) if (r["backend"], r["engine"]) ==
+            ("scalegmn", "dense") and "error" not in r]
+    results["efficiency"] = run_efficiency(
+        args.workload, table["batch"], table["hidden"], table["layers"], table["repeats"],
+        args.threads, table["max_s"], step=done[0] if done else None, **common)
+    print(efficiency_markdown(results["efficiency"]), flush=True)
+
+
+def _collect_sweep(name, args, backends, sweep, common):
+    print(f"sweep {name}", flush=True)
+    rows = run_sweep(name, backends, args.engines, sweep["batch"], sweep["hidden"],
+                     sweep["layers"], sweep["repeats"], args.quick, sweep["max_s"],
+                     threads=args.threads, log=lambda line: print(line, flush=True), **common)
+    print(sweep_markdown(name, rows, _sweep_text(sweep)), flush=True)
+    return rows
+
+
+def _finish(args, results, argv):
+    command = " ".join(["scalegmn bench"] + [str(a) for a in argv])
+    if args.out and str(args.out).endswith(".json"):
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results.get("table", results), indent=1,
+                                             default=str))
+    elif args.out and args.docs:
+        out = Path(args.out)
+        print("wrote", write_report(results, out / "benchmarks.md", out / "benchmarks", command))
+    elif args.out:
+        out = Path(args.out)
+        print("wrote", write_report(results, out / "bench.md", out, command))
 
 
 if __name__ == "__main__":
