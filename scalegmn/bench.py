@@ -165,6 +165,14 @@ def serve():
         proto.flush()
 
 
+def server_env() -> dict:
+    """Environment of the measuring processes: this checkout first on ``PYTHONPATH``, and
+    ``OMP_WAIT_POLICY=PASSIVE`` unless set: with OpenMP's spinning threads, any other load on the
+    machine made small steps up to 100x slower (2 cores), passive waiting costs little."""
+    paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 class _Server:
     """A ``serve()`` subprocess; ``ask`` sends one request and waits for its answer."""
 
@@ -172,11 +180,10 @@ class _Server:
         import subprocess
         import tempfile
         self.log = tempfile.TemporaryFile()
-        paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from scalegmn.bench import serve; serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
+            env=server_env())
 
     def ask(self, request) -> dict:
         self.proc.stdin.write(json.dumps(request) + "\n")
@@ -359,11 +366,12 @@ def _build(backend, engine, batch, hidden, layers):
 
 
 def measure(backend, engine, workload, batch_size, hidden, layers, repeats, threads,
-            max_s=None, profile=True) -> dict:
+            max_s=None, profile=True, flops=True) -> dict:
     """One measurement (run inside its own process): forward time (no grad) and forward+backward
     time of ``backend``/``engine`` on ``batch_size`` graphs of ``workload`` (median of up to
-    ``repeats`` after warm-up), graphs/s, peak RSS, the memory view of one forward+backward step
-    (``memory_view``) and its counted FLOPs (``count_flops``), parameter counts."""
+    ``repeats`` after warm-up, fewer once ``max_s`` seconds are spent), graphs/s, peak RSS,
+    parameter counts; with ``profile`` the memory view of one forward+backward step
+    (``memory_view``), with ``flops`` its counted FLOPs (``count_flops``) and FLOP/s."""
     import scalegmn
     if threads:
         torch.set_num_threads(threads)
@@ -389,15 +397,10 @@ def measure(backend, engine, workload, batch_size, hidden, layers, repeats, thre
         out[f"{name}_graphs_per_s"] = batch_size / out[f"{name}_s"]
     out["peak_rss_mib"] = peak_rss_mib()    # before the profiler's own bookkeeping
     if profile:
-        out.update(_step_profile(fwd_bwd, device, out["forward_backward_s"]))
-    return out
-
-
-def _step_profile(step, device, seconds) -> dict:
-    """Memory view and counted FLOPs of one ``step``; achieved GFLOP/s at ``seconds`` a step."""
-    out = memory_view(step, device)
-    out["flops_forward_backward"] = count_flops(step)
-    out["achieved_gflops"] = out["flops_forward_backward"] / seconds / 1e9
+        out.update(memory_view(fwd_bwd, device))
+    if flops:
+        out["flops_forward_backward"] = count_flops(fwd_bwd)
+        out["achieved_gflops"] = out["flops_forward_backward"] / out["forward_backward_s"] / 1e9
     return out
 
 
@@ -486,7 +489,7 @@ SWEEPS = {
                    "ReLU MLPs 2-w-w-1 (3 linear layers)"),
     "batch": Sweep("batch", (8, 16, 32, 64, 128, 256), (8, 16, 32), "batch size (graphs)",
                    "ReLU MLPs 2-32-32-1; the batch size varies"),
-    "edges": Sweep("edges", (8, 16, 32, 64, 128, 256), (8, 16, 32),
+    "edges": Sweep("edges", (8, 16, 32, 64, 128), (8, 16, 32),
                    "edges (weights) per input graph", "ReLU MLPs 2-w-w-w-1 (4 linear layers), "
                    "w = 8, 16, ... varies"),
 }
@@ -530,7 +533,7 @@ def run_sweep(name, backends, engines, batch, hidden, layers, repeats, quick=Fal
                 else:
                     kwargs = {"workload": workload, "batch_size": bs, "hidden": hidden,
                               "layers": layers, "repeats": repeats, "threads": threads,
-                              "max_s": max_s}
+                              "max_s": max_s, "flops": False}
                     row = _measure_row(backend, engine, kwargs, timeout, max_mem_gib)
                     if _is_fatal(row):
                         dead = f"skipped after failure at x={xval}"
@@ -829,24 +832,48 @@ def machine() -> dict:
             "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count(), "torch": torch.__version__, "torch_threads":
             torch.get_num_threads(), "python": platform.python_version(),
-            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "cpu_capability": _cpu_capability(),
+            "omp_wait_policy": server_env()["OMP_WAIT_POLICY"]}
     try:
         info["memory_gib"] = round(_proc_kib("MemTotal", "/proc/meminfo") / 2**20, 1)
     except (OSError, TypeError):
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    if hasattr(os, "getloadavg"):
+        info["load_at_start"] = round(os.getloadavg()[0], 2)
     return info
 
 
+def _cpu_capability():
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except Exception:       # noqa: BLE001  (older torch)
+        return "unknown"
+
+
+def _load_text(m):
+    if "load_at_start" not in m:
+        return ""
+    text = f"; 1-minute load average {m['load_at_start']} at the start"
+    if "load_at_end" in m:
+        text += f", {m['load_at_end']} at the end"
+    if max(m["load_at_start"], m.get("load_at_end", 0)) > 0.5 * m["usable_cpus"]:
+        text += " (other work was running: times are inflated and noisy)"
+    return text
+
+
 def machine_markdown(m) -> str:
-    lines = [f"- CPU: {m['cpu']}; {m['logical_cpus']} logical CPUs, {m['usable_cpus']} usable by "
-             f"this process; memory {m.get('memory_gib', '?')} GiB",
-             f"- torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}, "
-             f"{m['platform']}", f"- measured {m['date']}"]
+    lines = [f"- CPU: {m['cpu']} (torch kernels: {m.get('cpu_capability', '?')}); "
+             f"{m['logical_cpus']} logical CPUs, {m['usable_cpus']} usable by this process; "
+             f"memory {m.get('memory_gib', '?')} GiB",
+             f"- torch {m['torch']} ({m['torch_threads']} threads, OMP_WAIT_POLICY="
+             f"{m.get('omp_wait_policy', '?')}), Python {m['python']}, {m['platform']}", f"- measured {m['date']}" + _load_text(m),
+             f"- the whole run took {m['wall_s']:.0f} s" if "wall_s" in m else ""]
     if "gpu" in m:
         lines.insert(1, f"- GPU: {m['gpu']}")
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line)
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -904,10 +931,12 @@ def _exponent_summary(sweeps) -> str:
 
 
 # -- command line ----------------------------------------------------------------------------------
+# sizes and repeats of the default table and of the sweeps; --batch etc. override them
 QUICK = {"batch": 16, "hidden": 32, "layers": 2, "repeats": 2, "max_s": 1.0}
 FULL = {"batch": 128, "hidden": 128, "layers": 4, "repeats": 3, "max_s": 5.0}
+DOCS = {"batch": 32, "hidden": 64, "layers": 4, "repeats": 3, "max_s": 5.0}   # ~15 min in all
 SWEEP_QUICK = {"batch": 8, "hidden": 16, "layers": 2, "repeats": 1, "max_s": 0.5}
-SWEEP_FULL = {"batch": 16, "hidden": 32, "layers": 2, "repeats": 5, "max_s": 2.0}
+SWEEP_FULL = {"batch": 8, "hidden": 32, "layers": 2, "repeats": 5, "max_s": 2.0}
 
 
 def _parser():
@@ -918,10 +947,8 @@ def _parser():
                    help="default: the registered ones of " + ", ".join(DEFAULT_BACKENDS))
     p.add_argument("--engines", nargs="+", default=["sparse", "dense"])
     p.add_argument("--workload", default="siren", help="siren, cnn_zoo or mlp:2-32-32-1")
-    p.add_argument("--batch", type=int, default=None, help="default 128 (16 with --quick)")
-    p.add_argument("--hidden", type=int, default=None, help="default 128 (32 with --quick)")
-    p.add_argument("--layers", type=int, default=None, help="default 4 (2 with --quick)")
-    p.add_argument("--repeats", type=int, default=None, help="default 3 (2 with --quick)")
+    for k in ("batch", "hidden", "layers", "repeats"):
+        p.add_argument(f"--{k}", type=int, default=None, help=_default_help(k))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--sweep", nargs="+", choices=sorted(SWEEPS) + ["all"], default=None)
     p.add_argument("--converters", action="store_true", help="converter and SIREN-fitting times")
@@ -938,8 +965,15 @@ def _parser():
     return p
 
 
+def _default_help(k):
+    text = (f"table: {FULL[k]} ({DOCS[k]} with --docs, {QUICK[k]} with --quick)")
+    if k != "batch":
+        text += f"; sweeps: {SWEEP_FULL[k]} ({SWEEP_QUICK[k]} with --quick)"
+    return text
+
+
 def _settings(args):
-    table = dict(QUICK if args.quick else FULL)
+    table = dict(QUICK if args.quick else DOCS if args.docs else FULL)
     for k in ("batch", "hidden", "layers", "repeats"):
         if getattr(args, k) is not None:
             table[k] = getattr(args, k)
@@ -969,7 +1003,11 @@ def main(argv=None):
               else args.sweep or [])
     do_conv, do_eff = args.converters or args.docs, args.efficiency or args.docs
     do_table = args.docs or not (sweeps or args.converters or args.efficiency)
+    t0 = time.perf_counter()
     results = collect(args, sweeps, do_table, do_conv, do_eff)
+    results["machine"]["wall_s"] = round(time.perf_counter() - t0, 1)
+    if hasattr(os, "getloadavg"):
+        results["machine"]["load_at_end"] = round(os.getloadavg()[0], 2)
     _finish(args, results, sys.argv[1:] if argv is None else list(argv))
     return 0
 
