@@ -53,6 +53,10 @@ class ModelConfig:
     channels: Optional[list] = None      # parameter-sharing backends: channels per layer
     head_hidden: Optional[int] = None    # parameter-sharing backends: invariant head width
     io_embed: bool = True                # NP: learned input/output embeddings
+    # speed and memory (ScaleGMN; results equal to rounding either way; docs/performance.md)
+    checkpoint: bool = False     # memory-lean: recompute each layer (and, with the dense engine,
+    checkpoint_chunk: int = 16   # its edge functions in chunks of this many networks) in backward
+    compile: bool = False        # torch.compile the message-passing layers (eager if that fails)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -64,6 +68,8 @@ class ModelConfig:
         for k, allowed in choices.items():
             if getattr(self, k) not in allowed:
                 raise ValueError(f"config {k}={getattr(self, k)!r}; choose from {allowed}")
+        if self.checkpoint_chunk < 1:
+            raise ValueError("checkpoint_chunk must be positive")
         if self.hidden < 1 or self.layers < 1:
             raise ValueError("hidden and layers must be positive")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from torch_geometric.utils import scatter
 
 from converters.groups import GROUPS
@@ -79,6 +80,19 @@ class SparseEngine:
     def sum_to(self, m, side):
         return scatter(m, self._side(side), dim=0, dim_size=self.N, reduce="sum")
 
+    lean_chunk = 0   # no chunked recomputation here (the model checkpoints whole layers)
+
+    def message(self, disp, ev, nv, side, by, to, emap=None):
+        """``sum_to(edge_map(disp, edge_times_node(emap(ev), nv, side), by), to)``
+        (``emap``: a map of the edge values applied first; default none)."""
+        ev = ev if emap is None else emap(ev)
+        return self.sum_to(self.edge_map(disp, self.edge_times_node(ev, nv, side), by), to)
+
+    def edge_gate(self, fn, g, a, c, gmap=None):
+        """``gmap(g) * fn(a[src] + c[dst])`` per edge (``gmap`` default: none)."""
+        g = g if gmap is None else gmap(g)
+        return g * fn(self.edge_plus_nodes(a, c))
+
 
 class _Block:
     __slots__ = ("start", "stop", "out", "per", "dst_off", "src", "row", "dst_group",
@@ -116,8 +130,9 @@ class DenseEngine:
 
     name = "dense"
 
-    def __init__(self, arch, batch_size: int, groups_one: torch.Tensor):
+    def __init__(self, arch, batch_size: int, groups_one: torch.Tensor, lean_chunk: int = 0):
         self.B = batch_size
+        self.lean_chunk = lean_chunk
         self.blocks, self.offsets, self.N, self.E = _blocks(arch, tuple(groups_one.tolist()))
         self.sizes = [blk.stop - blk.start for blk in self.blocks]
         # node set k + 1 is written by op k (ops with parameters run in node-set order)
@@ -151,26 +166,66 @@ class DenseEngine:
         parts = [disp.fn(g)(xv[:, lo:hi]) for lo, hi, g in self.node_ranges]
         return torch.cat(parts, dim=1).reshape(self.B * self.N, -1)
 
+    def _map_block(self, disp, blk, zb, by):
+        g = blk.dst_group if by == "dst" else blk.src_group
+        if g is not None:
+            return disp.fn(g)(zb)
+        # sources of mixed groups within one op (a cat of different layers)
+        nb = zb.shape[0]
+        flat = zb.reshape(nb, blk.out * blk.per, zb.shape[-1])
+        ys = {g: disp.fn(g)(flat[:, i]) for g, i in blk.src_index.items()}
+        y = flat.new_zeros(nb, flat.shape[1], next(iter(ys.values())).shape[-1])
+        for g, i in blk.src_index.items():
+            y[:, i] = ys[g]
+        return y.view(nb, blk.out, blk.per, y.shape[-1])
+
     def edge_map(self, disp, z, by):
+        return self._flat_edges([self._map_block(disp, blk, zb, by)
+                                 for blk, zb in zip(self.blocks, self._split(z))])
+
+    def _chunked(self, fn, *xs):
+        """``fn(*xs)`` (tensors with the batch first); with ``lean_chunk`` set and gradients on,
+        evaluated on chunks of ``lean_chunk`` networks under activation checkpointing (the
+        chunk's intermediates are recomputed in the backward pass instead of being kept)."""
+        k = self.lean_chunk
+        if not k or not torch.is_grad_enabled():
+            return fn(*xs)
+        outs = [checkpoint(fn, *[x[i:i + k] for x in xs], use_reentrant=False)
+                for i in range(0, self.B, k)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def message(self, disp, ev, nv, side, by, to, emap=None):
+        """``sum_to(edge_map(disp, edge_times_node(emap(ev), nv, side), by), to)`` op by op,
+        without materialising the edge tensors of the whole batch (no concatenation, no
+        re-split); with ``lean_chunk``, chunk by chunk under checkpointing (``emap`` included,
+        so that only ``ev`` itself is kept for the backward pass)."""
+        nv = self._nodes(nv)
+        pick = self._src_nodes if side == "src" else self._dst_nodes
         parts = []
-        for blk, zb in zip(self.blocks, self._split(z)):
-            g = blk.dst_group if by == "dst" else blk.src_group
-            if g is not None:
-                parts.append(disp.fn(g)(zb))
-            else:   # sources of mixed groups within one op (a cat of different layers)
-                flat = zb.reshape(self.B, blk.out * blk.per, zb.shape[-1])
-                ys = {g: disp.fn(g)(flat[:, i]) for g, i in blk.src_index.items()}
-                y = flat.new_zeros(self.B, flat.shape[1], next(iter(ys.values())).shape[-1])
-                for g, i in blk.src_index.items():
-                    y[:, i] = ys[g]
-                parts.append(y)
+        for blk, e in zip(self.blocks, self._split(ev)):
+            def f(e, nv, blk=blk):
+                e = e if emap is None else emap(e)
+                return self._reduce_block(blk, self._map_block(disp, blk, e * pick(nv, blk), by),
+                                          to)
+            parts.append(self._chunked(f, e, nv))
+        return self._assemble(parts, to)
+
+    def edge_gate(self, fn, g, a, c, gmap=None):
+        """``gmap(g) * fn(a[src] + c[dst])`` per edge, op by op (chunked like ``message``)."""
+        a, c = self._nodes(a), self._nodes(c)
+        parts = []
+        for blk, gb in zip(self.blocks, self._split(g)):
+            def f(gb, a, c, blk=blk):
+                gb = gb if gmap is None else gmap(gb)
+                return gb * fn(self._src_nodes(a, blk) + self._dst_nodes(c, blk))
+            parts.append(self._chunked(f, gb, a, c))
         return self._flat_edges(parts)
 
     def _src_nodes(self, nv, blk):
         """(B, 1, per, c) (broadcast over destinations) or (B, out, per, c)."""
         if blk.row is not None:
             return nv[:, blk.row].unsqueeze(1)
-        return nv[:, blk.src.reshape(-1)].view(self.B, blk.out, blk.per, nv.shape[-1])
+        return nv[:, blk.src.reshape(-1)].view(nv.shape[0], blk.out, blk.per, nv.shape[-1])
 
     def _dst_nodes(self, nv, blk):
         return nv[:, blk.dst_off:blk.dst_off + blk.out].unsqueeze(2)
@@ -195,17 +250,27 @@ class DenseEngine:
         return self._flat_edges(parts)
 
     def sum_to(self, m, side):
-        c = m.shape[-1]
-        blocks = self._split(m)
+        return self._assemble([self._reduce_block(blk, mb, side)
+                               for blk, mb in zip(self.blocks, self._split(m))], side)
+
+    @staticmethod
+    def _reduce_block(blk, mb, side):
+        """An op's (B, out, per, c) edge values summed onto its destinations or sources."""
+        if side == "dst":
+            return mb.sum(2)
+        return mb.sum(1) if blk.row is not None else mb
+
+    def _assemble(self, parts, side):
+        c = parts[0].shape[-1]
         if side == "dst" and self.dst_in_order:
-            first = m.new_zeros(self.B, self.offsets[1], c)
-            return torch.cat([first] + [mb.sum(2) for mb in blocks], dim=1).reshape(-1, c)
-        out = m.new_zeros(self.B, self.N, c)
-        for blk, mb in zip(self.blocks, blocks):
+            first = parts[0].new_zeros(self.B, self.offsets[1], c)
+            return torch.cat([first] + parts, dim=1).reshape(-1, c)
+        out = parts[0].new_zeros(self.B, self.N, c)
+        for blk, r in zip(self.blocks, parts):
             if side == "dst":
-                out[:, blk.dst_off:blk.dst_off + blk.out] += mb.sum(2)
+                out[:, blk.dst_off:blk.dst_off + blk.out] += r
             elif blk.row is not None:
-                out[:, blk.row] += mb.sum(1)
+                out[:, blk.row] += r
             else:
-                out.index_add_(1, blk.src.reshape(-1), mb.reshape(self.B, -1, c))
+                out.index_add_(1, blk.src.reshape(-1), r.reshape(self.B, -1, c))
         return out.reshape(self.B * self.N, c)

@@ -13,6 +13,7 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torch_geometric.utils import scatter
 
 from converters.graph import pad_shape
@@ -43,13 +44,33 @@ class EdgeUpdate(nn.Module):
         gate_near_one(self.chi)
         norm_preserving(self.D)
 
-    def forward(self, eng, h, e, reverse=False):
+    def forward(self, eng, h, e, reverse=False, De=None):
+        """``De``: ``D(e)`` when the caller has it already (computed with another map of ``e``);
+        with a chunked engine (``eng.lean_chunk``) ``D`` is applied inside each chunk."""
         k = eng.node_map(self.inv, h)
         W, b = self.chi.lin1.weight, self.chi.lin1.bias
         d = k.shape[-1]
-        a, c = F.linear(k, W[:, :d], b), F.linear(k, W[:, d:])
-        pre = eng.edge_plus_nodes(c, a) if reverse else eng.edge_plus_nodes(a, c)
-        return self.D(e) * self.chi.from_hidden(pre)
+        ac = F.linear(k, torch.cat([W[:, :d], W[:, d:]]))
+        a, c = ac.split(W.shape[0], dim=-1)
+        a = a + b
+        if De is not None:
+            g, gmap = De, None
+        elif eng.lean_chunk:
+            g, gmap = e, self.D
+        else:
+            g, gmap = self.D(e), None
+        return (eng.edge_gate(self.chi.from_hidden, g, c, a, gmap) if reverse else
+                eng.edge_gate(self.chi.from_hidden, g, a, c, gmap))
+
+
+def _linear2(x, first: nn.Linear, second):
+    """``(first(x), second(x))`` with one matmul when ``second`` is a bias-free linear map too
+    (``None`` when there is no second map)."""
+    if second is None:
+        return first(x), None
+    n = first.out_features
+    return F.linear(x, torch.cat([first.weight, second.weight])).split(
+        [n, second.out_features], dim=-1)
 
 
 class GNNLayer(nn.Module):
@@ -81,9 +102,14 @@ class GNNLayer(nn.Module):
             norm_preserving(lin)
 
     def forward(self, eng, h, e, eb):
-        # forward messages j -> i: (A_e e_ij) * (A_v h_j) transforms by q_i
-        z = eng.edge_times_node(self.A_e(e), self.A_v(h), "src")
-        parts = [h, eng.sum_to(eng.edge_map(self.msg, z, "dst"), "dst")]
+        # forward messages j -> i: (A_e e_ij) * (A_v h_j) transforms by q_i; D e (the edge
+        # update's linear map) shares the pass over e
+        if eng.lean_chunk:   # A_e and D inside the engine's recomputed chunks
+            parts = [h, eng.message(self.msg, e, self.A_v(h), "src", "dst", "dst", self.A_e)]
+            De = None
+        else:
+            Ae, De = _linear2(e, self.A_e, self.edge.D if self.edge is not None else None)
+            parts = [h, eng.message(self.msg, Ae, self.A_v(h), "src", "dst", "dst")]
         if self.bidir:
             if self.mode == "division_free":
                 # edge i -> k seen from i: u = [(B_e e_ik) * (B_v h_i); h_k] transforms by q_k
@@ -93,11 +119,13 @@ class GNNLayer(nn.Module):
                 parts.append(self.B_h(h) * s)
             else:
                 # backward messages k -> i along i -> k: (B_e eb_ik) * (B_v h_k), by q_i
-                zb = eng.edge_times_node(self.B_e(eb), self.B_v(h), "dst")
-                parts.append(eng.sum_to(eng.edge_map(self.msg_bw, zb, "src"), "src"))
+                # (B_e is not merged with edge_bw.D: the last layer's eb may be unused)
+                ebm = (eb, self.B_e) if eng.lean_chunk else (self.B_e(eb), None)
+                parts.append(eng.message(self.msg_bw, ebm[0], self.B_v(h), "dst", "src", "src",
+                                         ebm[1]))
         h_new = eng.node_map(self.upd, torch.cat(parts, dim=-1))
         if self.edge is not None:
-            e = self.edge(eng, h, e)
+            e = self.edge(eng, h, e, De=De)
             if self.bidir and self.mode != "division_free" and self.edge_bw is not None:
                 eb = self.edge_bw(eng, h, eb)
         if self.skip is not None:
@@ -217,7 +245,8 @@ class ScaleGMN(nn.Module):
                              "engine='sparse' or 'auto' for mixed batches")
         if kind == "dense" or (kind == "auto" and one):
             n = groups.shape[0] // len(archs)
-            return DenseEngine(archs[0], len(archs), groups[:n])
+            lean = self.cfg.checkpoint_chunk if self.cfg.checkpoint else 0
+            return DenseEngine(archs[0], len(archs), groups[:n], lean_chunk=lean)
         return SparseEngine(batch.edge_index, groups, batch.num_nodes)
 
     def _to_model_grid(self, t, batch):
@@ -316,12 +345,51 @@ class ScaleGMN(nn.Module):
         eng = self._engine(batch, groups)
         h, e, eb = self.embed(batch, eng)
         states = [(h, e, eb)]
-        for layer in self.layers:
-            h, e, eb = layer(eng, h, e, eb)
+        for t, layer in enumerate(self.layers):
+            fn = self._layer_fn(t)
+            if self.cfg.checkpoint and torch.is_grad_enabled() and not eng.lean_chunk:
+                # memory-lean without a chunked engine: keep only the layer's inputs and
+                # recompute the rest in backward (the dense engine recomputes its edge
+                # functions chunk by chunk instead: less memory, no second recomputation)
+                h, e, eb = checkpoint(fn, eng, h, e, eb, use_reentrant=False)
+            else:
+                h, e, eb = fn(eng, h, e, eb)
             states.append((h, e, eb))
         out = (self._edit(batch, eng, h, e) if self.cfg.task == "equivariant"
                else self._readout(batch, eng, h))
         return (out, states) if return_states else out
+
+    def _layer_fn(self, t):
+        """Layer ``t`` as called in ``forward``: with ``cfg.compile``, a ``torch.compile``d
+        version that falls back to the eager layer (with a warning, for good) if compiling or
+        running it raises."""
+        layer = self.layers[t]
+        if not self.cfg.compile or getattr(self, "_compile_failed", False):
+            return layer
+        cache = self.__dict__.setdefault("_compiled", {})   # not a submodule: no state_dict keys
+        if t not in cache:
+            try:
+                cache[t] = torch.compile(layer, dynamic=False)
+            except Exception as ex:   # noqa: BLE001 - any failure means: run eagerly
+                return self._compile_fallback(ex, layer)
+        compiled = cache[t]
+
+        def run(*args):
+            if getattr(self, "_compile_failed", False):
+                return layer(*args)
+            try:
+                return compiled(*args)
+            except Exception as ex:   # noqa: BLE001
+                return self._compile_fallback(ex, layer)(*args)
+        return run
+
+    def _compile_fallback(self, ex, layer):
+        import warnings
+        warnings.warn(f"torch.compile failed ({type(ex).__name__}: {str(ex)[:200]}); running "
+                      f"ScaleGMN eagerly", RuntimeWarning, stacklevel=3)
+        self._compile_failed = True
+        self.__dict__.pop("_compiled", None)
+        return layer
 
     def _io_states(self, batch, h):
         bv = self._batch_vector(batch)

@@ -249,3 +249,92 @@ def test_sign_invariant_options(batches, sign_inv, name):
         net = scalegmn.build("scalegmn-b", task, spec=b, sign_inv=sign_inv, **SMALL)
         assert_equivariant(net, b, n_actions=2)
         assert_sensitive(net, b, "unclaimed")
+
+
+# -- speed and memory options (docs/performance.md): same results to rounding ----------------
+def _outputs_and_grads(net, b):
+    out = net(b)
+    y = out if torch.is_tensor(out) else torch.cat([out.delta_x.flatten(),
+                                                    out.delta_edge_attr.flatten()])
+    net.zero_grad()
+    (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+    return y.detach(), {k: p.grad.clone() for k, p in net.named_parameters()
+                        if p.grad is not None}
+
+
+def _double(b):
+    bb = b.clone()
+    bb.x, bb.edge_attr = b.x.double(), b.edge_attr.double()
+    return bb
+
+
+@pytest.mark.parametrize("name", ["siren_nfn", "mlp_mixed", "cnn_zoo", "resnet"])
+@pytest.mark.parametrize("backend, extra", VARIANTS)
+@pytest.mark.parametrize("engine", ["dense", "sparse"])
+def test_checkpoint_gives_the_same_outputs_and_gradients(batches, name, backend, extra, engine):
+    b = _double(batches[name])
+    for task in ("invariant", "equivariant"):
+        torch.manual_seed(0)
+        net = scalegmn.build(backend, task, spec=b, out_dim=2, engine=engine, **SMALL,
+                             **extra).double()
+        y0, g0 = _outputs_and_grads(net, b)
+        net.cfg.checkpoint, net.cfg.checkpoint_chunk = True, 2   # chunks of 2 of 3 networks
+        y1, g1 = _outputs_and_grads(net, b)
+        assert output_error(y1, y0) < 1e-10
+        assert set(g1) == set(g0)
+        for k in g0:
+            assert float((g1[k] - g0[k]).abs().max()) <= 1e-10 * max(
+                1.0, float(g0[k].abs().max())), k
+
+
+@pytest.mark.parametrize("group", ["perm", "sign", "scale", "linear"])
+def test_fused_scale_eq_matches_its_definition(group):
+    from scalegmn.nn import ScaleEq
+    torch.manual_seed(0)
+    f = ScaleEq(6, 5, group, 7).double()
+    with torch.no_grad():   # move phi away from its near-constant initialisation
+        for p in f.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(9, 6, dtype=torch.float64)
+    x[0] = 0.0                                      # exact zeros: finite, equal gradients
+    outs = []
+    for fn in (f, lambda x: f.gamma(x) * f.phi(f.inv(x))):
+        xx = x.clone().requires_grad_(True)
+        y = fn(xx)
+        f.zero_grad()
+        y.square().sum().backward()
+        outs.append((y.detach(), xx.grad, [p.grad.clone() for p in f.parameters()]))
+    (y0, gx0, gp0), (y1, gx1, gp1) = outs
+    assert torch.allclose(y0, y1, rtol=1e-12, atol=1e-13)
+    assert torch.isfinite(gx0).all() and torch.allclose(gx0, gx1, rtol=1e-12, atol=1e-12)
+    for a, c in zip(gp0, gp1):
+        assert torch.allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_compile_flag_falls_back_to_eager(batches, monkeypatch):
+    b = batches["siren_nfn"]
+    torch.manual_seed(0)
+    net = scalegmn.build("scalegmn", "invariant", spec=b, out_dim=2, **SMALL)
+    with torch.no_grad():
+        y0 = net(b)
+    keys = set(net.state_dict())
+
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    def compiles_but_fails_to_run(module, **kwargs):
+        def run(*args):
+            raise RuntimeError("backend failed")
+        return run
+
+    for fake in (broken_compile, compiles_but_fails_to_run):
+        net.cfg.compile = True
+        net.__dict__.pop("_compile_failed", None)
+        monkeypatch.setattr(torch, "compile", fake)
+        with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+            with torch.no_grad():
+                y1 = net(b)
+        assert torch.equal(y1, y0)
+        with torch.no_grad():   # stays eager afterwards, without warning again
+            assert torch.equal(net(b), y0)
+        assert set(net.state_dict()) == keys

@@ -25,6 +25,15 @@ def safe_normalize(x: torch.Tensor) -> torch.Tensor:
                        torch.zeros_like(x))
 
 
+def _inv_norm(x: torch.Tensor) -> torch.Tensor:
+    """``1 / ||x||`` over the last dim (keepdim), exactly 0 where ``x == 0``, finite gradient:
+    ``safe_normalize(x) == x * _inv_norm(x)``."""
+    sq = x.square().sum(-1, keepdim=True)
+    pos = sq > 0
+    return torch.where(pos, torch.rsqrt(torch.where(pos, sq, torch.ones_like(sq))),
+                       torch.zeros_like(sq))
+
+
 class MLP(nn.Module):
     """``Linear -> [LayerNorm] -> SiLU (or ReLU) -> Dropout -> Linear``: (..., d_in) -> (..., d_out).
 
@@ -137,7 +146,40 @@ class ScaleEq(nn.Module):
     def forward(self, x):
         if self.group == "fixed":
             return self.mlp(x)
+        if self._fusable():
+            return self._fused(x)
         return self.gamma(x) * self.phi(self.inv(x))
+
+    def _fusable(self):
+        inv = self.inv
+        sym = self.group in ("sign", "linear")
+        return not sym or inv.sign_mode == "symmetrize"
+
+    def _fused(self, x):
+        """The same function with fewer passes over ``x`` (equal to rounding):
+
+        - ``Gamma`` and the first linear map after the invariant share one matmul on ``x``
+          (normalising commutes with a linear map without bias: ``W (x / |x|) = (W x) / |x|``);
+        - ``rho.lin2`` and ``phi.lin1`` have no non-linearity between them: one matmul with the
+          product weight ``W_phi1 W_rho2`` (and bias ``W_phi1 (2 b_rho2) + b_phi1``)."""
+        inv, phi = self.inv, self.phi
+        sym = self.group in ("sign", "linear")
+        first = inv.rho.lin1.weight if sym else phi.lin1.weight
+        d = self.gamma.out_features
+        g, p = F.linear(x, torch.cat([self.gamma.weight, first])).split(
+            [d, first.shape[0]], dim=-1)
+        if self.group in ("scale", "linear") and inv.scale_mode == "normalize":
+            p = p * _inv_norm(x)
+        if sym:
+            rho = inv.rho
+            a = rho.drop(rho.act(rho.norm(p + rho.lin1.bias)))
+            c = rho.drop(rho.act(rho.norm(rho.lin1.bias - p)))
+            w = phi.lin1.weight @ rho.lin2.weight
+            b = torch.addmv(phi.lin1.bias, phi.lin1.weight, 2 * rho.lin2.bias)
+            pre = F.linear(a + c, w, b)
+        else:
+            pre = p + phi.lin1.bias
+        return g * phi.from_hidden(pre)
 
 
 class GroupDispatch(nn.ModuleDict):
