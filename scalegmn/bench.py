@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 # -- one process per measurement ---------------------------------------------------------------
 _PRELOAD = ("torch", "torch_geometric", "converters", "scalegmn", "scalegmn.model",
             "scalegmn.baselines", "scalegmn.nfn", "scalegmn.data.generate")
-_SERVER = None
+_SERVERS: dict = {}
 
 
 def _proc_kib(field, path="/proc/self/status"):
@@ -165,25 +165,27 @@ def serve():
         proto.flush()
 
 
-def server_env() -> dict:
+def server_env(extra=None) -> dict:
     """Environment of the measuring processes: this checkout first on ``PYTHONPATH``, and
     ``OMP_WAIT_POLICY=PASSIVE`` unless set: with OpenMP's spinning threads, any other load on the
-    machine made small steps up to 100x slower (2 cores), passive waiting costs little."""
+    machine made small steps up to 100x slower (2 cores), passive waiting costs little.
+    ``extra`` (e.g. malloc tunables) is added last."""
     paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": os.pathsep.join(paths),
+            **(extra or {})}
 
 
 class _Server:
     """A ``serve()`` subprocess; ``ask`` sends one request and waits for its answer."""
 
-    def __init__(self):
+    def __init__(self, env=None):
         import subprocess
         import tempfile
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from scalegmn.bench import serve; serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-            env=server_env())
+            env=server_env(env))
 
     def ask(self, request) -> dict:
         self.proc.stdin.write(json.dumps(request) + "\n")
@@ -203,16 +205,18 @@ class _Server:
             self.proc.wait(30)
 
 
-def isolated(name: str, kwargs: dict, timeout: float = 600, max_mem_gib: float | None = None):
+def isolated(name: str, kwargs: dict, timeout: float = 600, max_mem_gib: float | None = None,
+             env: dict | None = None):
     """Run ``bench.<name>(**kwargs)`` in a fresh process forked from a server that has imported
-    torch, converters and scalegmn; its dict, or ``{"error": ...}`` if it raised, died, or ran
-    past ``timeout`` seconds."""
-    global _SERVER
-    if _SERVER is None or _SERVER.proc.poll() is not None:
+    torch, converters and scalegmn (one server per ``env``, extra environment variables); its
+    dict, or ``{"error": ...}`` if it raised, died, or ran past ``timeout`` seconds."""
+    key = tuple(sorted((env or {}).items()))
+    server = _SERVERS.get(key)
+    if server is None or server.proc.poll() is not None:
         import atexit
-        _SERVER = _Server()
-        atexit.register(_SERVER.close)
-    return _SERVER.ask({"name": name, "kwargs": kwargs, "timeout": timeout,
+        server = _SERVERS[key] = _Server(env)
+        atexit.register(server.close)
+    return server.ask({"name": name, "kwargs": kwargs, "timeout": timeout,
                         "max_mem_gib": max_mem_gib})
 
 
@@ -296,9 +300,13 @@ def time_call(fn, repeats, max_s=None, device="cpu") -> float:
 
 
 def allocator_name(device) -> str:
+    """``cuda caching (native)``, ``cpu default``, or ``cpu default (LD_PRELOAD=...)`` when a
+    malloc replacement is preloaded (``MALLOC_*`` glibc tunables are named too)."""
     if device == "cuda":
         return f"cuda caching ({torch.cuda.get_allocator_backend()})"
-    return "cpu default"
+    extra = [f"{k}={v}" for k, v in sorted(os.environ.items())
+             if k == "LD_PRELOAD" or k.startswith("MALLOC_")]
+    return "cpu default" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _timeline_peak(prof):
@@ -409,10 +417,12 @@ def engines_for(backend, engines):
 
 
 def _measure_row(backend, engine, kwargs, timeout, max_mem_gib):
+    t0 = time.perf_counter()
     row = isolated("measure", {"backend": backend, "engine": engine, **kwargs}, timeout,
                    max_mem_gib)
     if "error" in row:
         row = {"backend": backend, "engine": engine, "error": row["error"]}
+    row["wall_s"] = time.perf_counter() - t0        # the whole measurement, process included
     return row
 
 
@@ -666,7 +676,10 @@ def sweep_markdown(name, rows, settings) -> str:
     failures = sorted({f"{r['backend']}/{r['engine']}: {r['error']}" for r in rows
                        if "error" in r and not r["error"].startswith("skipped")})
     text = [f"### Sweep: {name}", "", f"{SWEEPS[name].text}; x = {SWEEPS[name].xlabel}. "
-            f"{settings}. Cells: forward+backward ms; k: fitted exponent (time ~ x^k).", "",
+            f"{settings}. Cells: forward+backward ms. k: fitted growth exponent (time ~ x^k) "
+            "over all points; upper half: over the larger half of the points, where fixed "
+            "per-call costs matter least; k alloc: of the allocation peak of one forward+backward "
+            "step.", "",
             md_table(headers, body)]
     if failures:
         text += ["", "Failed: " + "; ".join(failures)]
@@ -683,7 +696,7 @@ def rows_markdown(rows) -> str:
         body.append([r["backend"], r["engine"], f"{r['trainable']:,}",
                      _fmt(r["forward_s"] * 1e3, ".1f"), _fmt(r["forward_backward_s"] * 1e3, ".1f"),
                      _fmt(r["forward_backward_graphs_per_s"], ".0f"),
-                     _fmt(r["peak_rss_mib"], ".0f"), _fmt(r.get("alloc_peak_mib"), ".0f"),
+                     _fmt(r["peak_rss_mib"], ".0f"), _fmt(r.get("alloc_peak_mib"), ".1f"),
                      _fmt(r.get("achieved_gflops"), ".2f")])
     return md_table(["backend", "engine", "params", "fwd ms", "f+b ms", "graphs/s (f+b)",
                      "peak RSS MiB", "alloc peak MiB", "GFLOP/s (f+b)"], body)
@@ -818,6 +831,61 @@ def efficiency_markdown(eff) -> str:
             f"GFLOP/s, {100 * eff['fraction']:.1f} % of the matmul peak**.")
 
 
+# -- allocator -----------------------------------------------------------------------------------
+# glibc malloc settings that keep freed blocks in the process instead of unmapping them
+MALLOC_KEEP = {"MALLOC_MMAP_THRESHOLD_": "1000000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000000"}
+
+
+def step_rusage(workload, batch_size, hidden, layers, steps=3, backend="scalegmn",
+                engine="dense") -> dict:
+    """Per forward+backward step after warm-up (run in its own process): wall, user and system
+    CPU seconds and minor page faults (each first touch of memory the allocator got from the
+    OS), under this process's allocator settings."""
+    batch = _batch(workload, batch_size)
+    net = _build(backend, engine, batch, hidden, layers)
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        net(batch).sum().backward()
+    step()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(steps):
+        step()
+    r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t0
+    return {"backend": backend, "engine": engine, "workload": workload, "batch": batch_size,
+            "hidden": hidden, "layers": layers, "steps": steps, "allocator":
+            allocator_name("cpu"), "wall_s": wall / steps,
+            "user_s": (r1.ru_utime - r0.ru_utime) / steps,
+            "sys_s": (r1.ru_stime - r0.ru_stime) / steps,
+            "page_faults": (r1.ru_minflt - r0.ru_minflt) / steps}
+
+
+def run_allocator_check(workload, batch, hidden, layers, timeout=600, max_mem_gib=None) -> dict:
+    """``step_rusage`` with glibc malloc as configured, and with ``MALLOC_KEEP``."""
+    kwargs = {"workload": workload, "batch_size": batch, "hidden": hidden, "layers": layers}
+    return {"default": isolated("step_rusage", kwargs, timeout, max_mem_gib),
+            "keep": isolated("step_rusage", kwargs, timeout, max_mem_gib, env=MALLOC_KEEP)}
+
+
+def allocator_markdown(check) -> str:
+    rows = []
+    for name, r in check.items():
+        if "error" in r:
+            rows.append([name, f"failed: {r['error']}", "", "", "", ""])
+            continue
+        rows.append([name, r["allocator"], _fmt(r["wall_s"] * 1e3, ".0f"),
+                     _fmt(r["user_s"] * 1e3, ".0f"), _fmt(r["sys_s"] * 1e3, ".0f"),
+                     _fmt(r["page_faults"], ",.0f")])
+    r = next(iter(check.values()))
+    head = (f"Dense ScaleGMN forward+backward, {describe(r.get('workload', '?'))}, batch "
+            f"{r.get('batch', '?')}, hidden {r.get('hidden', '?')}, {r.get('layers', '?')} "
+            "layers; per step after warm-up. glibc malloc hands large freed blocks back to the "
+            "OS, so every step faults its tensors in again (system time); `keep` sets "
+            "`MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` high so the process keeps them.")
+    return head + "\n\n" + md_table(["malloc", "allocator", "wall ms", "user CPU ms",
+                                      "system CPU ms", "page faults"], rows)
+
+
 # -- machine ---------------------------------------------------------------------------------------
 def machine() -> dict:
     """CPU model, cores, memory, torch version and threads of this machine."""
@@ -914,6 +982,8 @@ def _report_sections(results, md_path, img_dir) -> list:
             plot_sweep(name, rows, png)
             rel = os.path.relpath(png, md_path.parent)
             text += ["", sweep_markdown(name, rows, s["sweep"]), "", f"![sweep {name}]({rel})"]
+    if "allocator" in results:
+        text += ["", "## Memory allocator", "", allocator_markdown(results["allocator"])]
     if "converters" in results:
         text += ["", "## Converters and data generation", "",
                  converters_markdown(results["converters"])]
@@ -924,10 +994,16 @@ def _exponent_summary(sweeps) -> str:
     """One table: forward+backward growth exponent per backend/engine and sweep."""
     exps = {name: exponents(rows) for name, rows in sweeps.items()}
     keys = list(dict.fromkeys(k for e in exps.values() for k in e))
-    body = [[k] + [_fmt(exps[n].get(k, {}).get("forward_backward", float("nan")))
-                   for n in sweeps] for k in keys]
-    return ("Growth exponent k of forward+backward time (time ~ x^k, least squares on log-log, "
-            "all points of each sweep):\n\n" + md_table(["backend/engine"] + list(sweeps), body))
+    body = [[k] + [_pair(exps[n].get(k, {})) for n in sweeps] for k in keys]
+    return ("Growth exponent k of forward+backward time (time ~ x^k, least squares on log-log): "
+            "all points of each sweep / the larger half of them. For width, k = 2 is linear in "
+            "the number of weights; for edges, k = 1 is.\n\n"
+            + md_table(["backend/engine"] + list(sweeps), body))
+
+
+def _pair(e):
+    nan = float("nan")
+    return f"{_fmt(e.get('forward_backward', nan))} / {_fmt(e.get('forward_backward_upper', nan))}"
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -936,7 +1012,7 @@ QUICK = {"batch": 16, "hidden": 32, "layers": 2, "repeats": 2, "max_s": 1.0}
 FULL = {"batch": 128, "hidden": 128, "layers": 4, "repeats": 3, "max_s": 5.0}
 DOCS = {"batch": 32, "hidden": 64, "layers": 4, "repeats": 3, "max_s": 5.0}   # ~15 min in all
 SWEEP_QUICK = {"batch": 8, "hidden": 16, "layers": 2, "repeats": 1, "max_s": 0.5}
-SWEEP_FULL = {"batch": 8, "hidden": 32, "layers": 2, "repeats": 5, "max_s": 2.0}
+SWEEP_FULL = {"batch": 4, "hidden": 32, "layers": 2, "repeats": 3, "max_s": 1.5}
 
 
 def _parser():
@@ -953,6 +1029,8 @@ def _parser():
     p.add_argument("--sweep", nargs="+", choices=sorted(SWEEPS) + ["all"], default=None)
     p.add_argument("--converters", action="store_true", help="converter and SIREN-fitting times")
     p.add_argument("--efficiency", action="store_true", help="matmul peak and achieved FLOP/s")
+    p.add_argument("--allocator", action="store_true",
+                   help="page faults and system time per step, glibc malloc default vs keep")
     p.add_argument("--docs", action="store_true",
                    help="everything, written to docs/benchmarks.md and docs/benchmarks/")
     p.add_argument("--quick", action="store_true", help="small sizes and repeats (~1 minute)")
@@ -1002,7 +1080,7 @@ def main(argv=None):
     sweeps = (sorted(SWEEPS, key=list(SWEEPS).index) if args.docs or "all" in (args.sweep or [])
               else args.sweep or [])
     do_conv, do_eff = args.converters or args.docs, args.efficiency or args.docs
-    do_table = args.docs or not (sweeps or args.converters or args.efficiency)
+    do_table = args.docs or not (sweeps or args.converters or args.efficiency or args.allocator)
     t0 = time.perf_counter()
     results = collect(args, sweeps, do_table, do_conv, do_eff)
     results["machine"]["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -1031,6 +1109,11 @@ def collect(args, sweeps, do_table, do_conv, do_eff) -> dict:
     if sweeps:
         results["sweeps"] = {name: _collect_sweep(name, args, backends, sweep, common)
                              for name in sweeps}
+    if args.docs or args.allocator:
+        big = (SWEEPS["batch"].quick_xs if args.quick else SWEEPS["batch"].xs)[-1]
+        results["allocator"] = run_allocator_check(
+            mlp_workload([2, 32, 32, 1]), big, sweep["hidden"], sweep["layers"], **common)
+        print(allocator_markdown(results["allocator"]), flush=True)
     if do_conv:
         results["converters"] = run_converters(
             ("mlp:2-32-32-1", "cnn_zoo", "resnet18") if args.quick else CONVERTER_CASES,

@@ -135,3 +135,12 @@ def test_converter_bench_on_a_tiny_mlp():
     assert fit["sirens_per_s"] == pytest.approx(fit["batch"] / fit["seconds"])
     md = bench.converters_markdown(result)
     assert "mlp:2-8-1" in md and "SIRENs/s" in md and "2 Adam steps" in md
+
+
+def test_allocator_check_runs_each_malloc_setting_in_its_own_server():
+    check = bench.run_allocator_check("mlp:2-8-1", 4, 8, 1, timeout=120)
+    assert set(check) == {"default", "keep"}
+    assert all(r["wall_s"] > 0 and r["page_faults"] >= 0 for r in check.values())
+    assert "MALLOC_TRIM_THRESHOLD_" in check["keep"]["allocator"]
+    assert "MALLOC_TRIM_THRESHOLD_" not in check["default"]["allocator"]
+    assert "page faults" in bench.allocator_markdown(check)
