@@ -47,8 +47,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # -- one process per measurement ---------------------------------------------------------------
-_PRELOAD = ("torch", "torch_geometric", "converters", "scalegmn", "scalegmn.model",
-            "scalegmn.baselines", "scalegmn.nfn", "scalegmn.data.generate")
+_PRELOAD = ("torch", "torch_geometric", "torch.profiler", "torch.utils.flop_counter",
+            "converters", "scalegmn", "scalegmn.model", "scalegmn.baselines", "scalegmn.nfn",
+            "scalegmn.data.generate")
 _SERVERS: dict = {}
 
 
@@ -205,19 +206,24 @@ class _Server:
             self.proc.wait(30)
 
 
-def isolated(name: str, kwargs: dict, timeout: float = 600, max_mem_gib: float | None = None,
-             env: dict | None = None):
-    """Run ``bench.<name>(**kwargs)`` in a fresh process forked from a server that has imported
-    torch, converters and scalegmn (one server per ``env``, extra environment variables); its
-    dict, or ``{"error": ...}`` if it raised, died, or ran past ``timeout`` seconds."""
+def _start_server(env=None):
+    """The (running) server for ``env``; started in the background if there is none."""
     key = tuple(sorted((env or {}).items()))
     server = _SERVERS.get(key)
     if server is None or server.proc.poll() is not None:
         import atexit
         server = _SERVERS[key] = _Server(env)
         atexit.register(server.close)
-    return server.ask({"name": name, "kwargs": kwargs, "timeout": timeout,
-                        "max_mem_gib": max_mem_gib})
+    return server
+
+
+def isolated(name: str, kwargs: dict, timeout: float = 600, max_mem_gib: float | None = None,
+             env: dict | None = None):
+    """Run ``bench.<name>(**kwargs)`` in a fresh process forked from a server that has imported
+    torch, converters and scalegmn (one server per ``env``, extra environment variables); its
+    dict, or ``{"error": ...}`` if it raised, died, or ran past ``timeout`` seconds."""
+    return _start_server(env).ask({"name": name, "kwargs": kwargs, "timeout": timeout,
+                                   "max_mem_gib": max_mem_gib})
 
 
 # -- inputs --------------------------------------------------------------------------------------
@@ -265,12 +271,14 @@ def _resnet18():
 
 
 def _batch(workload, batch_size, seed=0):
-    """``batch_size`` graphs of ``workload``: up to 8 distinct random networks, repeated (the
-    values do not change the cost; converting hundreds of networks would)."""
+    """``batch_size`` freshly initialised networks of ``workload`` as one batch (the first traced
+    by ``to_graph``, the others read into its ``ArchSpec`` by ``from_state_dict``, 50x faster)."""
     import converters
     torch.manual_seed(seed)
-    distinct = [converters.to_graph(make_model(workload)[0]) for _ in range(min(batch_size, 8))]
-    return converters.batch_graphs([distinct[i % len(distinct)] for i in range(batch_size)])
+    first = converters.to_graph(make_model(workload)[0])
+    graphs = [first] + [converters.from_state_dict(make_model(workload)[0].state_dict(),
+                                                   first.arch) for _ in range(batch_size - 1)]
+    return converters.batch_graphs(graphs)
 
 
 # -- timing, memory, FLOPs -----------------------------------------------------------------------
@@ -309,51 +317,59 @@ def allocator_name(device) -> str:
     return "cpu default" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _timeline_peak(prof):
-    """Peak of the running sum of the profiler's allocation/free events (bytes), or None when
-    this torch does not expose them (``kineto_results`` is not a public API)."""
+def memory_from_events(prof):
+    """(peak, net) bytes from the profiler's allocation (+) and free (-) events in time order:
+    the maximum of their running sum, and their sum; None when this torch does not expose the
+    raw events (``kineto_results`` is not a public API)."""
     try:
-        events = prof.profiler.kineto_results.events()
-        live = peak = 0
-        for ev in sorted((e for e in events if e.name() == "[memory]"),
-                         key=lambda e: e.start_ns()):
-            live += ev.nbytes()
-            peak = max(peak, live)
-        return peak
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     except Exception:       # noqa: BLE001
         return None
+    live = peak = 0
+    for ev in sorted(events, key=lambda e: e.start_ns()):
+        live += ev.nbytes()
+        peak = max(peak, live)
+    return peak, live
+
+
+def memory_from_averages(prof):
+    """(peak, net) bytes from ``key_averages()``: the largest inclusive per-op
+    ``cpu_memory_usage`` (a lower bound of the peak) and the sum of ``self_cpu_memory_usage``
+    (the same net as the events'); slow (it builds the whole event tree)."""
+    averages = prof.key_averages()
+    return (max((e.cpu_memory_usage for e in averages), default=0),
+            sum(e.self_cpu_memory_usage for e in averages))
 
 
 def memory_view(step, device="cpu") -> dict:
-    """Tensor memory of one call of ``step`` (MiB), above what was allocated before it.
+    """Tensor memory of one call of ``step`` (MiB), above what was allocated before it: the peak
+    and the net change (what the step leaves allocated, e.g. gradients).
 
-    CUDA: ``torch.cuda.max_memory_allocated`` (peak) and the net change. CPU: ``torch.profiler``
-    with ``profile_memory=True``: the net allocation is the sum of ``self_cpu_memory_usage`` over
-    ``key_averages()`` (what the step leaves allocated, e.g. gradients); the peak is the maximum
-    of the running sum of its allocation events, else the largest inclusive per-op
-    ``cpu_memory_usage``."""
-    mib = 2.0 ** 20
+    CUDA: ``torch.cuda.max_memory_allocated`` and ``memory_allocated``. CPU: ``torch.profiler``
+    with ``profile_memory=True``, from its allocation events (``memory_from_events``; their net
+    equals the sum of ``self_cpu_memory_usage`` over ``key_averages()``, which costs ~0.5 s more
+    per call), else from ``key_averages()`` (``memory_from_averages``)."""
     if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        return {"alloc_peak_mib": (torch.cuda.max_memory_allocated() - base) / mib,
-                "alloc_net_mib": (torch.cuda.memory_allocated() - base) / mib,
-                "alloc_source": "torch.cuda.max_memory_allocated",
-                "allocator": allocator_name(device)}
+        return _cuda_memory_view(step)
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
-    averages = prof.key_averages()
-    peak = _timeline_peak(prof)
-    source = "torch.profiler memory events"
-    if peak is None:
-        peak, source = max(e.cpu_memory_usage for e in averages), "torch.profiler per-op maximum"
-    return {"alloc_peak_mib": peak / mib,
-            "alloc_net_mib": sum(e.self_cpu_memory_usage for e in averages) / mib,
+    found, source = memory_from_events(prof), "torch.profiler memory events"
+    if found is None:
+        found, source = memory_from_averages(prof), "torch.profiler key_averages"
+    return {"alloc_peak_mib": found[0] / 2**20, "alloc_net_mib": found[1] / 2**20,
             "alloc_source": source, "allocator": allocator_name(device)}
+
+
+def _cuda_memory_view(step):
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return {"alloc_peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20,
+            "alloc_net_mib": (torch.cuda.memory_allocated() - base) / 2**20,
+            "alloc_source": "torch.cuda.max_memory_allocated", "allocator": allocator_name("cuda")}
 
 
 def count_flops(step) -> int:
@@ -492,14 +508,14 @@ class Sweep:
 
 
 SWEEPS = {
-    "depth": Sweep("depth", (2, 3, 4, 6, 8, 12, 16, 24), (2, 4, 8),
+    "depth": Sweep("depth", (2, 3, 4, 6, 8, 12, 16, 24), (2, 8),
                    "linear layers L of the input MLP",
                    "ReLU MLPs 2-32-...-32-1 with L linear layers (width 32)"),
-    "width": Sweep("width", (8, 16, 32, 64, 128, 256), (8, 16, 32), "width w of the input MLP",
+    "width": Sweep("width", (8, 16, 32, 64, 128, 256), (8, 32), "width w of the input MLP",
                    "ReLU MLPs 2-w-w-1 (3 linear layers)"),
-    "batch": Sweep("batch", (8, 16, 32, 64, 128, 256), (8, 16, 32), "batch size (graphs)",
+    "batch": Sweep("batch", (8, 16, 32, 64, 128, 256), (8, 32), "batch size (graphs)",
                    "ReLU MLPs 2-32-32-1; the batch size varies"),
-    "edges": Sweep("edges", (8, 16, 32, 64, 128), (8, 16, 32),
+    "edges": Sweep("edges", (8, 16, 32, 64, 128), (8, 32),
                    "edges (weights) per input graph", "ReLU MLPs 2-w-w-w-1 (4 linear layers), "
                    "w = 8, 16, ... varies"),
 }
@@ -937,7 +953,8 @@ def machine_markdown(m) -> str:
              f"{m['logical_cpus']} logical CPUs, {m['usable_cpus']} usable by this process; "
              f"memory {m.get('memory_gib', '?')} GiB",
              f"- torch {m['torch']} ({m['torch_threads']} threads, OMP_WAIT_POLICY="
-             f"{m.get('omp_wait_policy', '?')}), Python {m['python']}, {m['platform']}", f"- measured {m['date']}" + _load_text(m),
+             f"{m.get('omp_wait_policy', '?')}), Python {m['python']}, {m['platform']}",
+             f"- measured {m['date']}" + _load_text(m),
              f"- the whole run took {m['wall_s']:.0f} s" if "wall_s" in m else ""]
     if "gpu" in m:
         lines.insert(1, f"- GPU: {m['gpu']}")
@@ -1008,7 +1025,7 @@ def _pair(e):
 
 # -- command line ----------------------------------------------------------------------------------
 # sizes and repeats of the default table and of the sweeps; --batch etc. override them
-QUICK = {"batch": 16, "hidden": 32, "layers": 2, "repeats": 2, "max_s": 1.0}
+QUICK = {"batch": 8, "hidden": 16, "layers": 2, "repeats": 2, "max_s": 0.5}
 FULL = {"batch": 128, "hidden": 128, "layers": 4, "repeats": 3, "max_s": 5.0}
 DOCS = {"batch": 32, "hidden": 64, "layers": 4, "repeats": 3, "max_s": 5.0}   # ~15 min in all
 SWEEP_QUICK = {"batch": 8, "hidden": 16, "layers": 2, "repeats": 1, "max_s": 0.5}
@@ -1093,6 +1110,7 @@ def main(argv=None):
 def collect(args, sweeps, do_table, do_conv, do_eff) -> dict:
     """Run the selected parts, printing as they finish; the results dict of ``write_report``."""
     table, sweep = _settings(args)
+    _start_server()         # its imports overlap with the work below
     common = {"timeout": args.timeout or (60 if args.quick else 300),
               "max_mem_gib": args.max_mem_gib or None}
     results = {"machine": machine(), "settings": {"table": {**table, "workload": args.workload},

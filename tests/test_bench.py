@@ -144,3 +144,15 @@ def test_allocator_check_runs_each_malloc_setting_in_its_own_server():
     assert "MALLOC_TRIM_THRESHOLD_" in check["keep"]["allocator"]
     assert "MALLOC_TRIM_THRESHOLD_" not in check["default"]["allocator"]
     assert "page faults" in bench.allocator_markdown(check)
+
+
+def test_memory_events_agree_with_key_averages():
+    from torch.profiler import ProfilerActivity, profile
+    lin = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8))
+    x = torch.randn(512, 64)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        lin(x).sum().backward()
+    peak, net = bench.memory_from_events(prof)
+    op_peak, op_net = bench.memory_from_averages(prof)
+    assert net == op_net > 0                      # gradients stay allocated
+    assert peak >= op_peak > 0 and peak >= 512 * 256 * 4    # the hidden activation is live
