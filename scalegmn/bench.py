@@ -9,9 +9,12 @@ Modes (flags of ``scalegmn bench``; combine freely):
   CNN-zoo CNN, a ResNet-18) and SIREN fitting throughput;
 - ``--efficiency``: this machine's float32 matmul peak (GFLOP/s) and the fraction of it that the
   dense ScaleGMN forward+backward step achieves;
-- ``--docs``: all of the above, written to ``docs/benchmarks.md`` (figures in
+- ``--allocator``: page faults and system time per step with glibc malloc as configured and
+  with freed memory kept in the process;
+- ``--docs``: all of the above, written to ``docs/benchmarks.md`` (figures and the raw JSON in
   ``docs/benchmarks/``) with a description of the machine;
-- ``--quick``: small sizes and repeats (about a minute for ``--docs --quick``).
+- ``--quick``: small sizes and repeats (about a minute for ``--docs --quick`` on 2 cores);
+- ``--render bench.json``: rewrite the report from saved measurements.
 
 Every measurement runs in its own process, forked from a server process that has imported torch,
 converters and scalegmn and run nothing else (``multiprocessing`` "forkserver"): peak RSS is per
@@ -646,9 +649,10 @@ def plot_sweep(name, rows, path):
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
-    fig.legend(*axes[1].get_legend_handles_labels(), loc="center right", fontsize=8)
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="center left", fontsize=8,
+               bbox_to_anchor=(0.885, 0.5))
     fig.suptitle(f"sweep: {name} ({SWEEPS[name].text})", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.87, 1))
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -869,8 +873,8 @@ def step_rusage(workload, batch_size, hidden, layers, steps=3, backend="scalegmn
         step()
     r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t0
     return {"backend": backend, "engine": engine, "workload": workload, "batch": batch_size,
-            "hidden": hidden, "layers": layers, "steps": steps, "allocator":
-            allocator_name("cpu"), "wall_s": wall / steps,
+            "hidden": hidden, "layers": layers, "steps": steps, "edges": batch.num_edges,
+            "allocator": allocator_name("cpu"), "wall_s": wall / steps,
             "user_s": (r1.ru_utime - r0.ru_utime) / steps,
             "sys_s": (r1.ru_stime - r0.ru_stime) / steps,
             "page_faults": (r1.ru_minflt - r0.ru_minflt) / steps}
@@ -895,11 +899,29 @@ def allocator_markdown(check) -> str:
     r = next(iter(check.values()))
     head = (f"Dense ScaleGMN forward+backward, {describe(r.get('workload', '?'))}, batch "
             f"{r.get('batch', '?')}, hidden {r.get('hidden', '?')}, {r.get('layers', '?')} "
-            "layers; per step after warm-up. glibc malloc hands large freed blocks back to the "
-            "OS, so every step faults its tensors in again (system time); `keep` sets "
-            "`MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` high so the process keeps them.")
+            "layers (the batch sweep's largest point); per step after warm-up. glibc malloc "
+            "returns freed memory to the OS (blocks above its mmap threshold, adaptive but at "
+            "most 32 MiB by default, are unmapped; the top of the heap is trimmed), so every "
+            "step faults memory in again (system time); `keep` sets `MALLOC_MMAP_THRESHOLD_` and "
+            "`MALLOC_TRIM_THRESHOLD_` high so that the process keeps its memory.")
     return head + "\n\n" + md_table(["malloc", "allocator", "wall ms", "user CPU ms",
-                                      "system CPU ms", "page faults"], rows)
+                                      "system CPU ms", "page faults"], rows) + _keep_gain(check)
+
+
+def _keep_gain(check):
+    d, k = check.get("default", {}), check.get("keep", {})
+    if "wall_s" not in d or "wall_s" not in k:
+        return ""
+    text = (f"\n\nHere `keep` makes the step {d['wall_s'] / k['wall_s']:.2f}x as fast; system "
+            f"time is {100 * d['sys_s'] / (d['user_s'] + d['sys_s']):.0f} % of the default's CPU "
+            "time.")
+    if "edges" not in d:
+        return text
+    state_mib = d["edges"] * d["hidden"] * 4 / 2**20
+    return text + (f" One float32 edge-state tensor of this batch ({d['edges']:,} edges x hidden "
+            f"{d['hidden']}) is {state_mib:.1f} MiB; past 32 MiB every such tensor is mapped "
+            "and faulted in anew, a likely cause of the steeper growth at the largest points "
+            "of the sweeps.")
 
 
 # -- machine ---------------------------------------------------------------------------------------
@@ -941,10 +963,10 @@ def _load_text(m):
     if "load_at_start" not in m:
         return ""
     text = f"; 1-minute load average {m['load_at_start']} at the start"
-    if "load_at_end" in m:
-        text += f", {m['load_at_end']} at the end"
-    if max(m["load_at_start"], m.get("load_at_end", 0)) > 0.5 * m["usable_cpus"]:
+    if m["load_at_start"] > 0.5 * m["usable_cpus"]:
         text += " (other work was running: times are inflated and noisy)"
+    if "load_at_end" in m:
+        text += f", {m['load_at_end']} at the end (this run included)"
     return text
 
 
@@ -1055,6 +1077,8 @@ def _parser():
                    "(default 300, 60 with --quick)")
     p.add_argument("--max-mem-gib", type=float, default=8.0,
                    help="address space a measurement may add (GiB; 0: no cap)")
+    p.add_argument("--render", metavar="JSON", default=None, help="write the report (--out, "
+                   "--docs) from a saved bench.json instead of measuring")
     p.add_argument("--out", default=None, help="a directory (Markdown, JSON, plots), or a .json "
                    "file for the rows of the default table")
     return p
@@ -1094,6 +1118,10 @@ def main(argv=None):
         return 0
     if args.docs and args.out is None:
         args.out = "docs"
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        _finish(args, results, [])
+        return 0
     sweeps = (sorted(SWEEPS, key=list(SWEEPS).index) if args.docs or "all" in (args.sweep or [])
               else args.sweep or [])
     do_conv, do_eff = args.converters or args.docs, args.efficiency or args.docs
@@ -1165,7 +1193,7 @@ def _collect_sweep(name, args, backends, sweep, common):
 
 
 def _finish(args, results, argv):
-    command = " ".join(["scalegmn bench"] + [str(a) for a in argv])
+    command = results.setdefault("command", " ".join(["scalegmn bench"] + [str(a) for a in argv]))
     if args.out and str(args.out).endswith(".json"):
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results.get("table", results), indent=1,

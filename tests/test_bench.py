@@ -109,6 +109,9 @@ def test_tiny_sweep_writes_json_plot_and_table(tmp_path, monkeypatch, capsys):
     assert "### Sweep: width" in md and "k f+b" in md and "sweep_width.png" in md
     assert "| scalegmn | dense |" in md and "no-such-backend" in md
     assert "## Machine" in md and torch.__version__ in md
+    # the report can be rewritten from the saved measurements alone
+    assert main(["--render", str(tmp_path / "bench.json"), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "bench.md").read_text() == md
 
 
 def test_edges_sweep_x_is_edges_per_graph():
