@@ -43,7 +43,14 @@ def main():
     p.add_argument("--rss", action="store_true", help="one forward+backward; peak RSS")
     p.add_argument("--engine", default="dense", help="with --rss")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--readout", default="last_layer",
+                   help="last_layer (the published MNIST-INR config) or full_graph")
+    p.add_argument("--no-prune", action="store_true",
+                   help="evaluate the last layer's messages into hidden nodes too")
+    p.add_argument("--malloc", default="keep", choices=("keep", "default"),
+                   help="scalegmn.allocator setting (keep: as scalegmn train)")
     args = p.parse_args()
+    scalegmn.allocator.apply(args.malloc)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -51,7 +58,8 @@ def main():
               for _ in range(args.batch)]
     batch = Batch.from_data_list(graphs)
     net = scalegmn.build(args.backend, "invariant", spec=batch, out_dim=10, hidden=args.hidden,
-                         layers=args.layers, checkpoint=args.checkpoint)
+                         layers=args.layers, checkpoint=args.checkpoint, readout=args.readout,
+                         prune_last_layer=not args.no_prune)
     if args.rss:
         net.cfg.engine = args.engine
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -64,7 +72,8 @@ def main():
         return
     print(f"{args.backend}: {scalegmn.count_parameters(net)['trainable']:,} parameters; "
           f"batch {args.batch} x ({graphs[0].num_nodes} nodes, {graphs[0].num_edges} edges); "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads; readout {args.readout}"
+          f"{'' if args.no_prune else ' (pruned last layer)'}; malloc {args.malloc}")
     res = {}
     for engine in ("sparse", "dense"):
         net.cfg.engine = engine

@@ -6,6 +6,7 @@
     >>> net(converters.batch_graphs([g, g])).shape
     torch.Size([2, 10])
 """
+from . import allocator
 from .config import ModelConfig
 from .registry import backends, build, count_parameters, register
 

@@ -46,6 +46,12 @@ WORKLOADS = {
 DEFAULT_BACKENDS = ("scalegmn", "scalegmn-b", "gmn", "monomial-nfn", "magep-nfn", "np", "hnp",
                     "statnn", "mlp")
 ENGINE_BACKENDS = ("scalegmn", "scalegmn-b", "gmn")     # the others run with engine "-"
+# pseudo-engines of ENGINE_BACKENDS: "lean" is the dense engine with ModelConfig.checkpoint
+# (memory-lean); "reference" a straightforward PyG implementation of the same model: sparse
+# gathers and scatter, textbook ScaleEq (no fused matmuls), every last-layer message evaluated,
+# glibc malloc left alone
+PSEUDO_ENGINES = {"lean": {"engine": "dense", "checkpoint": True},
+                  "reference": {"engine": "sparse", "prune_last_layer": False}}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -164,19 +170,25 @@ def serve():
             importlib.import_module(name)
         except ImportError:
             pass
+    from . import allocator
+    allocator.apply(os.environ.get("SCALEGMN_MALLOC", "keep"))   # inherited by every fork
     for line in sys.stdin:
         proto.write(json.dumps(_fork_one(json.loads(line))) + "\n")
         proto.flush()
 
 
+MALLOC = "keep"   # how the measuring processes set up malloc (``scalegmn.allocator``; --malloc)
+
+
 def server_env(extra=None) -> dict:
-    """Environment of the measuring processes: this checkout first on ``PYTHONPATH``, and
-    ``OMP_WAIT_POLICY=PASSIVE`` unless set: with OpenMP's spinning threads, any other load on the
-    machine made small steps up to 100x slower (2 cores), passive waiting costs little.
-    ``extra`` (e.g. malloc tunables) is added last."""
+    """Environment of the measuring processes: this checkout first on ``PYTHONPATH``,
+    ``OMP_WAIT_POLICY=PASSIVE`` unless set (with OpenMP's spinning threads, any other load on the
+    machine made small steps up to 100x slower on 2 cores; passive waiting costs little), and
+    ``SCALEGMN_MALLOC`` (``MALLOC``: the server applies ``scalegmn.allocator.apply`` with it, as
+    ``scalegmn train`` does). ``extra`` is added last."""
     paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": os.pathsep.join(paths),
-            **(extra or {})}
+            "SCALEGMN_MALLOC": MALLOC, **(extra or {})}
 
 
 class _Server:
@@ -311,13 +323,17 @@ def time_call(fn, repeats, max_s=None, device="cpu") -> float:
 
 
 def allocator_name(device) -> str:
-    """``cuda caching (native)``, ``cpu default``, or ``cpu default (LD_PRELOAD=...)`` when a
-    malloc replacement is preloaded (``MALLOC_*`` glibc tunables are named too)."""
+    """``cuda caching (native)``; on the CPU ``glibc malloc keep`` (``scalegmn.allocator``
+    applied) or ``default``, with a preloaded malloc replacement (``LD_PRELOAD``) and ``MALLOC_*``
+    glibc tunables named too."""
     if device == "cuda":
         return f"cuda caching ({torch.cuda.get_allocator_backend()})"
+    from . import allocator
+    name = "glibc malloc" if allocator.glibc_version() else "malloc"
+    name += " keep" if allocator.applied() else " default"
     extra = [f"{k}={v}" for k, v in sorted(os.environ.items())
              if k == "LD_PRELOAD" or k.startswith("MALLOC_")]
-    return "cpu default" + (f" ({', '.join(extra)})" if extra else "")
+    return name + (f" ({', '.join(extra)})" if extra else "")
 
 
 def memory_from_events(prof):
@@ -386,14 +402,26 @@ def count_flops(step) -> int:
 
 
 # -- one metanetwork measurement -----------------------------------------------------------------
-def _build(backend, engine, batch, hidden, layers):
+def _build(backend, engine, batch, hidden, layers, readout="last_layer"):
+    """``backend`` built for ``batch`` (an invariant task, 10 outputs); ``engine`` may be one of
+    ``PSEUDO_ENGINES`` for the message-passing backends."""
     import scalegmn
-    return scalegmn.build(backend, "invariant", spec=batch, out_dim=10, hidden=hidden,
-                          layers=layers, engine=engine if backend in ENGINE_BACKENDS else "auto")
+    if backend not in ENGINE_BACKENDS:
+        return scalegmn.build(backend, "invariant", spec=batch, out_dim=10, hidden=hidden,
+                              layers=layers)
+    opts = PSEUDO_ENGINES.get(engine, {"engine": engine})
+    net = scalegmn.build(backend, "invariant", spec=batch, out_dim=10, hidden=hidden,
+                         layers=layers, readout=readout, **opts)
+    if engine == "reference":
+        from scalegmn.nn import ScaleEq
+        for m in net.modules():
+            if isinstance(m, ScaleEq):
+                m.fused = False
+    return net
 
 
 def measure(backend, engine, workload, batch_size, hidden, layers, repeats, threads,
-            max_s=None, profile=True, flops=True) -> dict:
+            max_s=None, profile=True, flops=True, readout="last_layer") -> dict:
     """One measurement (run inside its own process): forward time (no grad) and forward+backward
     time of ``backend``/``engine`` on ``batch_size`` graphs of ``workload`` (median of up to
     ``repeats`` after warm-up, fewer once ``max_s`` seconds are spent), graphs/s, peak RSS,
@@ -404,7 +432,7 @@ def measure(backend, engine, workload, batch_size, hidden, layers, repeats, thre
         torch.set_num_threads(threads)
     device = _device()
     batch = _batch(workload, batch_size)
-    net = _build(backend, engine, batch, hidden, layers).to(device)
+    net = _build(backend, engine, batch, hidden, layers, readout).to(device)
     batch = batch.to(device)
 
     def fwd():
@@ -417,6 +445,8 @@ def measure(backend, engine, workload, batch_size, hidden, layers, repeats, thre
 
     out = {"backend": backend, "engine": engine, "workload": workload, "batch": batch_size,
            "hidden": hidden, "layers": layers, "threads": torch.get_num_threads(),
+           "readout": readout if backend in ENGINE_BACKENDS else None,
+           "allocator": allocator_name(device),
            "device": device, "edges_per_graph": batch.num_edges // batch_size,
            "nodes_per_graph": batch.num_nodes // batch_size, **scalegmn.count_parameters(net)}
     for name, fn in (("forward", fwd), ("forward_backward", fwd_bwd)):
@@ -437,8 +467,9 @@ def engines_for(backend, engines):
 
 def _measure_row(backend, engine, kwargs, timeout, max_mem_gib):
     t0 = time.perf_counter()
+    env = {"SCALEGMN_MALLOC": "default"} if engine == "reference" else None
     row = isolated("measure", {"backend": backend, "engine": engine, **kwargs}, timeout,
-                   max_mem_gib)
+                   max_mem_gib, env=env)
     if "error" in row:
         row = {"backend": backend, "engine": engine, "error": row["error"]}
     row["wall_s"] = time.perf_counter() - t0        # the whole measurement, process included
@@ -446,11 +477,11 @@ def _measure_row(backend, engine, kwargs, timeout, max_mem_gib):
 
 
 def run(backends, engines, workload, batch_size, hidden, layers, repeats, threads, out=None,
-        max_s=None, timeout=600, max_mem_gib=None):
+        max_s=None, timeout=600, max_mem_gib=None, readout="last_layer"):
     """Every backend (and engine) on ``batch_size`` graphs of ``workload``: (text table, rows);
     rows also written as JSON to ``out`` when given."""
     kwargs = {"workload": workload, "batch_size": batch_size, "hidden": hidden, "layers": layers,
-              "repeats": repeats, "threads": threads, "max_s": max_s}
+              "repeats": repeats, "threads": threads, "max_s": max_s, "readout": readout}
     rows = [_measure_row(b, e, kwargs, timeout, max_mem_gib)
             for b in backends for e in engines_for(b, engines)]
     table = format_table(rows, f"{describe(workload)}, batch {batch_size}, hidden {hidden}, "
@@ -463,19 +494,36 @@ def run(backends, engines, workload, batch_size, hidden, layers, repeats, thread
 
 def format_table(rows, title) -> str:
     """Fixed-width text table of ``measure`` rows."""
-    lines = [title, f"{'backend':<13s} {'engine':<7s} {'params':>10s} {'fwd ms':>9s} "
+    lines = [title, f"{'backend':<13s} {'engine':<9s} {'params':>10s} {'fwd ms':>9s} "
                     f"{'f+b ms':>9s} {'graphs/s':>9s} {'peak MiB':>9s} {'alloc MiB':>9s} "
                     f"{'GFLOP/s':>8s}"]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['backend']:<13s} {r['engine']:<7s} failed: {r['error']}")
+            lines.append(f"{r['backend']:<13s} {r['engine']:<9s} failed: {r['error']}")
             continue
-        lines.append(f"{r['backend']:<13s} {r['engine']:<7s} {r['trainable']:>10,d} "
+        lines.append(f"{r['backend']:<13s} {r['engine']:<9s} {r['trainable']:>10,d} "
                      f"{r['forward_s'] * 1e3:>9.1f} {r['forward_backward_s'] * 1e3:>9.1f} "
                      f"{r['forward_backward_graphs_per_s']:>9.1f} {r['peak_rss_mib']:>9.0f} "
                      f"{r.get('alloc_peak_mib', float('nan')):>9.1f} "
                      f"{r.get('achieved_gflops', float('nan')):>8.2f}")
-    return "\n".join(lines)
+    return "\n".join(lines + engine_ratios(rows))
+
+
+def engine_ratios(rows) -> list:
+    """One line per backend measured with the dense engine and another: speed-up of dense
+    (forward+backward time ratio) and peak RSS of the other over dense's."""
+    out = []
+    by = {(r["backend"], r["engine"]): r for r in rows if "error" not in r}
+    for (backend, engine), d in by.items():
+        if engine != "dense":
+            continue
+        parts = [f"{other} {o['forward_backward_s'] / d['forward_backward_s']:.2f}x the time, "
+                 f"{o['peak_rss_mib'] / d['peak_rss_mib']:.2f}x the peak RSS"
+                 for other in ("sparse", "reference", "lean")
+                 if (o := by.get((backend, other))) is not None]
+        if parts:
+            out.append(f"{backend}: against dense (forward+backward): " + "; ".join(parts))
+    return out
 
 
 # -- backends ------------------------------------------------------------------------------------
@@ -718,8 +766,10 @@ def rows_markdown(rows) -> str:
                      _fmt(r["forward_backward_graphs_per_s"], ".0f"),
                      _fmt(r["peak_rss_mib"], ".0f"), _fmt(r.get("alloc_peak_mib"), ".1f"),
                      _fmt(r.get("achieved_gflops"), ".2f")])
+    ratios = engine_ratios(rows)
     return md_table(["backend", "engine", "params", "fwd ms", "f+b ms", "graphs/s (f+b)",
-                     "peak RSS MiB", "alloc peak MiB", "GFLOP/s (f+b)"], body)
+                     "peak RSS MiB", "alloc peak MiB", "GFLOP/s (f+b)"], body) + (
+        "\n\n" + "\n".join(f"- {line}" for line in ratios) if ratios else "")
 
 
 # -- converters and data generation --------------------------------------------------------------
@@ -852,8 +902,6 @@ def efficiency_markdown(eff) -> str:
 
 
 # -- allocator -----------------------------------------------------------------------------------
-# glibc malloc settings that keep freed blocks in the process instead of unmapping them
-MALLOC_KEEP = {"MALLOC_MMAP_THRESHOLD_": "1000000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000000"}
 
 
 def step_rusage(workload, batch_size, hidden, layers, steps=3, backend="scalegmn",
@@ -881,10 +929,10 @@ def step_rusage(workload, batch_size, hidden, layers, steps=3, backend="scalegmn
 
 
 def run_allocator_check(workload, batch, hidden, layers, timeout=600, max_mem_gib=None) -> dict:
-    """``step_rusage`` with glibc malloc as configured, and with ``MALLOC_KEEP``."""
+    """``step_rusage`` with glibc malloc left alone, and with ``scalegmn.allocator``'s ``keep``."""
     kwargs = {"workload": workload, "batch_size": batch, "hidden": hidden, "layers": layers}
-    return {"default": isolated("step_rusage", kwargs, timeout, max_mem_gib),
-            "keep": isolated("step_rusage", kwargs, timeout, max_mem_gib, env=MALLOC_KEEP)}
+    return {m: isolated("step_rusage", kwargs, timeout, max_mem_gib, env={"SCALEGMN_MALLOC": m})
+            for m in ("default", "keep")}
 
 
 def allocator_markdown(check) -> str:
@@ -902,8 +950,9 @@ def allocator_markdown(check) -> str:
             "layers (the batch sweep's largest point); per step after warm-up. glibc malloc "
             "returns freed memory to the OS (blocks above its mmap threshold, adaptive but at "
             "most 32 MiB by default, are unmapped; the top of the heap is trimmed), so every "
-            "step faults memory in again (system time); `keep` sets `MALLOC_MMAP_THRESHOLD_` and "
-            "`MALLOC_TRIM_THRESHOLD_` high so that the process keeps its memory.")
+            "step faults memory in again (system time); `keep` (`scalegmn.allocator`, what "
+            "`scalegmn train` and this benchmark use unless told otherwise) serves every block "
+            "from the heap and never trims it, so that the process keeps its memory.")
     return head + "\n\n" + md_table(["malloc", "allocator", "wall ms", "user CPU ms",
                                       "system CPU ms", "page faults"], rows) + _keep_gain(check)
 
@@ -1060,7 +1109,13 @@ def _parser():
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--backends", nargs="+", default=None,
                    help="default: the registered ones of " + ", ".join(DEFAULT_BACKENDS))
-    p.add_argument("--engines", nargs="+", default=["sparse", "dense"])
+    p.add_argument("--engines", nargs="+", default=["sparse", "dense"],
+                   choices=["sparse", "dense", "lean", "reference"],
+                   help="of scalegmn, scalegmn-b, gmn: lean = dense with checkpointing; reference "
+                   "= a straightforward PyG scatter implementation (no fusions, no pruning, "
+                   "glibc malloc default)")
+    p.add_argument("--readout", choices=("last_layer", "full_graph"), default="last_layer",
+                   help="of scalegmn, scalegmn-b, gmn (last_layer: the published MNIST-INR one)")
     p.add_argument("--workload", default="siren", help="siren, cnn_zoo or mlp:2-32-32-1")
     for k in ("batch", "hidden", "layers", "repeats"):
         p.add_argument(f"--{k}", type=int, default=None, help=_default_help(k))
@@ -1070,6 +1125,9 @@ def _parser():
     p.add_argument("--efficiency", action="store_true", help="matmul peak and achieved FLOP/s")
     p.add_argument("--allocator", action="store_true",
                    help="page faults and system time per step, glibc malloc default vs keep")
+    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                   help="malloc in the measuring processes (scalegmn.allocator; keep: as "
+                   "scalegmn train, default: glibc left alone)")
     p.add_argument("--docs", action="store_true",
                    help="everything, written to docs/benchmarks.md and docs/benchmarks/")
     p.add_argument("--quick", action="store_true", help="small sizes and repeats (~1 minute)")
@@ -1112,7 +1170,9 @@ def _backends(args, results):
 
 
 def main(argv=None):
+    global MALLOC
     args = _parser().parse_args(argv)
+    MALLOC = args.malloc
     if args.one:
         print(json.dumps(measure(*json.loads(args.one))))
         return 0
@@ -1142,13 +1202,15 @@ def collect(args, sweeps, do_table, do_conv, do_eff) -> dict:
     common = {"timeout": args.timeout or (60 if args.quick else 300),
               "max_mem_gib": args.max_mem_gib or None}
     results = {"machine": machine(), "settings": {"table": {**table, "workload": args.workload},
+                                                  "malloc": MALLOC,
                                                   "sweep": _sweep_text(sweep),
                                                   "quick": args.quick}}
     backends = _backends(args, results) if (do_table or sweeps) else []
     if do_table:
         text, results["table"] = run(backends, args.engines, args.workload, table["batch"],
                                      table["hidden"], table["layers"], table["repeats"],
-                                     args.threads, max_s=table["max_s"], **common)
+                                     args.threads, max_s=table["max_s"], readout=args.readout,
+                                     **common)
         print(text, flush=True)
     if do_eff:
         _collect_efficiency(args, table, results, common)

@@ -57,6 +57,7 @@ class ModelConfig:
     checkpoint: bool = False     # memory-lean: recompute each layer (and, with the dense engine,
     checkpoint_chunk: int = 16   # its edge functions in chunks of this many networks) in backward
     compile: bool = False        # torch.compile the message-passing layers (eager if that fails)
+    prune_last_layer: bool = True    # readout last_layer: skip last-layer messages it never reads
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

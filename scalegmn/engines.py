@@ -11,6 +11,7 @@ of the batch, and offer the same few operations. The model is written once again
 """
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
@@ -53,7 +54,8 @@ class SparseEngine:
 
     def __init__(self, edge_index: torch.Tensor, groups: torch.Tensor, num_nodes: int):
         self.src, self.dst = edge_index
-        self.N = num_nodes
+        self.N, self.groups = num_nodes, groups
+        self.sub = None      # side -> (edge ids, engine on those edges): see ``toward``
         self.node_index = _group_index(groups)
         self.edge_index_by = {"src": _group_index(groups[self.src]) if self.src.numel() else {},
                               "dst": _group_index(groups[self.dst]) if self.dst.numel() else {}}
@@ -81,10 +83,26 @@ class SparseEngine:
         return scatter(m, self._side(side), dim=0, dim_size=self.N, reduce="sum")
 
     lean_chunk = 0   # no chunked recomputation here (the model checkpoints whole layers)
+    restricted = False   # set by ``toward``
+
+    def toward(self, nodes: torch.Tensor) -> "SparseEngine":
+        """This engine with ``message`` evaluated only on the edges whose receiving end (its
+        ``to`` side) is one of ``nodes`` ((N,) bool); the sums onto other nodes are 0. For a
+        last layer whose readout reads only those nodes: the same readout, fewer edges."""
+        eng = copy.copy(self)
+        eng.restricted, eng.sub = True, {}
+        for side in ("src", "dst"):
+            ids = nodes[self._side(side)].nonzero().squeeze(1)
+            eng.sub[side] = (ids, SparseEngine(torch.stack([self.src[ids], self.dst[ids]]),
+                                               self.groups, self.N))
+        return eng
 
     def message(self, disp, ev, nv, side, by, to, emap=None):
         """``sum_to(edge_map(disp, edge_times_node(emap(ev), nv, side), by), to)``
         (``emap``: a map of the edge values applied first; default none)."""
+        if self.sub is not None:            # only the edges into the nodes of ``toward``
+            ids, eng = self.sub[to]
+            return eng.message(disp, ev.index_select(0, ids), nv, side, by, to, emap)
         ev = ev if emap is None else emap(ev)
         return self.sum_to(self.edge_map(disp, self.edge_times_node(ev, nv, side), by), to)
 
@@ -129,10 +147,12 @@ class DenseEngine:
     """Message passing for B graphs of one architecture (see module doc)."""
 
     name = "dense"
+    restricted = False   # set by ``toward``
 
     def __init__(self, arch, batch_size: int, groups_one: torch.Tensor, lean_chunk: int = 0):
         self.B = batch_size
         self.lean_chunk = lean_chunk
+        self.keep = None     # side -> op indices that ``message`` evaluates: see ``toward``
         self.blocks, self.offsets, self.N, self.E = _blocks(arch, tuple(groups_one.tolist()))
         self.sizes = [blk.stop - blk.start for blk in self.blocks]
         # node set k + 1 is written by op k (ops with parameters run in node-set order)
@@ -194,15 +214,35 @@ class DenseEngine:
                 for i in range(0, self.B, k)]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
+    def toward(self, nodes_one: torch.Tensor) -> "DenseEngine":
+        """This engine with ``message`` evaluated only on the ops that send into one of
+        ``nodes_one`` ((N,) bool, one network's nodes) on their receiving (``to``) side; the sums
+        onto the nodes of other ops are 0. See ``SparseEngine.toward``."""
+        eng = copy.copy(self)
+        eng.restricted = True
+        eng.keep = {"dst": {k for k, b in enumerate(self.blocks)
+                            if bool(nodes_one[b.dst_off:b.dst_off + b.out].any())},
+                    "src": {k for k, b in enumerate(self.blocks)
+                            if bool(nodes_one[b.src.reshape(-1)].any())}}
+        for side, ks in eng.keep.items():    # nothing to read on a side: evaluate it all
+            if not ks:
+                eng.keep[side] = set(range(len(self.blocks)))
+        return eng
+
     def message(self, disp, ev, nv, side, by, to, emap=None):
         """``sum_to(edge_map(disp, edge_times_node(emap(ev), nv, side), by), to)`` op by op,
         without materialising the edge tensors of the whole batch (no concatenation, no
         re-split); with ``lean_chunk``, chunk by chunk under checkpointing (``emap`` included,
-        so that only ``ev`` itself is kept for the backward pass)."""
+        so that only ``ev`` itself is kept for the backward pass); with ``toward``, on its ops
+        only."""
         nv = self._nodes(nv)
         pick = self._src_nodes if side == "src" else self._dst_nodes
         parts = []
-        for blk, e in zip(self.blocks, self._split(ev)):
+        for k, (blk, e) in enumerate(zip(self.blocks, self._split(ev))):
+            if self.keep is not None and k not in self.keep[to]:
+                parts.append(None)
+                continue
+
             def f(e, nv, blk=blk):
                 e = e if emap is None else emap(e)
                 return self._reduce_block(blk, self._map_block(disp, blk, e * pick(nv, blk), by),
@@ -261,12 +301,18 @@ class DenseEngine:
         return mb.sum(1) if blk.row is not None else mb
 
     def _assemble(self, parts, side):
-        c = parts[0].shape[-1]
+        """Per-op sums onto ``side`` nodes -> (B * N, c); a ``None`` part adds nothing."""
+        some = next(p for p in parts if p is not None)
+        c = some.shape[-1]
         if side == "dst" and self.dst_in_order:
-            first = parts[0].new_zeros(self.B, self.offsets[1], c)
+            first = some.new_zeros(self.B, self.offsets[1], c)
+            parts = [some.new_zeros(self.B, blk.out, c) if p is None else p
+                     for blk, p in zip(self.blocks, parts)]
             return torch.cat([first] + parts, dim=1).reshape(-1, c)
-        out = parts[0].new_zeros(self.B, self.N, c)
+        out = some.new_zeros(self.B, self.N, c)
         for blk, r in zip(self.blocks, parts):
+            if r is None:
+                continue
             if side == "dst":
                 out[:, blk.dst_off:blk.dst_off + blk.out] += r
             elif blk.row is not None:

@@ -6,8 +6,11 @@ import random
 import pytest
 import torch
 
-from scalegmn import bench
+from scalegmn import allocator, bench
 from scalegmn.bench import main, run
+
+# the measuring processes apply scalegmn.allocator's "keep" (where glibc lets them)
+KEEP = "glibc malloc keep" if allocator.glibc_version() else "malloc default"
 
 
 def test_bench_tiny(tmp_path, capsys):
@@ -18,7 +21,7 @@ def test_bench_tiny(tmp_path, capsys):
     for r in rows:
         assert r["forward_s"] > 0 and r["forward_backward_s"] > 0 and r["peak_rss_mib"] > 0
         assert r["trainable"] > 0
-        assert r["alloc_peak_mib"] > 0 and r["allocator"] == "cpu default"
+        assert r["alloc_peak_mib"] > 0 and r["allocator"] == KEEP   # what scalegmn train uses
         assert r["flops_forward_backward"] > 0
     assert json.loads((tmp_path / "b.json").read_text()) == rows
     assert "graphs/s" in table
@@ -63,7 +66,7 @@ def test_memory_view_and_flop_count():
     view = bench.memory_view(lambda: kept.append(torch.ones(1 << 20)))     # 4 MiB, kept
     assert view["alloc_net_mib"] == pytest.approx(4, abs=0.1)
     assert view["alloc_peak_mib"] >= 4 - 0.1
-    assert view["allocator"] == "cpu default"
+    assert view["allocator"] in ("glibc malloc default", "malloc default")   # not applied here
 
     def transient():
         a = torch.ones(1 << 21)         # 8 MiB, freed inside the step
@@ -144,8 +147,8 @@ def test_allocator_check_runs_each_malloc_setting_in_its_own_server():
     check = bench.run_allocator_check("mlp:2-8-1", 4, 8, 1, timeout=120)
     assert set(check) == {"default", "keep"}
     assert all(r["wall_s"] > 0 and r["page_faults"] >= 0 for r in check.values())
-    assert "MALLOC_TRIM_THRESHOLD_" in check["keep"]["allocator"]
-    assert "MALLOC_TRIM_THRESHOLD_" not in check["default"]["allocator"]
+    assert check["keep"]["allocator"] == KEEP
+    assert check["default"]["allocator"].endswith(" default")
     assert "page faults" in bench.allocator_markdown(check)
 
 
@@ -159,3 +162,16 @@ def test_memory_events_agree_with_key_averages():
     op_peak, op_net = bench.memory_from_averages(prof)
     assert net == op_net > 0                      # gradients stay allocated
     assert peak >= op_peak > 0 and peak >= 512 * 256 * 4    # the hidden activation is live
+
+
+def test_engine_ratios_and_pseudo_engines():
+    table, rows = run(["scalegmn"], ["dense", "lean", "reference"], "mlp:2-8-8-1", 2, 8, 2, 1, 1,
+                      max_s=0.5)
+    by = {r["engine"]: r for r in rows}
+    assert set(by) == {"dense", "lean", "reference"} and all("error" not in r for r in rows)
+    assert by["reference"]["allocator"].endswith(" default") and by["dense"]["allocator"] == KEEP
+    # the same model in all three: the same parameter count
+    assert len({r["trainable"] for r in rows}) == 1
+    line = table.splitlines()[-1]
+    assert line.startswith("scalegmn: against dense") and "reference" in line and "lean" in line
+    assert "- scalegmn: against dense" in bench.rows_markdown(rows)

@@ -338,3 +338,77 @@ def test_compile_flag_falls_back_to_eager(batches, monkeypatch):
         with torch.no_grad():   # stays eager afterwards, without warning again
             assert torch.equal(net(b), y0)
         assert set(net.state_dict()) == keys
+
+
+@pytest.mark.parametrize("name", ["siren_nfn", "mlp_mixed", "cnn_zoo", "resnet"])
+@pytest.mark.parametrize("backend, extra", VARIANTS)
+@pytest.mark.parametrize("engine", ["dense", "sparse"])
+def test_pruned_last_layer_gives_the_same_outputs_and_gradients(batches, name, backend, extra,
+                                                                  engine):
+    """readout last_layer reads only I/O nodes: the last layer's messages into other nodes are
+    skipped. Same outputs and gradients; the skipped parameters get no gradient (they had 0)."""
+    b = _double(batches[name])
+    torch.manual_seed(0)
+    net = scalegmn.build(backend, "invariant", spec=b, out_dim=2, engine=engine, hidden=8,
+                         layers=3, readout="last_layer", **extra).double()
+    with torch.no_grad():   # move the gates away from their near-constant initialisation
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    y1, g1 = _outputs_and_grads(net, b)
+    net.cfg.prune_last_layer = False
+    y0, g0 = _outputs_and_grads(net, b)
+    assert output_error(y1, y0) < 1e-12
+    assert set(g1) <= set(g0)
+    for k in g0:
+        tol = 1e-12 * max(1.0, float(g0[k].abs().max()))
+        assert float(((g1[k] if k in g1 else 0) - g0[k]).abs().max()) <= tol, k
+    if extra.get("backward_edges") != "division_free":   # its backward pass is not pruned
+        assert set(g0) - set(g1), "nothing was pruned"
+
+
+def test_pruning_skips_work_and_keeps_states_when_asked(batches):
+    """Control: the pruned last layer computes wrong states for hidden nodes (unread), so the
+    pruning is real; with return_states every state is computed in full."""
+    from torch.utils.flop_counter import FlopCounterMode
+    b = _double(batches["siren_nfn"])
+    torch.manual_seed(0)
+    net = scalegmn.build("scalegmn", "invariant", spec=b, out_dim=2, engine="dense", hidden=8,
+                         layers=2, readout="last_layer").double()
+    flops = {}
+    for prune in (True, False):
+        net.cfg.prune_last_layer = prune
+        with FlopCounterMode(display=False) as fc:
+            net(b)
+        flops[prune] = fc.get_total_flops()
+    assert flops[True] < 0.8 * flops[False]
+    net.cfg.prune_last_layer = True
+    _, states = net(b, return_states=True)
+    net.cfg.prune_last_layer = False
+    _, full = net(b, return_states=True)
+    assert torch.equal(states[-1][0], full[-1][0])
+    eng = net._engine(b, net._groups_of(b))
+    io = net._io_nodes(b)
+    pruned = net.layers[-1](eng.toward(io[:eng.N]), *full[-2])[0]
+    hidden = ~io
+    assert torch.allclose(pruned[io], full[-1][0][io], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(pruned[hidden], full[-1][0][hidden])
+
+
+@pytest.mark.parametrize("backend", ["scalegmn", "scalegmn-b"])
+def test_reference_evaluation_is_the_same_function(batches, backend):
+    """ScaleEq.fused = False (the benchmark's reference implementation) computes the same
+    outputs and gradients as the fused default."""
+    from scalegmn.nn import ScaleEq
+    b = _double(batches["mlp_mixed"])
+    torch.manual_seed(0)
+    net = scalegmn.build(backend, "invariant", spec=b, out_dim=2, engine="sparse",
+                         **SMALL).double()
+    y1, g1 = _outputs_and_grads(net, b)
+    eqs = [m for m in net.modules() if isinstance(m, ScaleEq)]
+    assert eqs
+    for m in eqs:
+        m.fused = False
+    y0, g0 = _outputs_and_grads(net, b)
+    assert output_error(y1, y0) < 1e-12 and set(g1) == set(g0)
+    for k in g0:
+        assert float((g1[k] - g0[k]).abs().max()) <= 1e-11 * max(1.0, float(g0[k].abs().max()))

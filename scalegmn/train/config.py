@@ -43,6 +43,11 @@ class TrainConfig:
     progress: bool = True
     threads: Optional[int] = None
     deterministic: bool = False   # one thread + deterministic kernels: bitwise-repeatable runs
+    malloc: str = "keep"          # scalegmn.allocator: keep freed memory (2x faster CPU steps)
+
+    def __post_init__(self):
+        if self.malloc not in ("keep", "default"):
+            raise ValueError(f"malloc must be 'keep' or 'default', got {self.malloc!r}")
 
 
 @dataclass

@@ -21,7 +21,7 @@ import yaml
 
 import converters
 
-from .. import build, count_parameters
+from .. import allocator, build, count_parameters
 from ..data.generate import atomic_save
 from .config import RunConfig
 from .tasks import TASK_CLASSES
@@ -113,6 +113,7 @@ class Runner:
     def __init__(self, cfg: RunConfig, out_dir, resume=False, dry_run=False, log=print):
         self.cfg, self.out, self.log = cfg, Path(out_dir), log
         self.task = TASK_CLASSES[cfg.task]()
+        allocator.apply(cfg.train.malloc)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         if cfg.train.deterministic:   # parallel CPU reductions differ run to run (~1e-7)
