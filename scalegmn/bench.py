@@ -47,7 +47,7 @@ DEFAULT_BACKENDS = ("scalegmn", "scalegmn-b", "gmn", "monomial-nfn", "magep-nfn"
                     "statnn", "mlp")
 ENGINE_BACKENDS = ("scalegmn", "scalegmn-b", "gmn")     # the others run with engine "-"
 # pseudo-engines of ENGINE_BACKENDS: "lean" is the dense engine with ModelConfig.checkpoint
-# (memory-lean); "reference" a straightforward PyG implementation of the same model: sparse
+# (memory-lean; malloc policy lean, as scalegmn train gives it); "reference" a straightforward PyG implementation of the same model: sparse
 # gathers and scatter, textbook ScaleEq (no fused matmuls), every last-layer message evaluated,
 # glibc malloc left alone
 PSEUDO_ENGINES = {"lean": {"engine": "dense", "checkpoint": True},
@@ -329,8 +329,7 @@ def allocator_name(device) -> str:
     if device == "cuda":
         return f"cuda caching ({torch.cuda.get_allocator_backend()})"
     from . import allocator
-    name = "glibc malloc" if allocator.glibc_version() else "malloc"
-    name += " keep" if allocator.applied() else " default"
+    name = ("glibc malloc" if allocator.glibc_version() else "malloc") + " " + allocator.policy()
     extra = [f"{k}={v}" for k, v in sorted(os.environ.items())
              if k == "LD_PRELOAD" or k.startswith("MALLOC_")]
     return name + (f" ({', '.join(extra)})" if extra else "")
@@ -467,7 +466,8 @@ def engines_for(backend, engines):
 
 def _measure_row(backend, engine, kwargs, timeout, max_mem_gib):
     t0 = time.perf_counter()
-    env = {"SCALEGMN_MALLOC": "default"} if engine == "reference" else None
+    env = {"reference": {"SCALEGMN_MALLOC": "default"},
+           "lean": {"SCALEGMN_MALLOC": "lean"}}.get(engine)
     row = isolated("measure", {"backend": backend, "engine": engine, **kwargs}, timeout,
                    max_mem_gib, env=env)
     if "error" in row:
@@ -925,25 +925,26 @@ def step_rusage(workload, batch_size, hidden, layers, steps=3, backend="scalegmn
             "allocator": allocator_name("cpu"), "wall_s": wall / steps,
             "user_s": (r1.ru_utime - r0.ru_utime) / steps,
             "sys_s": (r1.ru_stime - r0.ru_stime) / steps,
-            "page_faults": (r1.ru_minflt - r0.ru_minflt) / steps}
+            "page_faults": (r1.ru_minflt - r0.ru_minflt) / steps, "peak_rss_mib": peak_rss_mib()}
 
 
 def run_allocator_check(workload, batch, hidden, layers, timeout=600, max_mem_gib=None) -> dict:
-    """``step_rusage`` with glibc malloc left alone, and with ``scalegmn.allocator``'s ``keep``."""
+    """``step_rusage`` with glibc malloc left alone, and with ``scalegmn.allocator``'s ``keep``
+    and ``lean`` policies."""
     kwargs = {"workload": workload, "batch_size": batch, "hidden": hidden, "layers": layers}
     return {m: isolated("step_rusage", kwargs, timeout, max_mem_gib, env={"SCALEGMN_MALLOC": m})
-            for m in ("default", "keep")}
+            for m in ("default", "keep", "lean")}
 
 
 def allocator_markdown(check) -> str:
     rows = []
     for name, r in check.items():
         if "error" in r:
-            rows.append([name, f"failed: {r['error']}", "", "", "", ""])
+            rows.append([name, f"failed: {r['error']}", "", "", "", "", ""])
             continue
         rows.append([name, r["allocator"], _fmt(r["wall_s"] * 1e3, ".0f"),
                      _fmt(r["user_s"] * 1e3, ".0f"), _fmt(r["sys_s"] * 1e3, ".0f"),
-                     _fmt(r["page_faults"], ",.0f")])
+                     _fmt(r["page_faults"], ",.0f"), _fmt(r.get("peak_rss_mib"), ".0f")])
     r = next(iter(check.values()))
     head = (f"Dense ScaleGMN forward+backward, {describe(r.get('workload', '?'))}, batch "
             f"{r.get('batch', '?')}, hidden {r.get('hidden', '?')}, {r.get('layers', '?')} "
@@ -952,9 +953,12 @@ def allocator_markdown(check) -> str:
             "most 32 MiB by default, are unmapped; the top of the heap is trimmed), so every "
             "step faults memory in again (system time); `keep` (`scalegmn.allocator`, what "
             "`scalegmn train` and this benchmark use unless told otherwise) serves every block "
-            "from the heap and never trims it, so that the process keeps its memory.")
+            "from the heap and never trims it, so that the process keeps its memory; `lean` "
+            "(what the memory-lean mode uses) maps every block of 64 KiB or more on its own and "
+            "unmaps it on free: the least memory, the most page faults.")
     return head + "\n\n" + md_table(["malloc", "allocator", "wall ms", "user CPU ms",
-                                      "system CPU ms", "page faults"], rows) + _keep_gain(check)
+                                      "system CPU ms", "page faults", "peak RSS MiB"],
+                                     rows) + _keep_gain(check)
 
 
 def _keep_gain(check):
@@ -1125,9 +1129,10 @@ def _parser():
     p.add_argument("--efficiency", action="store_true", help="matmul peak and achieved FLOP/s")
     p.add_argument("--allocator", action="store_true",
                    help="page faults and system time per step, glibc malloc default vs keep")
-    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                   help="malloc in the measuring processes (scalegmn.allocator; keep: as "
-                   "scalegmn train, default: glibc left alone)")
+    p.add_argument("--malloc", choices=("keep", "lean", "default"), default="keep",
+                   help="malloc policy of the measuring processes (scalegmn.allocator; keep: as "
+                   "scalegmn train; default: glibc left alone); the lean and reference engines "
+                   "use lean and default")
     p.add_argument("--docs", action="store_true",
                    help="everything, written to docs/benchmarks.md and docs/benchmarks/")
     p.add_argument("--quick", action="store_true", help="small sizes and repeats (~1 minute)")

@@ -43,11 +43,12 @@ class TrainConfig:
     progress: bool = True
     threads: Optional[int] = None
     deterministic: bool = False   # one thread + deterministic kernels: bitwise-repeatable runs
-    malloc: str = "keep"          # scalegmn.allocator: keep freed memory (2x faster CPU steps)
+    # scalegmn.allocator policy: auto = lean with model.checkpoint, else keep (2x faster steps)
+    malloc: str = "auto"
 
     def __post_init__(self):
-        if self.malloc not in ("keep", "default"):
-            raise ValueError(f"malloc must be 'keep' or 'default', got {self.malloc!r}")
+        if self.malloc not in ("auto", "keep", "lean", "default"):
+            raise ValueError(f"malloc must be auto, keep, lean or default, got {self.malloc!r}")
 
 
 @dataclass

@@ -109,11 +109,19 @@ def batches(graphs, batch_size, order=None, rank=0, world=1):
 
 
 # -- running -------------------------------------------------------------------------------------
+def malloc_policy(cfg: RunConfig) -> str:
+    """The ``scalegmn.allocator`` policy of a run: ``train.malloc``, where ``auto`` means
+    ``lean`` for the memory-lean mode (``model.checkpoint``) and ``keep`` (fast) otherwise."""
+    if cfg.train.malloc != "auto":
+        return cfg.train.malloc
+    return "lean" if cfg.model.checkpoint else "keep"
+
+
 class Runner:
     def __init__(self, cfg: RunConfig, out_dir, resume=False, dry_run=False, log=print):
         self.cfg, self.out, self.log = cfg, Path(out_dir), log
         self.task = TASK_CLASSES[cfg.task]()
-        allocator.apply(cfg.train.malloc)
+        allocator.apply(malloc_policy(cfg))
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         if cfg.train.deterministic:   # parallel CPU reductions differ run to run (~1e-7)
