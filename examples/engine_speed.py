@@ -5,6 +5,7 @@ batch 128), forward and forward+backward, in one run so the ratio is meaningful.
     python examples/engine_speed.py --flops          # + GFLOP per step, GFLOP/s, matmul peak
     python examples/engine_speed.py --rss [--checkpoint] [--engine dense]
                                                      # one step only; peak RSS (own process)
+    python examples/engine_speed.py --malloc default --no-prune   # without two of the speed-ups
 
 See docs/performance.md.
 """
@@ -47,9 +48,12 @@ def main():
                    help="last_layer (the published MNIST-INR config) or full_graph")
     p.add_argument("--no-prune", action="store_true",
                    help="evaluate the last layer's messages into hidden nodes too")
-    p.add_argument("--malloc", default="keep", choices=("keep", "default"),
-                   help="scalegmn.allocator setting (keep: as scalegmn train)")
+    p.add_argument("--malloc", default="auto", choices=("auto", "keep", "lean", "default"),
+                   help="scalegmn.allocator policy; auto (as scalegmn train): lean with "
+                   "--checkpoint, else keep")
     args = p.parse_args()
+    if args.malloc == "auto":
+        args.malloc = "lean" if args.checkpoint else "keep"
     scalegmn.allocator.apply(args.malloc)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -972,9 +972,9 @@ def _keep_gain(check):
         return text
     state_mib = d["edges"] * d["hidden"] * 4 / 2**20
     return text + (f" One float32 edge-state tensor of this batch ({d['edges']:,} edges x hidden "
-            f"{d['hidden']}) is {state_mib:.1f} MiB; past 32 MiB every such tensor is mapped "
-            "and faulted in anew, a likely cause of the steeper growth at the largest points "
-            "of the sweeps.")
+            f"{d['hidden']}) is {state_mib:.1f} MiB; past 32 MiB glibc maps every such tensor "
+            "anew and it is faulted in page by page, so without `keep` the largest points of "
+            "the sweeps grow faster than linearly.")
 
 
 # -- machine ---------------------------------------------------------------------------------------
@@ -1065,6 +1065,10 @@ def _report_sections(results, md_path, img_dir) -> list:
                  "repeats. alloc peak: tensor memory of one forward+backward step above the "
                  "parameters and input (memory view); GFLOP/s: counted matmul FLOPs over the "
                  "measured time.", "", rows_markdown(results["table"])]
+    if "paper" in results:
+        peak = results.get("efficiency", {}).get("matmul", {}).get("gflops")
+        text += ["", "## ScaleGMN at the published workloads", "",
+                 paper_markdown(results["paper"], peak)]
     if "efficiency" in results:
         text += ["", "## Efficiency", "", efficiency_markdown(results["efficiency"])]
     if "sweeps" in results:
@@ -1133,6 +1137,9 @@ def _parser():
                    help="malloc policy of the measuring processes (scalegmn.allocator; keep: as "
                    "scalegmn train; default: glibc left alone); the lean and reference engines "
                    "use lean and default")
+    p.add_argument("--paper", action="store_true",
+                   help="ScaleGMN at the published workloads: MNIST-INR config (SIREN INRs, batch "
+                   "128, hidden 128, 4 layers) with every engine, Small-CNN-Zoo CNNs at batch 64")
     p.add_argument("--docs", action="store_true",
                    help="everything, written to docs/benchmarks.md and docs/benchmarks/")
     p.add_argument("--quick", action="store_true", help="small sizes and repeats (~1 minute)")
@@ -1190,7 +1197,8 @@ def main(argv=None):
     sweeps = (sorted(SWEEPS, key=list(SWEEPS).index) if args.docs or "all" in (args.sweep or [])
               else args.sweep or [])
     do_conv, do_eff = args.converters or args.docs, args.efficiency or args.docs
-    do_table = args.docs or not (sweeps or args.converters or args.efficiency or args.allocator)
+    do_table = args.docs or not (sweeps or args.converters or args.efficiency or args.allocator
+                                 or args.paper)
     t0 = time.perf_counter()
     results = collect(args, sweeps, do_table, do_conv, do_eff)
     results["machine"]["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -1217,6 +1225,8 @@ def collect(args, sweeps, do_table, do_conv, do_eff) -> dict:
                                      args.threads, max_s=table["max_s"], readout=args.readout,
                                      **common)
         print(text, flush=True)
+    if args.paper or args.docs:
+        results["paper"] = run_paper(args.threads, quick=args.quick, **common)
     if do_eff:
         _collect_efficiency(args, table, results, common)
     if sweeps:
@@ -1234,6 +1244,49 @@ def collect(args, sweeps, do_table, do_conv, do_eff) -> dict:
             fit_steps=5 if args.quick else 50, **common)
         print(converters_markdown(results["converters"]), flush=True)
     return results
+
+
+# the published workloads (issue 9): ScaleGMN's MNIST-INR classification config, every engine;
+# Small-CNN-Zoo CNNs at batch 64
+PAPER = [{"workload": "siren", "batch_size": 128, "hidden": 128, "layers": 4,
+          "engines": ["sparse", "dense", "lean", "reference"]},
+         {"workload": "cnn_zoo", "batch_size": 64, "hidden": 128, "layers": 4,
+          "engines": ["sparse", "dense"]}]
+
+
+def run_paper(threads=None, quick=False, timeout=600, max_mem_gib=None) -> list:
+    """``run`` of ScaleGMN at each ``PAPER`` workload (readout last_layer); with ``quick``, at
+    batch 4 and hidden 16 (a smoke test of the same code)."""
+    out = []
+    for case in PAPER:
+        size = ({"batch_size": 4, "hidden": 16, "layers": 2} if quick else
+                {k: case[k] for k in ("batch_size", "hidden", "layers")})
+        text, rows = run(["scalegmn"], case["engines"], case["workload"], threads=threads,
+                         repeats=1 if quick else 2, max_s=None if quick else 10.0,
+                         timeout=timeout * (1 if quick else 3), max_mem_gib=max_mem_gib, **size)
+        print(text, flush=True)
+        out.append({"workload": case["workload"], **size, "rows": rows})
+    return out
+
+
+def paper_markdown(paper, peak_gflops=None) -> str:
+    parts = ["ScaleGMN (readout `last_layer`, as the published MNIST-INR config) in one run. "
+             "Engines: `sparse` (PyG gathers and `scatter`), `dense` (reshapes and batched "
+             "matmuls), both with the fused `ScaleEq`, the pruned last layer and malloc `keep`; "
+             "`lean`: dense with `checkpoint=True` (chunked recomputation) and malloc `lean`; "
+             "`reference`: a straightforward PyG scatter implementation of the same model "
+             "(sparse, textbook `ScaleEq`, every last-layer message, glibc malloc untouched)."]
+    for case in paper:
+        parts += ["", f"### {describe(case['workload'])}, batch {case['batch_size']}, hidden "
+                      f"{case['hidden']}, {case['layers']} layers", "",
+                  rows_markdown(case["rows"])]
+        dense = [r for r in case["rows"] if r.get("engine") == "dense" and "achieved_gflops" in r]
+        if peak_gflops and dense:
+            parts += ["", f"Dense: {dense[0]['achieved_gflops']:.1f} GFLOP/s = "
+                          f"**{100 * dense[0]['achieved_gflops'] / peak_gflops:.0f} % of the "
+                          f"matmul peak** measured in this run ({peak_gflops:.1f} GFLOP/s, "
+                          "Efficiency below)."]
+    return "\n".join(parts)
 
 
 def _sweep_text(sweep):
