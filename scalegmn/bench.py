@@ -665,6 +665,12 @@ def exponents(rows) -> dict:
             "forward_backward_upper": fit_exponent([r["x"] for r in top],
                                                    [r["forward_backward_s"] for r in top]),
             "alloc_peak": fit_exponent(xs, [r.get("alloc_peak_mib", 0) for r in series]),
+            # against the input's weights (edges per graph): 1 = linear in the network's size
+            # (for depth, x = L is not proportional to the weights: 2-32-1 has 96, each
+            # further 32 x 32 layer adds 1,024)
+            "forward_backward_weights": fit_exponent(
+                [r.get("edges_per_graph", float("nan")) for r in top],
+                [r["forward_backward_s"] for r in top]),
             "points": len(series)}
     return out
 
@@ -738,16 +744,18 @@ def sweep_markdown(name, rows, settings) -> str:
         body.append([backend, engine] + [
             "fail" if "error" in v or not v else _fmt(v["forward_backward_s"] * 1e3, ".1f")
             for v in vals] + [_fmt(e["forward"]), _fmt(e["forward_backward"]),
-                              _fmt(e["forward_backward_upper"]), _fmt(e["alloc_peak"])])
+                              _fmt(e["forward_backward_upper"]),
+                              _fmt(e.get("forward_backward_weights")), _fmt(e["alloc_peak"])])
     headers = ["backend", "engine"] + [f"{x:,}" for x in xs] + [
-        "k fwd", "k f+b", "k f+b (upper half)", "k alloc"]
+        "k fwd", "k f+b", "k f+b (upper half)", "k f+b vs weights (upper half)", "k alloc"]
     failures = sorted({f"{r['backend']}/{r['engine']}: {r['error']}" for r in rows
                        if "error" in r and not r["error"].startswith("skipped")})
     text = [f"### Sweep: {name}", "", f"{SWEEPS[name].text}; x = {SWEEPS[name].xlabel}. "
             f"{settings}. Cells: forward+backward ms. k: fitted growth exponent (time ~ x^k) "
             "over all points; upper half: over the larger half of the points, where fixed "
-            "per-call costs matter least; k alloc: of the allocation peak of one forward+backward "
-            "step.", "",
+            "per-call costs matter least; vs weights: of time against the input network's number "
+            "of weights (edges), over the same points (1 = linear in the network's size); "
+            "k alloc: of the allocation peak of one forward+backward step.", "",
             md_table(headers, body)]
     if failures:
         text += ["", "Failed: " + "; ".join(failures)]

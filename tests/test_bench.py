@@ -177,3 +177,14 @@ def test_engine_ratios_and_pseudo_engines():
     line = table.splitlines()[-1]
     assert line.startswith("scalegmn: against dense") and "reference" in line and "lean" in line
     assert "- scalegmn: against dense" in bench.rows_markdown(rows)
+
+
+def test_depth_exponent_against_weights_sees_linear_cost():
+    """Depth: weights grow as 1024 (L - 2) + 96, not as L; a cost linear in the weights fits
+    k = 1 against them while the power-law fit against L reads steeper (a control)."""
+    rows = [{"backend": "m", "engine": "-", "x": L, "edges_per_graph": 1024 * (L - 2) + 96,
+             "forward_s": 1.0, "forward_backward_s": 1e-5 * (1024 * (L - 2) + 96),
+             "alloc_peak_mib": 1.0} for L in (2, 3, 4, 6, 8, 12, 16, 24)]
+    e = bench.exponents(rows)["m/-"]
+    assert e["forward_backward_weights"] == pytest.approx(1.0)
+    assert e["forward_backward_upper"] > 1.05
