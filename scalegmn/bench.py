@@ -219,6 +219,9 @@ class _Server:
         if self.proc.poll() is None:
             self.proc.stdin.close()
             self.proc.wait(30)
+        for f in (self.proc.stdin, self.proc.stdout, self.log):
+            if not f.closed:
+                f.close()
 
 
 def _start_server(env=None):
