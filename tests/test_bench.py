@@ -188,3 +188,15 @@ def test_depth_exponent_against_weights_sees_linear_cost():
     e = bench.exponents(rows)["m/-"]
     assert e["forward_backward_weights"] == pytest.approx(1.0)
     assert e["forward_backward_upper"] > 1.05
+
+
+def test_paper_section_measures_every_engine_and_the_peak_in_one_run(monkeypatch):
+    monkeypatch.setattr(bench, "PAPER", [{"workload": "mlp:2-8-8-1", "batch_size": 2,
+                                          "hidden": 8, "layers": 2,
+                                          "engines": ["dense", "reference"]}])
+    paper = bench.run_paper(quick=True, timeout=120)
+    (case,) = paper
+    assert [r["engine"] for r in case["rows"]] == ["dense", "reference"]
+    assert all("error" not in r for r in case["rows"]) and case["matmul_gflops"] > 0
+    md = bench.paper_markdown(paper)
+    assert "reference" in md and "% of the float32 2048 x 2048" in md and "Measured" in md
