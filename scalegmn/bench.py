@@ -1142,7 +1142,7 @@ def _parser():
     p.add_argument("--converters", action="store_true", help="converter and SIREN-fitting times")
     p.add_argument("--efficiency", action="store_true", help="matmul peak and achieved FLOP/s")
     p.add_argument("--allocator", action="store_true",
-                   help="page faults and system time per step, glibc malloc default vs keep")
+                   help="page faults, system time and peak RSS per step with malloc default, keep and lean")
     p.add_argument("--malloc", choices=("keep", "lean", "default"), default="keep",
                    help="malloc policy of the measuring processes (scalegmn.allocator; keep: as "
                    "scalegmn train; default: glibc left alone); the lean and reference engines "
