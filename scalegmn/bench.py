@@ -47,9 +47,9 @@ DEFAULT_BACKENDS = ("scalegmn", "scalegmn-b", "gmn", "monomial-nfn", "magep-nfn"
                     "statnn", "mlp")
 ENGINE_BACKENDS = ("scalegmn", "scalegmn-b", "gmn")     # the others run with engine "-"
 # pseudo-engines of ENGINE_BACKENDS: "lean" is the dense engine with ModelConfig.checkpoint
-# (memory-lean; malloc policy lean, as scalegmn train gives it); "reference" a straightforward PyG implementation of the same model: sparse
-# gathers and scatter, textbook ScaleEq (no fused matmuls), every last-layer message evaluated,
-# glibc malloc left alone
+# (memory-lean; malloc policy lean, as scalegmn train gives it); "reference" a straightforward
+# PyG implementation of the same model: sparse gathers and scatter, textbook ScaleEq (no fused
+# matmuls), every last-layer message evaluated, glibc malloc left alone
 PSEUDO_ENGINES = {"lean": {"engine": "dense", "checkpoint": True},
                   "reference": {"engine": "sparse", "prune_last_layer": False}}
 REPO = Path(__file__).resolve().parents[1]
@@ -1142,7 +1142,8 @@ def _parser():
     p.add_argument("--converters", action="store_true", help="converter and SIREN-fitting times")
     p.add_argument("--efficiency", action="store_true", help="matmul peak and achieved FLOP/s")
     p.add_argument("--allocator", action="store_true",
-                   help="page faults, system time and peak RSS per step with malloc default, keep and lean")
+                   help="page faults, system time and peak RSS per step with malloc default, "
+                   "keep and lean")
     p.add_argument("--malloc", choices=("keep", "lean", "default"), default="keep",
                    help="malloc policy of the measuring processes (scalegmn.allocator; keep: as "
                    "scalegmn train; default: glibc left alone); the lean and reference engines "
