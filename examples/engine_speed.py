@@ -48,12 +48,11 @@ def main():
                    help="last_layer (the published MNIST-INR config) or full_graph")
     p.add_argument("--no-prune", action="store_true",
                    help="evaluate the last layer's messages into hidden nodes too")
-    p.add_argument("--malloc", default="auto", choices=("auto", "keep", "lean", "default"),
+    p.add_argument("--malloc", default="auto", choices=scalegmn.allocator.SETTINGS,
                    help="scalegmn.allocator policy; auto (as scalegmn train): lean with "
                    "--checkpoint, else keep")
     args = p.parse_args()
-    if args.malloc == "auto":
-        args.malloc = "lean" if args.checkpoint else "keep"
+    args.malloc = scalegmn.allocator.resolve(args.malloc, args.checkpoint)
     scalegmn.allocator.apply(args.malloc)
     if args.threads:
         torch.set_num_threads(args.threads)

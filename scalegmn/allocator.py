@@ -34,6 +34,7 @@ M_TRIM_THRESHOLD = -1     # <malloc.h>
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 CHOICES = ("keep", "lean", "default")
+SETTINGS = ("auto",) + CHOICES   # what a config may say: auto picks by mode (``resolve``)
 _GLIBC_MMAP_MAX = 65536     # glibc's defaults
 _GLIBC_TRIM = 128 * 1024
 _applied: dict = {}
@@ -91,6 +92,16 @@ def apply(choice: str) -> bool:
         raise ValueError(f"malloc must be one of {CHOICES}, got {choice!r}")
     return {"keep": keep_freed_memory, "lean": return_freed_memory,
             "default": lambda: False}[choice]()
+
+
+def resolve(setting: str, memory_lean: bool) -> str:
+    """The policy a setting means: ``auto`` is ``lean`` for the memory-lean mode
+    (``ModelConfig.checkpoint``) and ``keep`` otherwise; the others mean themselves."""
+    if setting not in SETTINGS:
+        raise ValueError(f"malloc must be one of {SETTINGS}, got {setting!r}")
+    if setting != "auto":
+        return setting
+    return "lean" if memory_lean else "keep"
 
 
 def policy() -> str:

@@ -46,12 +46,15 @@ WORKLOADS = {
 DEFAULT_BACKENDS = ("scalegmn", "scalegmn-b", "gmn", "monomial-nfn", "magep-nfn", "np", "hnp",
                     "statnn", "mlp")
 ENGINE_BACKENDS = ("scalegmn", "scalegmn-b", "gmn")     # the others run with engine "-"
-# pseudo-engines of ENGINE_BACKENDS: "lean" is the dense engine with ModelConfig.checkpoint
-# (memory-lean; malloc policy lean, as scalegmn train gives it); "reference" a straightforward
-# PyG implementation of the same model: sparse gathers and scatter, textbook ScaleEq (no fused
-# matmuls), every last-layer message evaluated, glibc malloc left alone
-PSEUDO_ENGINES = {"lean": {"engine": "dense", "checkpoint": True},
-                  "reference": {"engine": "sparse", "prune_last_layer": False}}
+# pseudo-engines of ENGINE_BACKENDS, what they build (ModelConfig fields), whether ScaleEq is
+# fused, and the malloc policy of their measuring process: "lean" is the dense engine with
+# ModelConfig.checkpoint (memory-lean; malloc as scalegmn train gives it); "reference" a
+# straightforward PyG implementation of the same model: sparse gathers and scatter, textbook
+# ScaleEq (no fused matmuls), every last-layer message evaluated, glibc malloc left alone
+PSEUDO_ENGINES = {"lean": {"build": {"engine": "dense", "checkpoint": True}, "fused": True,
+                           "malloc": "lean"},
+                  "reference": {"build": {"engine": "sparse", "prune_last_layer": False},
+                                "fused": False, "malloc": "default"}}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -411,10 +414,10 @@ def _build(backend, engine, batch, hidden, layers, readout="last_layer"):
     if backend not in ENGINE_BACKENDS:
         return scalegmn.build(backend, "invariant", spec=batch, out_dim=10, hidden=hidden,
                               layers=layers)
-    opts = PSEUDO_ENGINES.get(engine, {"engine": engine})
+    pseudo = PSEUDO_ENGINES.get(engine, {"build": {"engine": engine}, "fused": True})
     net = scalegmn.build(backend, "invariant", spec=batch, out_dim=10, hidden=hidden,
-                         layers=layers, readout=readout, **opts)
-    if engine == "reference":
+                         layers=layers, readout=readout, **pseudo["build"])
+    if not pseudo["fused"]:
         from scalegmn.nn import ScaleEq
         for m in net.modules():
             if isinstance(m, ScaleEq):
@@ -469,8 +472,8 @@ def engines_for(backend, engines):
 
 def _measure_row(backend, engine, kwargs, timeout, max_mem_gib):
     t0 = time.perf_counter()
-    env = {"reference": {"SCALEGMN_MALLOC": "default"},
-           "lean": {"SCALEGMN_MALLOC": "lean"}}.get(engine)
+    pseudo = PSEUDO_ENGINES.get(engine)
+    env = {"SCALEGMN_MALLOC": pseudo["malloc"]} if pseudo else None
     row = isolated("measure", {"backend": backend, "engine": engine, **kwargs}, timeout,
                    max_mem_gib, env=env)
     if "error" in row:

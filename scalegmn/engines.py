@@ -83,14 +83,18 @@ class SparseEngine:
         return scatter(m, self._side(side), dim=0, dim_size=self.N, reduce="sum")
 
     lean_chunk = 0   # no chunked recomputation here (the model checkpoints whole layers)
-    restricted = False   # set by ``toward``
+
+    @property
+    def restricted(self) -> bool:
+        """Whether ``message`` runs only toward some nodes (``toward``)."""
+        return self.sub is not None
 
     def toward(self, nodes: torch.Tensor) -> "SparseEngine":
         """This engine with ``message`` evaluated only on the edges whose receiving end (its
         ``to`` side) is one of ``nodes`` ((N,) bool); the sums onto other nodes are 0. For a
         last layer whose readout reads only those nodes: the same readout, fewer edges."""
         eng = copy.copy(self)
-        eng.restricted, eng.sub = True, {}
+        eng.sub = {}
         for side in ("src", "dst"):
             ids = nodes[self._side(side)].nonzero().squeeze(1)
             eng.sub[side] = (ids, SparseEngine(torch.stack([self.src[ids], self.dst[ids]]),
@@ -147,7 +151,6 @@ class DenseEngine:
     """Message passing for B graphs of one architecture (see module doc)."""
 
     name = "dense"
-    restricted = False   # set by ``toward``
 
     def __init__(self, arch, batch_size: int, groups_one: torch.Tensor, lean_chunk: int = 0):
         self.B = batch_size
@@ -214,12 +217,18 @@ class DenseEngine:
                 for i in range(0, self.B, k)]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
-    def toward(self, nodes_one: torch.Tensor) -> "DenseEngine":
+    @property
+    def restricted(self) -> bool:
+        """Whether ``message`` runs only toward some nodes (``toward``)."""
+        return self.keep is not None
+
+    def toward(self, nodes: torch.Tensor) -> "DenseEngine":
         """This engine with ``message`` evaluated only on the ops that send into one of
-        ``nodes_one`` ((N,) bool, one network's nodes) on their receiving (``to``) side; the sums
-        onto the nodes of other ops are 0. See ``SparseEngine.toward``."""
+        ``nodes`` ((B * N,) bool; all networks have the same structure, the first one's are
+        read) on their receiving (``to``) side; the sums onto the nodes of other ops are 0. See
+        ``SparseEngine.toward``."""
+        nodes_one = nodes[:self.N]
         eng = copy.copy(self)
-        eng.restricted = True
         eng.keep = {"dst": {k for k, b in enumerate(self.blocks)
                             if bool(nodes_one[b.dst_off:b.dst_off + b.out].any())},
                     "src": {k for k, b in enumerate(self.blocks)

@@ -361,8 +361,7 @@ class ScaleGMN(nn.Module):
             if t == len(self.layers) - 1 and not return_states and self._reads_io_only():
                 # the readout reads only I/O nodes: the last layer's messages into other
                 # nodes are dead code (same output; about a fifth of the step's FLOPs)
-                io = self._io_nodes(batch)
-                eng_t = eng.toward(io[:eng.N] if isinstance(eng, DenseEngine) else io)
+                eng_t = eng.toward(self._io_nodes(batch))
             if self.cfg.checkpoint and torch.is_grad_enabled() and not eng.lean_chunk:
                 # memory-lean without a chunked engine: keep only the layer's inputs and
                 # recompute the rest in backward (the dense engine recomputes its edge

@@ -10,6 +10,7 @@ from typing import Optional
 
 import yaml
 
+from .. import allocator
 from ..config import ModelConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
@@ -47,8 +48,8 @@ class TrainConfig:
     malloc: str = "auto"
 
     def __post_init__(self):
-        if self.malloc not in ("auto", "keep", "lean", "default"):
-            raise ValueError(f"malloc must be auto, keep, lean or default, got {self.malloc!r}")
+        if self.malloc not in allocator.SETTINGS:
+            raise ValueError(f"malloc must be one of {allocator.SETTINGS}, got {self.malloc!r}")
 
 
 @dataclass

@@ -112,9 +112,7 @@ def batches(graphs, batch_size, order=None, rank=0, world=1):
 def malloc_policy(cfg: RunConfig) -> str:
     """The ``scalegmn.allocator`` policy of a run: ``train.malloc``, where ``auto`` means
     ``lean`` for the memory-lean mode (``model.checkpoint``) and ``keep`` (fast) otherwise."""
-    if cfg.train.malloc != "auto":
-        return cfg.train.malloc
-    return "lean" if cfg.model.checkpoint else "keep"
+    return allocator.resolve(cfg.train.malloc, cfg.model.checkpoint)
 
 
 class Runner:
