@@ -88,8 +88,12 @@ class Layout:
             kind, ns = op["op"], op["ns"]
             off, size = self.offsets[ns], sizes[ns]
             if kind in ("linear", "conv"):
+                in_sets = parts[op["in"][0]]
+                if len(set(in_sets)) != len(in_sets):   # one (src, dst) pair would be two edges
+                    raise ValueError(f"'{op['module']}' reads node sets {list(in_sets)}: a node "
+                                     f"set may enter a layer only once")
                 chan_nodes = torch.cat([torch.arange(self.offsets[p], self.offsets[p + 1])
-                                        for p in parts[op["in"][0]]])
+                                        for p in in_sets])
                 groups = op.get("groups", 1)
                 ipg = len(chan_nodes) // groups
                 opg = size // groups

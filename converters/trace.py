@@ -195,11 +195,20 @@ class _Builder:
         self.next_vid = 0
         self.used_modules = {}
         self.used_params = {}
+        self.bn_of = {}   # node set -> the BatchNorm that reads it
 
     # -- helpers -------------------------------------------------------------------------------
     def fail(self, node, what, why):
-        where = node.target if node.op == "call_module" else node.name
-        raise UnsupportedLayerError(str(where), what, why)
+        """Raise ``UnsupportedLayerError`` at ``node``: a module call is named by its module path,
+        any other op by its fx name, prefixed with the path of the module whose ``forward``
+        made it (``layer1.0:cat``) unless that is the root."""
+        if node.op == "call_module":
+            where = str(node.target)
+        else:
+            stack = node.meta.get("nn_module_stack") or {}
+            owner = next(reversed(stack.values()))[0] if stack else ""
+            where = f"{owner}:{node.name}" if owner else node.name
+        raise UnsupportedLayerError(where, what, why)
 
     def new_vid(self):
         self.next_vid += 1
@@ -368,6 +377,11 @@ class _Builder:
                                               "track_running_stats=True")
         if x.rank not in (d + 1, d + 2) or (d == 1 and x.rank not in (2, 3)):
             self.fail(node, type(m).__name__, "unexpected input rank")
+        other = self.bn_of.setdefault(pre, node.target)
+        if other != node.target:   # both would keep their running statistics on these neurons
+            self.fail(node, type(m).__name__, f"the neurons of '{self.names[pre]}' are already "
+                                              f"normalised by the BatchNorm '{other}'; two "
+                                              f"BatchNorms of one layer are unsupported")
         op = {"op": "batchnorm", "module": node.target, "dim": d, "num_features": m.num_features,
               "eps": float(m.eps), "momentum": m.momentum, "pre": pre}
         self.new_nodeset(node, op, [x], m.num_features, node.target)
@@ -511,6 +525,14 @@ class _Builder:
         rank = vals[0].rank
         if dim % rank != 1 or any(v.flat is not None for v in vals):
             self.fail(node, "cat", "only concatenation along the channel dimension is supported")
+        seen = set()
+        for p in (p for v in vals for p in v.parts):
+            if p in seen:   # cat([h, h]), cat([h, relu(h)]), cat([cat([h, g]), h]), ...
+                self.fail(node, "cat", f"the neurons of '{self.names[p]}' appear twice in one "
+                                       f"concatenation; a neuron feeds a layer through one edge, "
+                                       f"so the graph cannot represent it (concatenate distinct "
+                                       f"layers)")
+            seen.add(p)
         vid = self.new_vid()
         self.ops.append({"op": "cat", "in": [v.vid for v in vals], "out": vid, "dim": 1})
         self.vals[node] = _Val(vid, [p for v in vals for p in v.parts],

@@ -219,3 +219,113 @@ def test_tracing_leaves_autograd_functions_working():
     x = torch.randn(4, 3, requires_grad=True)
     Clamp.apply(x).sum().backward()       # a custom Function still runs its own forward
     assert torch.equal(x.grad, torch.ones(4, 3))
+
+
+class CatBlock(nn.Module):
+    """3 -> a (6) -> cat of ``mode`` -> b -> 6 -> 2; ``distinct`` is the representable control."""
+
+    def __init__(self, mode):
+        super().__init__()
+        self.mode = mode
+        self.a, self.g = nn.Linear(3, 6), nn.Linear(3, 6)
+        n_in = {"same": 12, "triple": 18, "nested": 18, "view": 12, "input": 6,
+                "distinct": 15}[mode]
+        self.b, self.c = nn.Linear(n_in, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h, g = torch.relu(self.a(x)), torch.tanh(self.g(x))
+        cat = {"same": lambda: torch.cat([h, h], 1),
+               "triple": lambda: torch.cat([h, g, h], 1),
+               "nested": lambda: torch.cat([torch.cat([h, g], 1), h], 1),
+               "view": lambda: torch.cat([h, h.view(h.size(0), -1)], 1),
+               "input": lambda: torch.cat([x, x * 2.0], 1),
+               "distinct": lambda: torch.cat([x, h, g], 1)}[self.mode]()
+        return self.c(torch.relu(self.b(cat)))
+
+
+class Wrapped(nn.Module):
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block(x)
+
+
+@pytest.mark.parametrize("mode, culprit", [("same", "'block.a'"), ("triple", "'block.a'"),
+                                           ("nested", "'block.a'"), ("view", "'block.a'"),
+                                           ("input", "'input'")])
+def test_a_value_twice_in_one_cat_is_refused(mode, culprit):
+    model = Wrapped(CatBlock(mode)).double().eval()
+    with pytest.raises(UnsupportedLayerError) as info:
+        C.to_graph(model, torch.zeros(2, 3, dtype=torch.float64))
+    msg = str(info.value)
+    assert "unsupported at 'block:cat" in msg, msg        # the module path of the cat
+    assert f"the neurons of {culprit} appear twice in one concatenation" in msg, msg
+
+
+def test_one_layer_and_its_activation_in_one_cat_is_refused():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 6), nn.Linear(12, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(torch.cat([torch.relu(h), torch.tanh(h)], 1))
+
+    with pytest.raises(UnsupportedLayerError, match=r"'cat' \(cat\): the neurons of 'a' appear "
+                                                    r"twice"):
+        C.to_graph(M())
+
+
+def test_other_ops_fed_one_value_twice_are_refused():
+    class M(nn.Module):
+        def __init__(self, op):
+            super().__init__()
+            self.op, self.a, self.b = op, nn.Linear(3, 4), nn.Linear(4, 2)
+            self.bn1, self.bn2 = (nn.BatchNorm1d(4), nn.BatchNorm1d(4)) if op == "bn" else (
+                None, None)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            if self.op == "mul":
+                return self.b(h * h)
+            if self.op == "add":
+                return self.b(torch.add(h, h))
+            if self.op == "stack":
+                return self.b(torch.stack([h, h], 1).sum(1))
+            return self.b(self.bn1(h) + self.bn2(h))
+
+    for op, culprit in [("mul", "'mul' (mul)"), ("add", "'add' (add)"),
+                        ("stack", "'stack' (function stack)"), ("bn", "'bn2' (BatchNorm1d)")]:
+        with pytest.raises(UnsupportedLayerError) as info:
+            C.to_graph(M(op).eval())
+        assert culprit in str(info.value), str(info.value)
+    assert "already normalised by the BatchNorm 'bn1'" in str(info.value)
+
+
+def test_layout_refuses_a_spec_that_reads_a_node_set_twice():
+    spec = C.to_graph(CatBlock("distinct")).arch.to_dict()
+    for op in spec["ops"]:
+        if op["op"] == "cat":
+            op["in"] = [op["in"][1], op["in"][1], op["in"][2]]  # [h, h, g]: edited by hand
+    with pytest.raises(ValueError, match="'b' reads node sets .* only once"):
+        C.from_state_dict(CatBlock("distinct").state_dict(), C.ArchSpec.from_dict(spec))
+
+
+def test_an_ordinary_cat_round_trips_and_keeps_its_function():
+    torch.manual_seed(0)
+    model = Wrapped(CatBlock("distinct")).double().eval()
+    x = torch.randn(7, 3, dtype=torch.float64)
+    g = C.to_graph(model, x)
+    pairs = set(map(tuple, g.edge_index.t().tolist()))
+    assert len(pairs) == g.num_edges == 15 * 6 + 6 * 3 + 6 * 3 + 2 * 6
+    back = C.to_module(g)
+    assert torch.equal(back(x), model(x))
+    y, gen = model(x), torch.Generator().manual_seed(0)
+    identity = C.Action(torch.arange(g.num_nodes), torch.ones(g.num_nodes, dtype=torch.float64))
+    assert torch.equal(identity.apply_module(model, x)(x), y)
+    for _ in range(20):
+        moved = C.sample_action(g, generator=gen).apply_module(model, x)
+        assert ((moved(x) - y).abs().max() / y.abs().max()).item() < 1e-9
