@@ -15,7 +15,6 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .archspec import ArchSpec
 from .errors import UnsupportedLayerError
@@ -95,29 +94,131 @@ def _refuse_autograd_function(cls, *args, **kwargs):
     raise _NoAutogradFunction(f"custom autograd.Function {cls.__qualname__}")
 
 
+_SUPPORTED_LEAVES = (set(_ACT_MODULES) | set(_ALIAS_MODULES) | set(_POOL_MODULES) | set(_CONV)
+                     | set(_BN) | {nn.Flatten, nn.Linear, nn.LayerNorm})
+_REFUSALS = [
+    ((nn.RNNBase, nn.RNNCellBase), "recurrent layers are not supported"),
+    ((nn.MultiheadAttention,), "attention is not supported"),
+    ((nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
+      nn.TransformerDecoderLayer), "transformer layers are not supported"),
+    ((nn.Embedding, nn.EmbeddingBag), "embedding tables (integer inputs) are not supported"),
+    ((nn.PReLU,), "PReLU (a learned activation slope) is not supported"),
+    ((nn.modules.conv._ConvTransposeNd,), "transposed convolutions are not supported"),
+    ((nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm),
+     "only BatchNorm and LayerNorm over features are supported"),
+]
+
+
+def _refusal(m: nn.Module) -> Optional[str]:
+    """Why the ``torch.nn`` layer ``m`` cannot be converted, or None when it is supported."""
+    if type(m) in _SUPPORTED_LEAVES:
+        return None
+    for types, why in _REFUSALS:
+        if isinstance(m, types):
+            return why
+    return "not supported"
+
+
+def _is_torch_leaf(m: nn.Module) -> bool:
+    """torch.fx's default: a ``torch.nn`` layer (not a ``Sequential``) is a leaf of the trace."""
+    return fx.Tracer().is_leaf_module(m, "")
+
+
+class _PathTracer(fx.Tracer):
+    """``fx.Tracer`` that remembers the innermost module whose ``forward`` raised."""
+
+    def __init__(self):
+        super().__init__()
+        self.failed_at = None
+
+    def call_module(self, m, forward, args, kwargs):
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_at is None:
+                try:
+                    self.failed_at = (self.path_of_module(m), m)
+                except Exception:   # a module that is not a registered submodule
+                    self.failed_at = ("<unregistered>", m)
+            raise
+
+
 def _trace(module: nn.Module) -> fx.GraphModule:
-    tracer = fx.Tracer()
+    if _is_torch_leaf(module):   # torch.fx would trace the layer's own code (or fail inside it)
+        raise UnsupportedLayerError(
+            type(module).__name__, type(module).__name__,
+            _refusal(module) or "a bare layer is not a model: wrap it, e.g. nn.Sequential(layer)")
+    tracer = _PathTracer()
     # the raw classmethod object (``Function.apply`` would give a method bound to Function)
     original = torch.autograd.Function.__dict__["apply"]
     torch.autograd.Function.apply = classmethod(_refuse_autograd_function)
-    name = type(module).__name__
     try:
         graph = tracer.trace(module)
-    except _NoAutogradFunction as e:
-        raise UnsupportedLayerError(name, str(e), "its backward would be lost by tracing") from e
-    except fx.proxy.TraceError as e:
-        raise UnsupportedLayerError(
-            name, type(module).__qualname__,
-            f"forward cannot be traced by torch.fx (data-dependent control flow?): {e}") from e
-    except TypeError as e:
-        why = str(e)
-        if "item assignment" in why:
-            why = "in-place slice assignment is unsupported: " + why
-        raise UnsupportedLayerError(name, type(module).__qualname__,
-                                    f"forward cannot be traced by torch.fx: {why}") from e
+    except UnsupportedLayerError:
+        raise
+    except Exception as e:
+        path, m = tracer.failed_at if tracer.failed_at and tracer.failed_at[0] else ("", module)
+        name, what = path or type(module).__name__, type(m).__qualname__
+        if isinstance(e, _NoAutogradFunction):
+            raise UnsupportedLayerError(name, str(e),
+                                        "its backward would be lost by tracing") from e
+        if isinstance(e, fx.proxy.TraceError):
+            why = f"forward cannot be traced by torch.fx (data-dependent control flow?): {e}"
+        elif isinstance(e, TypeError) and "item assignment" in str(e):
+            why = f"forward cannot be traced by torch.fx: in-place slice assignment is " \
+                  f"unsupported: {e}"
+        else:
+            why = f"forward cannot be traced by torch.fx: {type(e).__name__}: {e}"
+        raise UnsupportedLayerError(name, what, why) from e
     finally:
         torch.autograd.Function.apply = original
-    return fx.GraphModule(module, graph)
+    gm = fx.GraphModule(module, graph)
+    for node in gm.graph.nodes:   # before anything runs them on a guessed input
+        if node.op == "call_module":
+            m = gm.get_submodule(node.target)
+            if _refusal(m) is not None:
+                raise UnsupportedLayerError(str(node.target), type(m).__name__, _refusal(m))
+    return gm
+
+
+class _NodeFailed(RuntimeError):
+    def __init__(self, node: fx.Node, error: Exception):
+        super().__init__(str(error))
+        self.node, self.error = node, error
+
+
+@dataclass
+class _TensorMeta:
+    shape: tuple
+    dtype: torch.dtype
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs a traced model, recording each tensor's shape in ``node.meta["tensor_meta"]`` (like
+    ``torch.fx``'s ShapeProp, but silent: a failure raises ``_NodeFailed`` naming the node)."""
+
+    def run_node(self, n):
+        try:
+            result = super().run_node(n)
+        except Exception as e:
+            raise _NodeFailed(n, e) from e
+        if isinstance(result, torch.Tensor):
+            n.meta["tensor_meta"] = _TensorMeta(tuple(result.shape), result.dtype)
+        else:
+            n.meta.pop("tensor_meta", None)
+        return result
+
+
+def _node_site(gm: fx.GraphModule, node: fx.Node) -> tuple:
+    """(where, what) of a traced node for an error: a module call's path and type, else the path
+    of the module whose ``forward`` made it and the fx name."""
+    if node.op == "call_module":
+        return str(node.target), type(gm.get_submodule(node.target)).__name__
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = next(reversed(stack.values())) if stack else None
+    if owner is None:
+        return node.name, str(node.op)
+    return f"{owner[0]}:{node.name}", f"{node.op} in {getattr(owner[1], '__name__', owner[1])}"
 
 
 def _signature(gm: fx.GraphModule):
@@ -177,10 +278,13 @@ def trace_arch(module: nn.Module, example_input: Optional[torch.Tensor] = None) 
             example_input = _guess_input(gm, module, dtype)
         try:
             with torch.no_grad():
-                ShapeProp(gm).propagate(example_input)
-        except Exception as e:
-            raise UnsupportedLayerError(type(module).__name__, "example_input",
-                                        f"running the traced model failed: {e}") from e
+                _ShapeRecorder(gm).run(example_input)
+        except _NodeFailed as f:
+            where, what = _node_site(gm, f.node)
+            shape = tuple(getattr(example_input, "shape", ()))
+            raise UnsupportedLayerError(
+                where, what, f"running the model on example_input of shape {shape} failed "
+                             f"here: {type(f.error).__name__}: {f.error}") from f.error
         spec = _Builder(gm, module, dtype).build()
     finally:
         module.train(was_training)
@@ -202,13 +306,7 @@ class _Builder:
         """Raise ``UnsupportedLayerError`` at ``node``: a module call is named by its module path,
         any other op by its fx name, prefixed with the path of the module whose ``forward``
         made it (``layer1.0:cat``) unless that is the root."""
-        if node.op == "call_module":
-            where = str(node.target)
-        else:
-            stack = node.meta.get("nn_module_stack") or {}
-            owner = next(reversed(stack.values()))[0] if stack else ""
-            where = f"{owner}:{node.name}" if owner else node.name
-        raise UnsupportedLayerError(where, what, why)
+        raise UnsupportedLayerError(_node_site(self.gm, node)[0], what, why)
 
     def new_vid(self):
         self.next_vid += 1
@@ -335,14 +433,7 @@ class _Builder:
             self.claim_module(node, m)
             self.layernorm(node, m, x)
             return
-        why = {nn.LSTM: "recurrent layers need their own construction",
-               nn.GRU: "recurrent layers need their own construction",
-               nn.RNN: "recurrent layers need their own construction",
-               nn.MultiheadAttention: "attention is not supported yet"}.get(t, "not supported")
-        if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
-                          nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder)):
-            why = "transformer layers are not supported yet"
-        self.fail(node, t.__name__, why)
+        self.fail(node, t.__name__, _refusal(m) or "not supported")
 
     def linear(self, node, m, x):
         if x.rank != 2:

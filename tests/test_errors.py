@@ -1,4 +1,6 @@
 """Bad input gives a clear error naming the culprit."""
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -151,10 +153,10 @@ class Unused(nn.Module):
     (nn.Sequential(nn.Linear(3, 4), nn.PReLU(), nn.Linear(4, 1)), torch.zeros(2, 3), "1",
      "PReLU"),
     (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(9, 1)),
-     torch.zeros(1, 1, 4, 4), "Sequential", "example_input"),
+     torch.zeros(1, 1, 4, 4), "'3' (Linear)", "example_input of shape (1, 1, 4, 4) failed"),
     (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=1)), torch.zeros(2, 3), "1", "Softmax"),
     (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv1d(2, 2, 1)), torch.zeros(1, 1, 5, 5),
-     "Sequential", "example_input"),
+     "'1' (Conv1d)", "example_input"),
 ])
 def test_unsupported_models_name_the_culprit(model, example, where, what):
     with pytest.raises(UnsupportedLayerError) as info:
@@ -329,3 +331,94 @@ def test_an_ordinary_cat_round_trips_and_keeps_its_function():
     for _ in range(20):
         moved = C.sample_action(g, generator=gen).apply_module(model, x)
         assert ((moved(x) - y).abs().max() / y.abs().max()).item() < 1e-9
+
+
+REFUSED_LAYERS = {
+    "MultiheadAttention": (lambda: nn.MultiheadAttention(16, 2, batch_first=True), "attention"),
+    "TransformerEncoderLayer": (lambda: nn.TransformerEncoderLayer(16, 2, 32, batch_first=True),
+                                "transformer"),
+    "Embedding": (lambda: nn.Embedding(10, 16), "embedding"),
+    "LSTM": (lambda: nn.LSTM(16, 16), "recurrent"),
+    "GRU": (lambda: nn.GRU(16, 16), "recurrent"),
+    "RNN": (lambda: nn.RNN(16, 16), "recurrent"),
+    "PReLU": (lambda: nn.PReLU(), "PReLU"),
+    "ConvTranspose2d": (lambda: nn.ConvTranspose2d(16, 16, 3), "transposed convolution"),
+    "GroupNorm": (lambda: nn.GroupNorm(2, 16), "only BatchNorm and LayerNorm"),
+}
+
+
+class Body(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.pre, self.layer = nn.Linear(16, 16), layer
+
+    def forward(self, x):
+        return self.layer(self.pre(x))
+
+
+class Outer(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.body, self.head = Body(layer), nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+@pytest.mark.parametrize("placement", ["bare", "sequential", "submodule"])
+@pytest.mark.parametrize("kind", list(REFUSED_LAYERS))
+def test_refused_layers_name_path_and_type_and_print_nothing(kind, placement, capfd):
+    factory, reason = REFUSED_LAYERS[kind]
+    layer = factory()
+    model, where = {"bare": (layer, kind),
+                    "sequential": (nn.Sequential(nn.Linear(16, 16), layer, nn.Linear(16, 2)), "1"),
+                    "submodule": (Outer(layer), "body.layer")}[placement]
+    model.eval()
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no warning either
+        with pytest.raises(UnsupportedLayerError) as info:
+            C.to_graph(model)
+    assert capfd.readouterr() == ("", "")
+    assert str(info.value).startswith(f"unsupported at '{where}' ({kind}): "), str(info.value)
+    assert reason in str(info.value)
+    assert info.value.where == where and info.value.what == kind
+
+
+def test_a_failing_example_input_names_the_layer_and_prints_nothing(capfd):
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Sequential(nn.Linear(5, 2)))
+    capfd.readouterr()
+    with pytest.raises(UnsupportedLayerError, match=r"^unsupported at '2.0' \(Linear\): running "
+                                                    r"the model on example_input of shape "
+                                                    r"\(2, 3\) failed here: RuntimeError"):
+        C.to_graph(model, torch.zeros(2, 3))
+    assert capfd.readouterr() == ("", "")
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        return x if x.sum() > 0 else -x
+
+
+class GatedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.gate, self.b = nn.Linear(3, 4), nn.Sequential(Gate()), nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.b(self.gate(self.a(x)))
+
+
+class NoneMask(nn.Module):
+    def forward(self, x):
+        return F._none_or_dtype(x)   # raises a RuntimeError on an fx proxy
+
+
+def test_a_forward_that_cannot_be_traced_names_its_module():
+    with pytest.raises(UnsupportedLayerError, match=r"^unsupported at 'gate.0' \(Gate\): forward "
+                                                    r"cannot be traced .*control flow"):
+        C.to_graph(GatedNet())
+    model = nn.Sequential(nn.Linear(3, 3), NoneMask(), nn.Linear(3, 1))
+    with pytest.raises(UnsupportedLayerError, match=r"^unsupported at '1' \(NoneMask\): forward "
+                                                    r"cannot be traced by torch.fx: RuntimeError"):
+        C.to_graph(model)
