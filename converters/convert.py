@@ -16,8 +16,9 @@ def to_graph(module: nn.Module, example_input: Optional[torch.Tensor] = None, *,
 
     ``example_input`` (with a batch dimension) is needed only when the input shape cannot be
     inferred (a CNN whose flatten size depends on the image size). Raises
-    ``UnsupportedLayerError`` for anything the graph cannot represent exactly, and ``ValueError``
-    for NaN/inf parameters unless ``allow_nonfinite``.
+    ``UnsupportedLayerError`` for anything the graph cannot represent exactly (also a BatchNorm or
+    an active dropout in training mode: call ``module.eval()`` first), and ``ValueError`` for
+    NaN/inf parameters unless ``allow_nonfinite``.
     """
     arch = trace_arch(module, example_input)
     return from_state_dict(module.state_dict(), arch, allow_nonfinite=allow_nonfinite)

@@ -6,6 +6,7 @@ module path, because a silently wrong graph is worse than none (research/convert
 """
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 from dataclasses import dataclass
@@ -257,13 +258,16 @@ def _module_dtype(module: nn.Module):
 
 
 def trace_arch(module: nn.Module, example_input: Optional[torch.Tensor] = None) -> ArchSpec:
-    """The ``ArchSpec`` of ``module`` (traced in eval mode; the module is left as it was)."""
+    """The ``ArchSpec`` of ``module`` (traced in eval mode; every submodule is left in its own
+    mode). A module whose current mode computes another function than eval mode (a BatchNorm or
+    a dropout with p > 0 in training mode) is refused: call ``.eval()`` first."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
-    was_training = module.training
+    modes = {name: m.training for name, m in module.named_modules()}
     try:
         module.train()
-        sig_train = _signature(_trace(module))
+        gm_train = _trace(module)
+        sig_train = _signature(gm_train)
         module.eval()
         gm = _trace(module)
         for node in gm.graph.nodes:
@@ -273,6 +277,7 @@ def trace_arch(module: nn.Module, example_input: Optional[torch.Tensor] = None) 
         if _signature(gm) != sig_train:
             raise UnsupportedLayerError(type(module).__name__, "self.training",
                                         "forward differs between train and eval mode")
+        _refuse_training_mode(gm_train, module, modes)
         dtype = _module_dtype(module)
         if example_input is None:
             example_input = _guess_input(gm, module, dtype)
@@ -287,8 +292,47 @@ def trace_arch(module: nn.Module, example_input: Optional[torch.Tensor] = None) 
                              f"here: {type(f.error).__name__}: {f.error}") from f.error
         spec = _Builder(gm, module, dtype).build()
     finally:
-        module.train(was_training)
+        for name, m in module.named_modules():   # each module back in its own mode
+            m.training = modes.get(name, m.training)
     return spec
+
+
+def _dropout_args(fn, args, kwargs) -> tuple:
+    """(p, training) of a functional dropout call, with the function's defaults."""
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments.get("p"), bound.arguments.get("training")
+
+
+def _refuse_training_mode(gm_train: fx.GraphModule, module: nn.Module, modes: dict) -> None:
+    """Refuse a model whose current mode computes something else than its eval-mode function
+    (the one the graph holds): a BatchNorm in training mode (batch statistics) or an active
+    dropout. ``gm_train`` is the model traced in training mode, ``modes`` its modules' own
+    ``training`` flags."""
+    advice = "the graph holds the eval-mode function: call model.eval() before converting"
+    for node in gm_train.graph.nodes:
+        if node.op == "call_module":
+            m = gm_train.get_submodule(node.target)
+            if not modes.get(str(node.target), False):
+                continue
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                raise UnsupportedLayerError(str(node.target), type(m).__name__,
+                                            f"in training mode it normalises with the batch's "
+                                            f"statistics; {advice}")
+            if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+                raise UnsupportedLayerError(str(node.target), type(m).__name__,
+                                            f"in training mode it drops units at random "
+                                            f"(p={m.p}); {advice}")
+        elif node.op == "call_function" and node.target in _ALIAS_FNS:
+            stack = node.meta.get("nn_module_stack") or {}
+            owner = next(reversed(stack.values()))[0] if stack else ""
+            p, training = _dropout_args(node.target, node.args, node.kwargs)
+            if modes.get(owner, False) and training is True and p != 0:
+                where, _ = _node_site(gm_train, node)
+                raise UnsupportedLayerError(where, node.target.__name__,
+                                            f"'{owner or type(module).__name__}' is in training "
+                                            f"mode, where this dropout (p={p}) is active; "
+                                            f"{advice}")
 
 
 class _Builder:
@@ -571,6 +615,10 @@ class _Builder:
             self.emit(node, {"op": "act", "name": act, "params": params}, x)
             return
         if fn in _ALIAS_FNS:
+            p, training = _dropout_args(fn, args, kwargs)
+            if training is not False and p != 0:   # F.dropout's default is training=True
+                self.fail(node, name, f"this dropout (p={p}) is active in eval mode too "
+                                      f"(training={training!r}); pass training=self.training")
             self.vals[node] = self.tensor_arg(node, args[0])
             return
         pool = _is_pool_fn(fn, name)

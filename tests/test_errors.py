@@ -422,3 +422,84 @@ def test_a_forward_that_cannot_be_traced_names_its_module():
     with pytest.raises(UnsupportedLayerError, match=r"^unsupported at '1' \(NoneMask\): forward "
                                                     r"cannot be traced by torch.fx: RuntimeError"):
         C.to_graph(model)
+
+
+class FunctionalDropout(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.a, self.b = how, nn.Linear(3, 4), nn.Linear(4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        if self.how == "self.training":
+            h = F.dropout(h, 0.5, self.training)
+        elif self.how == "default":
+            h = F.dropout(h, 0.25)          # training=True: active in eval mode too
+        else:
+            h = F.dropout(h, 0.5, training=False)
+        return self.b(h)
+
+
+class Nested(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.head = inner, nn.Linear(1, 1)
+
+    def forward(self, x):
+        return self.head(self.inner(x))
+
+
+def modes(model):
+    return [m.training for m in model.modules()]
+
+
+@pytest.mark.parametrize("model, where, what", [
+    (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1)), "'1'",
+     "(BatchNorm1d): in training mode it normalises with the batch's statistics"),
+    (Nested(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(2, 1))), "'inner.1'", "(BatchNorm2d)"),
+    (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Dropout(0.3), nn.Linear(4, 1)), "'2'",
+     "(Dropout): in training mode it drops units at random (p=0.3)"),
+    (Nested(FunctionalDropout("self.training")), "'inner:dropout'",
+     "'inner' is in training mode, where this dropout (p=0.5) is active"),
+])
+def test_training_mode_that_changes_the_function_is_refused(model, where, what):
+    model.train()
+    example = torch.zeros(2, 1, 6, 6) if isinstance(model, Nested) and not isinstance(
+        model.inner, FunctionalDropout) else torch.zeros(2, 3)
+    with pytest.raises(UnsupportedLayerError) as info:
+        C.to_graph(model, example)
+    msg = str(info.value)
+    assert msg.startswith(f"unsupported at {where} ") and what in msg, msg
+    assert "call model.eval() before converting" in msg, msg
+    assert all(modes(model)), "the refusal left the model in another mode"
+    C.to_graph(model.eval(), example)   # the advice works
+
+
+def test_training_mode_that_does_not_change_the_function_converts():
+    x = torch.randn(5, 3)
+    for model in (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Dropout(0.0), nn.Linear(4, 1)),
+                  FunctionalDropout("off"), nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4),
+                                                          nn.ReLU(), nn.Linear(4, 1))):
+        model.train()
+        assert torch.equal(C.to_module(C.to_graph(model))(x), model(x))
+        assert all(modes(model))
+    model = FunctionalDropout("self.training").eval()
+    assert torch.equal(C.to_module(C.to_graph(model))(x), model(x))
+
+
+def test_functional_dropout_active_in_eval_mode_is_refused():
+    with pytest.raises(UnsupportedLayerError, match=r"^unsupported at 'dropout' \(dropout\): this "
+                                                    r"dropout \(p=0.25\) is active in eval mode "
+                                                    r"too .*training=self.training"):
+        C.to_graph(FunctionalDropout("default").eval())
+
+
+def test_each_module_is_left_in_its_own_mode():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Dropout(0.0),
+                          nn.Linear(4, 1)).eval()
+    model[3].train()
+    model[2].train()
+    before = modes(model)
+    C.to_graph(model)
+    assert modes(model) == before == [False, False, False, True, True, False]
