@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 _ACTS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
          "gelu": nn.GELU, "silu": nn.SiLU, "identity": nn.Identity}
@@ -89,3 +90,49 @@ def cnn_zoo(stride: int = 2, activation: str = "relu", in_channels: int = 1,
         c = channels
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes)]
     return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 convs with BatchNorm, ReLU, and an identity (or 1x1-conv
+    downsampling) shortcut added before the last ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 (He et al. 2016) in torchvision's layout and key names, written out so that
+    torchvision is not a dependency: 11,689,512 parameters with ``n_classes=1000``.
+    Input (B, 3, H, W), output (B, n_classes)."""
+
+    def __init__(self, n_classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        layers, c = [], 64
+        for i, w in enumerate((64, 128, 256, 512)):
+            stride = 1 if i == 0 else 2
+            layers.append(nn.Sequential(BasicBlock(c, w, stride), BasicBlock(w, w)))
+            c = w
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))

@@ -1,4 +1,4 @@
-"""ResNet-18 (11.2M parameters) to a parameter graph and back: time and memory.
+"""ResNet-18 (11,689,512 parameters) to a parameter graph and back: time and memory.
 
     python examples/resnet18.py
 """
@@ -6,49 +6,9 @@ import resource
 import time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 import converters
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                            nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class ResNet18(nn.Module):
-    def __init__(self, n_classes=1000):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        layers, c = [], 64
-        for i, w in enumerate((64, 128, 256, 512)):
-            stride = 1 if i == 0 else 2
-            layers.append(nn.Sequential(BasicBlock(c, w, stride), BasicBlock(w, w)))
-            c = w
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, n_classes)
-
-    def forward(self, x):
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+from converters.models import ResNet18
 
 
 def rss_mb():

@@ -55,7 +55,7 @@ PSEUDO_ENGINES = {"lean": {"build": {"engine": "dense", "checkpoint": True}, "fu
                            "malloc": "lean"},
                   "reference": {"build": {"engine": "sparse", "prune_last_layer": False},
                                 "fused": False, "malloc": "default"}}
-REPO = Path(__file__).resolve().parents[1]
+PACKAGES_DIR = Path(__file__).resolve().parents[1]   # the folder holding scalegmn/ and converters/
 
 
 # -- one process per measurement ---------------------------------------------------------------
@@ -184,12 +184,14 @@ MALLOC = "keep"   # how the measuring processes set up malloc (``scalegmn.alloca
 
 
 def server_env(extra=None) -> dict:
-    """Environment of the measuring processes: this checkout first on ``PYTHONPATH``,
+    """Environment of the measuring processes: the folder holding these packages (a checkout
+    or site-packages) first on ``PYTHONPATH``,
     ``OMP_WAIT_POLICY=PASSIVE`` unless set (with OpenMP's spinning threads, any other load on the
     machine made small steps up to 100x slower on 2 cores; passive waiting costs little), and
     ``SCALEGMN_MALLOC`` (``MALLOC``: the server applies ``scalegmn.allocator.apply`` with it, as
     ``scalegmn train`` does). ``extra`` is added last."""
-    paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [str(PACKAGES_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                   if p]
     return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": os.pathsep.join(paths),
             "SCALEGMN_MALLOC": MALLOC, **(extra or {})}
 
@@ -274,21 +276,9 @@ def make_model(workload):
     if workload.startswith("mlp:"):
         return converters.models.mlp(_widths(workload), "relu"), None
     if workload == "resnet18":
-        return _resnet18().eval(), torch.randn(1, 3, 64, 64)
+        return converters.models.ResNet18().eval(), torch.randn(1, 3, 64, 64)
     raise ValueError(f"unknown workload {workload!r}; choose from {sorted(WORKLOADS)}, "
                      "mlp:<widths>, resnet18")
-
-
-def _resnet18():
-    """ResNet-18 as built by hand in ``examples/resnet18.py`` (torchvision is not a dependency)."""
-    import importlib.util
-    path = REPO / "examples" / "resnet18.py"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} (the ResNet-18 example ships with the repository)")
-    spec = importlib.util.spec_from_file_location("_scalegmn_example_resnet18", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ResNet18()
 
 
 def _batch(workload, batch_size, seed=0):
