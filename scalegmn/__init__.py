@@ -7,8 +7,23 @@
     torch.Size([2, 10])
 """
 from . import allocator
-from .config import ModelConfig
-from .registry import backends, build, count_parameters, register
 
 __version__ = "0.1.0"
 __all__ = ["ModelConfig", "backends", "build", "count_parameters", "register"]
+
+# imported on first use, so that ``scalegmn --help`` and argument errors never load torch
+_LAZY = {"ModelConfig": ".config", "backends": ".registry", "build": ".registry",
+         "count_parameters": ".registry", "register": ".registry"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,4 +1,9 @@
-"""The ``scalegmn`` command line: ``scalegmn convert``, ``scalegmn quickstart``."""
+"""The ``scalegmn`` command line: ``scalegmn convert``, ``scalegmn quickstart``, ...
+
+torch and the toolkit's heavy modules are imported inside the subcommands, so ``--help`` and
+argument errors answer at once. ``main`` sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment
+already sets it (see docs/performance.md).
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,14 +15,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import torch
-
-import converters
-from converters.draw import GraphTooLargeError, draw_graph
+DESCRIPTION = ("ScaleGMN toolkit: turn torch.nn models into parameter graphs, make weight-space "
+               "data sets, train and evaluate metanetworks on them. New here? Run 'scalegmn "
+               "quickstart'. Each command has its own --help.")
 
 
 # -- loading a model -------------------------------------------------------------------------
 def _load_factory(source: str):
+    import torch
     path, _, name = source.rpartition(":")
     if not os.path.isfile(path):
         raise SystemExit(f"error: no such file '{path}'")
@@ -36,6 +41,7 @@ def _load_factory(source: str):
 
 def parse_arch(text: str) -> converters.ArchSpec:
     """``--arch`` value: a JSON file, or a builder call such as ``siren(style="nfn")``."""
+    import converters
     if os.path.isfile(text):
         with open(text) as fh:
             return converters.ArchSpec.from_json(fh.read())
@@ -74,6 +80,9 @@ def _unwrap_state_dict(obj):
 def load_graph_source(source: str, arch=None, trust=False, example_shape=None):
     """A ``ParameterGraph`` from ``file.py:factory``, a state dict + ``arch``, or (with
     ``trust``) a whole pickled model."""
+    import torch
+
+    import converters
     example = torch.zeros(2, *example_shape) if example_shape else None
     if ":" in source and source.rpartition(":")[0].endswith(".py"):
         model = _load_factory(source)
@@ -102,6 +111,7 @@ def load_graph_source(source: str, arch=None, trust=False, example_shape=None):
 
 # -- reporting -------------------------------------------------------------------------------
 def summarise(graph) -> str:
+    import converters
     arch = graph.arch
     groups = Counter(converters.GROUPS[int(g)] for g in graph.group)
     etypes = Counter(converters.EDGE_TYPES[int(t)] for t in graph.edge_type)
@@ -117,6 +127,8 @@ def summarise(graph) -> str:
 
 
 def cmd_convert(args):
+    import converters
+    from converters.draw import GraphTooLargeError, draw_graph
     arch = parse_arch(args.arch) if args.arch else None
     shape = [int(s) for s in args.example_shape.split(",")] if args.example_shape else None
     try:
@@ -140,6 +152,9 @@ def cmd_convert(args):
 
 
 def cmd_simulate(args):
+    import torch
+
+    import converters
     from . import simulate
     from converters.models import make_activation
     torch.manual_seed(args.seed)
@@ -150,7 +165,7 @@ def cmd_simulate(args):
             layers.append(torch.nn.Linear(a, b))
             if i < len(widths) - 2:
                 layers.append(make_activation(args.activation) if args.activation != "sin"
-                              else _Sine(args.w0))
+                              else _sine(args.w0))
         model = torch.nn.Sequential(*layers)
     elif args.model:
         graph = load_graph_source(args.model, None, args.trust,
@@ -183,13 +198,18 @@ def cmd_simulate(args):
     return 0
 
 
-class _Sine(torch.nn.Module):
-    def __init__(self, w0):
-        super().__init__()
-        self.w0 = float(w0)
+def _sine(w0: float):
+    """A ``sin(w0 * x)`` module (defined here so that importing the CLI needs no torch)."""
+    import torch
 
-    def forward(self, x):
-        return torch.sin(self.w0 * x)
+    class _Sine(torch.nn.Module):
+        def __init__(self, w0):
+            super().__init__()
+            self.w0 = float(w0)
+
+        def forward(self, x):
+            return torch.sin(self.w0 * x)
+    return _Sine(w0)
 
 
 def cmd_data(args):
@@ -198,10 +218,10 @@ def cmd_data(args):
 
 
 def cmd_train(args):
-    from .train import list_configs, load_config
-    from .train.loop import Runner
+    from .train import load_config
     if args.config == "list":
-        print("\n".join(list_configs()))
+        from .train.keys import list_lines
+        print("\n".join(list_lines()))
         return 0
     try:
         cfg = load_config(args.config, args.set or [])
@@ -209,6 +229,11 @@ def cmd_train(args):
             cfg.train.device = args.device
         if args.dtype:
             cfg.train.dtype = args.dtype
+        if args.show:
+            from .train.keys import show
+            print(show(cfg, args.config))
+            return 0
+        from .train.loop import Runner
         runner = Runner(cfg, args.out, resume=args.resume, dry_run=args.dry_run)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from e
@@ -220,6 +245,8 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
+    import torch
+
     from .train.config import _build, RunConfig
     from .train.loop import Runner
     ckpt = torch.load(args.checkpoint, weights_only=False)
@@ -258,7 +285,10 @@ def cmd_quickstart(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="scalegmn", description=__doc__)
+    # before torch is imported (its OpenMP pool reads this once): idle threads sleep instead of
+    # spinning, which keeps small ops fast when anything else runs; a user's setting wins
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    p = argparse.ArgumentParser(prog="scalegmn", description=DESCRIPTION)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("convert", help="convert a model or checkpoint to a parameter graph")
     c.add_argument("source", help="file.py:factory, a state dict (.pt) with --arch, or a pickled "
@@ -295,12 +325,18 @@ def main(argv=None):
     data_cli.add_parser(sub, cmd_data)
     t = sub.add_parser("train", help="train a metanetwork from a config")
     t.add_argument("--config", required=True, help="a shipped config name, a YAML path, or "
-                                                   "'list'")
-    t.add_argument("--out", default="runs/run")
+                                                   "'list' (names with one-line descriptions)")
+    t.add_argument("--show", action="store_true",
+                   help="print every config key with its value, default and meaning, and stop")
+    t.add_argument("--out", default="runs/run",
+                   help="run directory: config.yaml, metrics.jsonl, summary.json, checkpoints/, "
+                        "plots/ (default: %(default)s)")
     t.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys")
-    t.add_argument("--resume", action="store_true")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from checkpoints/last.pt")
     t.add_argument("--dry-run", action="store_true", help="print the summary and stop")
-    t.add_argument("--device")
+    t.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (overrides "
+                                    "train.device)")
     t.add_argument("--dtype", choices=["float32", "float64"])
     t.set_defaults(fn=cmd_train)
     e = sub.add_parser("eval", help="evaluate a checkpoint")
@@ -318,7 +354,8 @@ def main(argv=None):
     bn.add_argument("bench_args", nargs=argparse.REMAINDER)
     bn.set_defaults(fn=cmd_bench)
     q = sub.add_parser("quickstart", help="the main job end to end on built-in data")
-    q.add_argument("--out", default="quickstart_out")
+    q.add_argument("--out", default="quickstart_out",
+                   help="folder for the runs, the table and the plots (default: %(default)s)")
     q.add_argument("--quick", action="store_true", help="a tiny version (for tests)")
     q.set_defaults(fn=cmd_quickstart)
     raw = sys.argv[1:] if argv is None else list(argv)

