@@ -1,6 +1,6 @@
 """``ParameterGraph``: one network as a PyG ``Data`` object, and the maps to and from state dicts.
 
-Fields (DESIGN.md section 2): ``x`` (N, Fx), ``edge_index`` (2, E) as ``j -> i``, ``edge_attr``
+Fields (docs/design.md 2.2): ``x`` (N, Fx), ``edge_index`` (2, E) as ``j -> i``, ``edge_attr``
 (E, Fe), ``edge_mask`` (E, Fe), ``edge_type`` (E,), ``layer``, ``role``, ``io_index``, ``group``,
 ``perm_class``, ``tie``, ``act`` (all (N,) long) and ``arch`` (an ``ArchSpec``).
 

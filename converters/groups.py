@@ -1,6 +1,6 @@
 """The vocabulary of the parameter graph: symmetry groups, roles, edge types, activations.
 
-A neuron's scale symmetry is one of the five groups of DESIGN.md section 2. Internally a group is
+A neuron's scale symmetry is one of the five groups of docs/design.md 3.1. Internally a group is
 a set of allowed factors, written as two bits so that intersection is a bitwise AND:
 
 - bit ``POS`` (1): multiplication by any q > 0 is allowed;

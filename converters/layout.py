@@ -1,6 +1,6 @@
 """Where every parameter of an architecture lives in its graph (cached per ``ArchSpec``).
 
-The layout is the manifest of research/converters.md section 3: for each op that creates edges, the
+The layout is the parameter manifest (docs/design.md 2.2): for each op that creates edges, the
 edge range it owns, the kernel slots its entries occupy, and the state-dict keys it reads; for each
 node-feature column, the node ranges and keys. Every parameter and buffer element is claimed by
 exactly one slot, which is what makes ``to_module(to_graph(m))`` bitwise exact.

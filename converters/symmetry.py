@@ -1,7 +1,7 @@
 """Symmetry detection: which group each node set carries, and how node sets are coupled.
 
 A neuron's group is the intersection of what every consumer of its value allows
-(research/converters.md section 2). We walk the ops backwards, tracking for every value the set of
+(docs/design.md 3.2). We walk the ops backwards, tracking for every value the set of
 factors q with which its channels may be multiplied (``groups.ANY/POS/NEG/ONE`` bits) without
 changing the network function, given that the consumer compensates where it can:
 

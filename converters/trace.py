@@ -2,7 +2,7 @@
 
 The tracer treats ``torch.nn`` layers as leaves and traces through user modules. Every traced op
 must be in the table below; anything else raises ``UnsupportedLayerError`` naming the fx node or
-module path, because a silently wrong graph is worse than none (research/converters.md section 4).
+module path, because a silently wrong graph is worse than none (docs/design.md 2.3).
 """
 from __future__ import annotations
 

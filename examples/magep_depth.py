@@ -1,6 +1,6 @@
 """MAGEP-NFN forward time against depth: our prefix/suffix path products against forming every
 pair product W_(s,t) (what the published layer computes), at batch 32, 16 channels, networks
-2-64^(L-1)-10 (the widths of research/nfn.md 4.6).
+2-64^(L-1)-10 (docs/methods.md 4.4).
 
     python examples/magep_depth.py [--depths 3 6 12 24] [--repeats 5]
 """

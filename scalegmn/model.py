@@ -1,7 +1,7 @@
 """ScaleGMN, ScaleGMN-B and the permutation-only GMN on parameter graphs.
 
 Shapes: node states ``h`` (N, d), forward edge states ``e`` (E, d) for ``j -> i``, backward edge
-states ``eb`` (E, d) (same order; the edge seen from ``i``). Symmetry (research/scalegmn.md 11):
+states ``eb`` (E, d) (same order; the edge seen from ``i``). Symmetry (docs/methods.md 2):
 under an action with factors q, ``h_i -> q_i h_i``, ``e_ij -> q_i / q_j e_ij``,
 ``eb_ij -> q_j / q_i eb_ij``; I/O neurons have q = 1. Every node is processed by the functions
 of its own group (``fixed``, ``perm``, ``sign``, ``scale``, ``linear``).

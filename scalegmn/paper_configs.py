@@ -81,9 +81,9 @@ def markdown() -> str:
             "- Monomial-NFN and MAGEP-NFN INR classifiers and editors: the published models put a "
             "small Monomial/MAGEP front end before Gaussian Fourier features and a large NP/HNP "
             "network (most of their parameters), and the editors are not sign-equivariant "
-            "(research/nfn.md 3.7). Ours are the pure Monomial-NFN/MAGEP-NFN, which keep the "
+            "(docs/methods.md section 8.5). Ours are the pure Monomial-NFN/MAGEP-NFN, which keep the "
             "claimed group end to end.",
-            "- NP/HNP: one layer formula with per-neuron features (research/nfn.md 2.1-2.2 in our "
+            "- NP/HNP: one layer formula with per-neuron features (docs/methods.md section 5 in our "
             "own form); the published HNP has per-column maps on the first/last layers.",
             "- MAGEP-NFN: learned (not frozen random) Psi/psi, per-layer propagated biases instead "
             "of trace features, so nothing is frozen.",

@@ -1,4 +1,5 @@
-"""Constructive check of the ScaleGMN simulation theorem (research/scalegmn.md section 5).
+"""Constructive check of the ScaleGMN simulation theorem (Kalogeropoulos et al., "Scale Equivariant
+Graph Metanetworks", NeurIPS 2024, Thm 5.2; docs/simulation.md).
 
 ``check(module, inputs)`` sets the parameters of a ScaleGMN-B (our ``ScaleGMN`` class, our
 engines, embeddings, messages and updates) so that, fed the network's graph, its node states hold

@@ -4,7 +4,7 @@
 ``assert_sensitive`` is the negative control: it shows the model *does* react to what it must not
 ignore, so a passing equivariance test is not the trivial one of a constant model.
 
-Errors follow DESIGN.md section 5: per sample ``max|F(g x) - g F(x)| / max(max|F(x)|, tiny)``,
+Errors as in docs/design.md 6: per sample ``max|F(g x) - g F(x)| / max(max|F(x)|, tiny)``,
 reported per group component, in float64, eval mode, on copies.
 """
 from __future__ import annotations

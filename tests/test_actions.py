@@ -207,7 +207,7 @@ def test_control_sign_flip_before_maxpool():
 
 def test_control_batchnorm_absorption_must_use_gamma():
     """Scaling a pre-BN channel is exact through (gamma / q, mean * q); the 'obvious' (mean * q,
-    var * q^2) absorption is not (research/converters.md 1.4)."""
+    var * q^2) absorption is not (docs/design.md 2.1)."""
     model, x = make("resnet")
     g = C.to_graph(model, x)
     pre = [ns["name"] for ns in g.arch.nodesets].index("stem")

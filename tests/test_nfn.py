@@ -71,7 +71,7 @@ def test_negative_controls(batches, name, backend, task):
 
 @pytest.mark.parametrize("name", ["mlp_relu", "cnn_zoo"])
 def test_monomial_layer_is_invariant_to_uncoupled_actions(batches, name):
-    """research/nfn.md 3.4: no message passing between layers, so a coupled-action test cannot
+    """docs/methods.md 3.3: no message passing between layers, so a coupled-action test cannot
     catch a wrongly coupled action; documented here as a property rather than a control."""
     net = build("monomial-nfn", "invariant", batches[name])
     assert sensitivity(net, batches[name], "uncoupled") < 1e-12

@@ -106,7 +106,7 @@ def test_control_canonicalisation_off_fails_the_scale_test(batches):
 @pytest.mark.parametrize("readout", ["full_graph", "last_layer"])
 def test_control_published_bidirectional_bug(batches, readout):
     """Forward weights on backward edges (the published code) break scale invariance on ReLU
-    nets, and are harmless on sign nets, as research/scalegmn.md 10.1 measured."""
+    nets, and are harmless on sign nets, as measured on the published code (docs/methods.md 8.1)."""
     buggy = dict(backward_edges="forward", readout=readout, **SMALL)
     relu = scalegmn.build("scalegmn-b", "invariant", spec=batches["cnn_zoo"], **buggy)
     assert equivariance_errors(relu, batches["cnn_zoo"], n_actions=2)["scale"] > 1e-4

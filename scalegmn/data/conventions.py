@@ -1,4 +1,4 @@
-"""SIREN conventions of the public INR data sets, carried as data (research/data.md 2.1).
+"""SIREN conventions of the public INR data sets, carried as data (docs/design.md 8).
 
 The DWSNets and NFN SIRENs differ in state-dict keys, output offset, target range and coordinate
 order. A loader attaches its ``SirenConvention`` to every graph (``graph.convention``) and to the

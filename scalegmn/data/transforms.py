@@ -49,7 +49,7 @@ class SirenCanonical:
     ``b -> b + 2 pi m / w0`` and ``(w, b) -> (-w, pi / w0 - b)`` (no next-layer change), then the
     sign flip (with the next layer's column) so that ``b`` lies in ``[0, pi / (2 w0)]`` (ties at
     ``b = 0`` broken by the sign of the first nonzero incoming weight). Correct for the
-    ``sin(w0 (W x + b))`` parameterisation, unlike the published script (scalegmn.md 10.2)."""
+    ``sin(w0 (W x + b))`` parameterisation, unlike the published script (docs/methods.md 8.4)."""
 
     def __call__(self, graph):
         g = graph.clone()

@@ -2,7 +2,7 @@
 order), ``layout.csv``, ``metrics.csv.gz`` and a split file; reading and writing.
 
 ``weights.npy`` is memory-mapped and only the selected rows are read, so a 5.4 GB file never
-loads whole (research/data.md 2.5).
+loads whole (docs/design.md 8).
 """
 from __future__ import annotations
 

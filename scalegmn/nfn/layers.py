@@ -9,12 +9,12 @@ layer may mix freely along their index: we *fold* that index into the feature ax
 
 and a linear map on the folded features is then equivariant to whatever acts on the hidden index.
 
-- ``MonomialLinear``: Monomial-NFN (research/nfn.md 3.2-3.3): equivariant to permutations times
+- ``MonomialLinear``: Monomial-NFN (docs/methods.md 3.2): equivariant to permutations times
   any non-zero diagonal (``sign=False``), or to permutations times sign flips (``sign=True``, which
   adds the b_{L-1} <-> W_L couplings the sign group allows).
-- ``NeuronSetLinear``: NP (every neuron permutable) and HNP (inputs/outputs fixed), nfn.md 2.1-2.2,
+- ``NeuronSetLinear``: NP (all neurons permutable), HNP (inputs/outputs fixed); docs/methods.md 5,
   written with per-neuron features: permutation-equivariant only (additive constants and means).
-- ``PolyLinear`` / ``PolyInvariant``: MAGEP-NFN's polynomial layers (nfn.md 4.1-4.3): equivariant /
+- ``PolyLinear`` / ``PolyInvariant``: MAGEP-NFN polynomial layers (docs/methods.md 4): equivariant /
   invariant to permutations times any non-zero diagonal; path products through prefix and suffix
   products, so the cost is linear in depth.
 - ``EntryNormPool``: Monomial-NFN's invariant layer (degree-0 normalisation per entry, then means).
@@ -60,7 +60,7 @@ class MonomialLinear(nn.Module):
     With ``sign``: W'_L[:,k] += T b_{L-1}[k] and b'_{L-1}[j] += U W_L[:,j] (valid for +-1 only).
 
     Maps never mix two hidden entries, so the layer is also equivariant to *uncoupled* actions
-    (research/nfn.md 3.4) apart from the ``sign`` couplings."""
+    (docs/methods.md 3.3) apart from the ``sign`` couplings."""
 
     def __init__(self, n0, nL, L, f_in, g_in, f_out, g_out, sign=False):
         super().__init__()
@@ -262,7 +262,7 @@ def _last(x):
 class PolyLinear(nn.Module):
     """MAGEP-NFN's polynomial equivariant layer on a ``k = 1`` weight space with C -> C' channels.
 
-    Terms per channel (research/nfn.md 4.1): path products P_s = W_(s,0), S_t = W_(L,t);
+    Terms per channel (docs/methods.md 4.2): path products P_s = W_(s,0), S_t = W_(L,t);
     [WW]_s = P_s Psi_s S_{s-1} and [bW]_s = b_s (psi_s^T S_{s-1}) (both transform like W_s);
     for biases [WW0]_s = P_s Psi'_s S_0, [bW0]_s = b_s (psi'_s^T S_0), the propagated bias beta_s,
     and for the invariant b'_L also every W_(L,s) b_s. Then
@@ -329,7 +329,7 @@ class PolyLinear(nn.Module):
 
 
 class PolyInvariant(nn.Module):
-    """MAGEP-NFN's invariant layer (research/nfn.md 4.3) on a ``k = 1`` weight space: a linear
+    """MAGEP-NFN's invariant layer (docs/methods.md 4.3) on a ``k = 1`` weight space: a linear
     map of W_(L,0), W_(L,0) Psi W_(L,0), b_L (psi^T W_(L,0)), beta_L, b_L and every W_(L,s) b_s
     (which subsume the published trace features), plus a constant. ``(B, d_out)``; invariant to
     permutations times any non-zero diagonal, with no pooling.

@@ -10,7 +10,7 @@ Claims (``claimed_groups``), from the activations of the data (``Chain.mode``):
 - NP, HNP, STATNN: permutations only.
 
 No Fourier features or positional encodings are applied to anything that is not invariant, so
-every claim holds for the whole model (the published editing models break theirs: nfn.md 3.7).
+every claim holds for the whole model (published editing models break theirs: docs/methods.md 8.5).
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class WeightSpaceNet(nn.Module):
 class MonomialNFN(WeightSpaceNet):
     """Monomial-NFN: ``MonomialLinear`` layers with ReLU/tanh between them; invariant task:
     ``EntryNormPool`` then the head; equivariant task: a last ``MonomialLinear`` to one channel.
-    Invariant also to *uncoupled* actions in scale mode (research/nfn.md 3.4)."""
+    Invariant also to *uncoupled* actions in scale mode (docs/methods.md 3.3)."""
 
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)

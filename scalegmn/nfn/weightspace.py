@@ -63,7 +63,7 @@ class Chain:
         return "perm"
 
     def claimed(self) -> tuple:
-        """The groups (DESIGN.md vocabulary) a backend built for this chain respects."""
+        """The groups (docs/design.md 3.1) a backend built for this chain respects."""
         return ("fixed", "perm") if self.mode == "perm" else ("fixed", "perm", self.mode)
 
     def signature(self) -> tuple:
