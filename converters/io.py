@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
+from typing import Union
 
 import networkx as nx
 import torch
@@ -14,8 +16,17 @@ _TENSORS = ("x", "edge_index", "edge_attr", "edge_mask", "edge_type") + NODE_FIE
 _FORMAT = "converters.ParameterGraph/1"
 
 
-def save_graph(path, graph: ParameterGraph) -> None:
-    """Write ``graph`` to ``path`` atomically (plain tensors and the arch as JSON)."""
+def save_graph(graph: ParameterGraph, path: Union[str, os.PathLike]) -> None:
+    """Write ``graph`` to ``path`` atomically (plain tensors and the arch as JSON), in
+    ``torch.save(obj, path)``'s order. The old order ``save_graph(path, graph)`` still works, with
+    a ``DeprecationWarning``."""
+    if isinstance(graph, (str, os.PathLike)) and isinstance(path, ParameterGraph):
+        warnings.warn("save_graph(path, graph) is deprecated: call save_graph(graph, path), the "
+                      "order of torch.save(obj, path)", DeprecationWarning, stacklevel=2)
+        graph, path = path, graph
+    if not isinstance(graph, ParameterGraph) or isinstance(getattr(graph, "arch", None), list):
+        raise TypeError(f"save_graph(graph, path) takes one ParameterGraph, got "
+                        f"{type(graph).__name__} (a Batch: save batch.to_data_list() one by one)")
     payload = {"format": _FORMAT, "arch": graph.arch.to_json(),
                "pad_shape": list(pad_shape(graph))}
     payload.update({k: graph[k] for k in _TENSORS})

@@ -137,7 +137,7 @@ def cmd_convert(args):
         raise SystemExit(f"error: {e}") from e
     print(summarise(graph))
     if args.output:
-        converters.save_graph(args.output, graph)
+        converters.save_graph(graph, args.output)
         print(f"wrote {args.output}")
     if args.arch_out:
         Path(args.arch_out).write_text(json.dumps(graph.arch.to_dict(), indent=1))

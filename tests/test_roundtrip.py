@@ -110,9 +110,27 @@ def test_networkx_and_file_round_trips(name, tmp_path):
     G = C.to_networkx(g)
     assert G.number_of_nodes() == g.num_nodes and G.number_of_edges() == g.num_edges
     path = tmp_path / "g.pt"
-    C.save_graph(path, g)
+    C.save_graph(g, path)
     assert_same_graph(C.load_graph(path), g)
     assert torch.equal(C.to_module(C.load_graph(path))(x), m(x))
+
+
+def test_save_graph_takes_torch_saves_order_and_the_old_one_with_a_warning(tmp_path, recwarn):
+    m, x = make("cat")
+    g = C.to_graph(m, x)
+    C.save_graph(g, tmp_path / "new.pt")                 # torch.save(obj, path)'s order
+    C.save_graph(g, str(tmp_path / "new_str.pt"))
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+    with pytest.warns(DeprecationWarning, match=r"save_graph\(graph, path\)"):
+        C.save_graph(tmp_path / "old.pt", g)             # the old order still works
+    with pytest.warns(DeprecationWarning):
+        C.save_graph(str(tmp_path / "old_str.pt"), g)
+    for name in ("new.pt", "new_str.pt", "old.pt", "old_str.pt"):
+        assert_same_graph(C.load_graph(tmp_path / name), g)
+    with pytest.raises(TypeError, match="takes one ParameterGraph, got str"):
+        C.save_graph("a.pt", "b.pt")
+    with pytest.raises(TypeError, match="Batch"):
+        C.save_graph(Batch.from_data_list([g, g]), tmp_path / "batch.pt")
 
 
 def test_load_graph_rejects_other_files(tmp_path):
