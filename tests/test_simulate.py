@@ -45,18 +45,28 @@ def test_small_cnn():
     assert simulate.check(model, x, backward=False, dtype=torch.float32).max_forward_error < 1e-4
 
 
-@pytest.mark.parametrize("model", [C.models.mlp([2, 8, 8, 1], "tanh"),
-                                   C.models.Siren((2, 16, 16, 1), output_offset=0.5)],
-                         ids=["tanh", "sine"])
-def test_tanh_and_sine_with_oracle_and_fitted(model):
-    x = torch.rand(4, 2) * 2 - 1
+# Relative errors of the fitted-MLP replacement of sigma(z)/z (docs/simulation.md, "Scope and
+# measured errors"): measured at seed 0, tanh 6.2e-3 forward / 5.4e-3 backward (1.6e-3 to 1.4e-2
+# over seeds 0-4), sine 1.9 / 2.1 (1.7 to 3.2). The lower bounds show the fitted MLP is in use
+# (not the exact oracle); the upper ones that it stays a usable approximation for tanh and
+# bounded for sin(30 z)/z, which a 64-unit MLP cannot follow.
+FITTED_BOUNDS = {"tanh": (1e-3, 2e-2), "sine": (0.5, 10.0)}
+
+
+@pytest.mark.parametrize("name", ["tanh", "sine"])
+def test_tanh_and_sine_with_oracle_and_fitted(name):
+    torch.manual_seed(0)
+    model = (C.models.mlp([2, 8, 8, 1], "tanh") if name == "tanh"
+             else C.models.Siren((2, 16, 16, 1), output_offset=0.5))
+    x = torch.rand(4, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
     r = simulate.check(model, x)
     assert r.max_forward_error < 1e-10 and r.max_backward_error < 1e-10, str(r)
     assert any("sigma(z)/z" in p for p in r.oracle_parts)
     fitted = simulate.check(model, x, fitted=True)
     assert fitted.notes and "fitted MLP" in fitted.notes[0]
-    assert fitted.max_forward_error > 0 and torch.isfinite(torch.tensor(
-        fitted.max_forward_error))
+    lo, hi = FITTED_BOUNDS[name]
+    for err in (fitted.max_forward_error, fitted.max_backward_error):
+        assert lo < err < hi, str(fitted)
 
 
 def test_zero_weights_and_dead_neurons_stay_finite():
