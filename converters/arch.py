@@ -35,11 +35,12 @@ def siren(widths: Sequence[int] = (2, 32, 32, 1), w0: float = 30.0, output_offse
     """A SIREN with sine hidden layers ``sin(w0 (W x + b))`` and a linear last layer.
 
     ``style="dwsnets"`` (keys ``seq.{i}.*``; the DWSNets INR data uses ``output_offset=0.5``) or
-    ``"nfn"`` (keys ``net.{i}.linear.*``, last ``net.{L-1}.*``; no offset).
+    ``"nfn"`` (keys ``net.{i}.linear.*``, last ``net.{L-1}.*``; no offset). The spec is the one
+    ``to_graph(models.Siren(...))`` gives (same ``hash``): ``w0`` is in the sine node sets'
+    ``act_params``, the offset is a ``scalar`` add op, the style shows in the module paths.
     """
     module = models.Siren(list(widths), w0, output_offset, style)
-    return _spec(module, torch.zeros(1, widths[0]), dtype, siren={
-        "style": style, "w0": float(w0), "output_offset": float(output_offset)})
+    return _spec(module, torch.zeros(1, widths[0]), dtype)
 
 
 def cnn_zoo(stride: int = 2, activation: str = "relu", in_channels: int = 1, channels: int = 16,

@@ -75,7 +75,8 @@ class ArchSpec:
     """The structure of one network: ops, node sets and their symmetry (see module doc).
 
     Two networks with equal ``ArchSpec`` (equal ``hash``) batch into one dense view; ``to_module``
-    rebuilds the network from the spec and a graph's values.
+    rebuilds the network from the spec and a graph's values. Equality ignores the spatial size
+    of the example input (see ``identity_json``).
     """
 
     ops: tuple
@@ -104,7 +105,7 @@ class ArchSpec:
         }
 
     def to_json(self) -> str:
-        """Canonical JSON (computed once: the spec is immutable; equality and hashing use it)."""
+        """Canonical JSON of the whole spec (computed once: the spec is immutable)."""
         cached = self.__dict__.get("_json")
         if cached is None:
             cached = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -123,20 +124,39 @@ class ArchSpec:
     def from_json(cls, s: str) -> "ArchSpec":
         return cls.from_dict(json.loads(s))
 
+    def identity_json(self) -> str:
+        """Canonical JSON of what identifies the architecture (``hash`` and ``==`` use it):
+        everything in ``to_json`` except the spatial size of the example input the spec was traced
+        with (``input["shape"][1:]``; its rank stays). The ops already record every size the
+        parameters depend on (a flatten's block shape is ``linear.spatial``), so a CNN traced on
+        28x28 and on 32x32 images is one architecture."""
+        cached = self.__dict__.get("_identity")
+        if cached is None:
+            d = self.to_dict()
+            shape = d["input"].get("shape")
+            if shape:
+                d["input"] = {**d["input"], "shape": [shape[0]] + [None] * (len(shape) - 1)}
+            cached = json.dumps(d, sort_keys=True, separators=(",", ":"))
+            object.__setattr__(self, "_identity", cached)
+        return cached
+
     @property
     def hash(self) -> str:
-        """A short stable identifier of the architecture (sha256 of the canonical JSON)."""
+        """A short stable identifier of the architecture: the first 16 hex digits of the sha256
+        of ``identity_json()`` (ops, node sets, input channels and rank, dtype, node features,
+        kernel shape and ``meta``)."""
         cached = self.__dict__.get("_hash")
         if cached is None:
-            cached = hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+            cached = hashlib.sha256(self.identity_json().encode()).hexdigest()[:16]
             object.__setattr__(self, "_hash", cached)
         return cached
 
     def __hash__(self):
-        return hash(self.to_json())
+        return hash(self.identity_json())
 
     def __eq__(self, other):
-        return other is self or (isinstance(other, ArchSpec) and self.to_json() == other.to_json())
+        return other is self or (isinstance(other, ArchSpec)
+                                 and self.identity_json() == other.identity_json())
 
     def __repr__(self):
         return (f"ArchSpec({self.hash}: {len(self.nodesets)} node sets, {self.num_nodes} nodes, "

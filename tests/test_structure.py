@@ -1,4 +1,5 @@
 """Hand-counted graphs of small models, the edge order contract, and the arch builders."""
+import pytest
 import torch
 import torch.nn as nn
 
@@ -112,7 +113,8 @@ def test_siren_builders_read_published_keys():
     g = C.from_state_dict(sd, dws)
     assert (g.num_nodes, g.num_edges) == (67, 64 + 1024 + 32)
     assert [ns["act"] for ns in dws.nodesets] == ["identity", "sin", "sin", "identity"]
-    assert dws.nodesets[1]["act_params"]["w0"] == 30.0 and dws.meta["siren"]["output_offset"]
+    assert dws.nodesets[1]["act_params"]["w0"] == 30.0
+    assert [(op["fn"], op["const"]) for op in dws.ops if op["op"] == "scalar"][-1] == ("add", 0.5)
     net = C.to_module(g)
     x = torch.rand(5, 2)
     ref = torch.sin(30 * (x @ sd["seq.0.weight"].T + sd["seq.0.bias"]))
@@ -142,3 +144,46 @@ def test_float32_models_keep_their_dtype():
     m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     g = C.to_graph(m)
     assert g.x.dtype == g.edge_attr.dtype == torch.float32 and g.arch.dtype == "float32"
+
+
+@pytest.mark.parametrize("spec, model, example", [
+    (lambda: C.arch.siren((2, 32, 32, 1), output_offset=0.5),
+     lambda: C.models.Siren((2, 32, 32, 1), 30.0, 0.5, "dwsnets"), None),
+    (lambda: C.arch.siren((2, 16, 16, 3), w0=20.0, style="nfn"),
+     lambda: C.models.Siren((2, 16, 16, 3), 20.0, 0.0, "nfn"), None),
+    (lambda: C.arch.mlp([3, 8, 8, 2], "tanh"),
+     lambda: nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)),
+     None),
+    (lambda: C.arch.mlp([2, 8, 1], dtype=torch.float64), lambda: C.models.mlp([2, 8, 1]).double(),
+     None),
+    (lambda: C.arch.cnn_zoo(), lambda: C.models.cnn_zoo(), None),               # guessed 32x32
+    (lambda: C.arch.cnn_zoo(), lambda: C.models.cnn_zoo(), torch.zeros(2, 1, 28, 28)),
+    (lambda: C.arch.cnn_zoo(stride=1, activation="tanh", in_channels=3, channels=8),
+     lambda: C.models.cnn_zoo(stride=1, activation="tanh", in_channels=3, channels=8),
+     torch.zeros(2, 3, 32, 32)),
+])
+def test_builders_and_to_graph_give_one_hash(spec, model, example):
+    spec, model = spec(), model()
+    traced = C.to_graph(model, example).arch
+    assert traced.hash == spec.hash and traced == spec and hash(traced) == hash(spec)
+    assert C.from_state_dict(model.state_dict(), spec).arch.hash == traced.hash
+
+
+def test_what_the_hash_ignores_and_what_it_keeps():
+    on28 = C.to_graph(C.models.cnn_zoo(), torch.zeros(2, 1, 28, 28)).arch
+    on64 = C.to_graph(C.models.cnn_zoo(), torch.zeros(2, 1, 64, 64)).arch
+    assert on28 == on64 and on28.hash == on64.hash          # the example's spatial size: ignored
+    assert on28.input["shape"] == (1, 28, 28) and on64.input["shape"] == (1, 64, 64)  # but kept
+    assert C.ArchSpec.from_json(on28.to_json()).input["shape"] == (1, 28, 28)
+    base = C.arch.siren((2, 32, 32, 1), output_offset=0.5)
+    others = [C.arch.siren((2, 32, 32, 1)), C.arch.siren((2, 32, 32, 1), w0=31.0, output_offset=0.5),
+              C.arch.siren((2, 32, 16, 1), output_offset=0.5),
+              C.arch.siren((2, 32, 32, 1), output_offset=0.5, dtype=torch.float64),
+              C.arch.siren((2, 32, 32, 1), output_offset=0.5, style="nfn"),
+              base.with_meta(convention={"style": "dwsnets"}),
+              C.arch.cnn_zoo(in_channels=3), C.arch.cnn_zoo(kernel=5)]
+    hashes = {base.hash} | {o.hash for o in others}
+    assert len(hashes) == len(others) + 1                     # everything else: kept
+    conv1d = C.to_graph(nn.Sequential(nn.Conv1d(1, 2, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                                      nn.Linear(2, 1)), torch.zeros(2, 1, 9)).arch
+    assert conv1d.input["shape"] == (1, 9) and '"shape":[1,null]' in conv1d.identity_json()
