@@ -153,3 +153,106 @@ def test_control_link_checkers_flag_missing_targets():
             "```\n[in code](also_missing.md)\n```\n[web](https://example.org/x.md) [a](#top)\n")
     assert broken_links(text, _PAGE) == [(1, "no_such_page.md")]
     assert missing_docs_mentions(f"read docs/design.md and {_MISSING}") == [(1, _MISSING)]
+
+
+# -- docs/parameter_counts.md: generated, and its explanations add up ----------------------------
+@pytest.fixture(scope="module")
+def counts_page():
+    from scalegmn import paper_configs
+    return paper_configs.markdown()
+
+
+def _count_rows(page):
+    rows = []
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 8 and cells[1] in ("scalegmn", "scalegmn-b", "gmn", "monomial-nfn",
+                                            "magep-nfn", "np", "hnp", "statnn", "mlp"):
+            rows.append(dict(zip(("config", "backend", "task", "trainable", "frozen", "buffers",
+                                  "paper", "source"), cells)))
+    return rows
+
+
+def _differences(source):
+    """The first signed number of every parenthesised group of a source string."""
+    out = []
+    for group in re.findall(r"\(([^()]*)\)", source):
+        m = re.search(r"(?<![\w,])[+-]\d[\d,]*", group)
+        if m:
+            out.append(int(m.group(0).replace(",", "")))
+    return out
+
+
+def test_parameter_counts_page_is_regenerated(counts_page):
+    """docs/parameter_counts.md is what `python -m scalegmn.paper_configs --markdown` writes now."""
+    assert (ROOT / "docs" / "parameter_counts.md").read_text() == counts_page, (
+        "stale: run python -m scalegmn.paper_configs --markdown docs/parameter_counts.md")
+
+
+def test_scalegmn_count_differences_add_up(counts_page):
+    """Every ScaleGMN row: ours minus the listed differences is the published count (exact), or
+    the stated prediction, which matches the rounded published count unless the row says what is
+    not broken down."""
+    checked = 0
+    for r in _count_rows(counts_page):
+        if r["backend"] not in ("scalegmn", "scalegmn-b") or not r["paper"]:
+            continue
+        ours = int(r["trainable"].replace(",", ""))
+        rest = ours - sum(_differences(r["source"]))
+        predicted = re.search(r"predicted(?: from ours)?:? ([\d,]+)", r["source"])
+        if predicted:
+            assert rest == int(predicted.group(1).replace(",", "")), r["config"]
+            if "not broken down" not in r["source"]:
+                published = float(r["paper"].strip("~ M")) * 1e6
+                assert abs(rest - published) <= 0.005e6, (r["config"], rest, r["paper"])
+        else:
+            assert rest == int(r["paper"].replace(",", "")), (r["config"], rest, r["paper"])
+        checked += 1
+    assert checked >= 14
+
+
+def test_control_differences_parser():
+    assert _differences("Ours +5: a (+3, 1 per layer), b (-2), c (no number), d (x: +4)") == [3, -2, 4]
+
+
+def test_mnist_cls_module_table_matches_the_model(counts_page):
+    """The per-module table of mnist_cls_scalegmn reads the model's own modules; its published
+    column adds up to the published count."""
+    from scalegmn import paper_configs
+    from scalegmn.registry import build
+    cfg, arch = paper_configs.load("mnist_cls_scalegmn")
+    net = build(cfg.backend, cfg.task, spec=arch, config=cfg)
+    n = lambda *mods: sum(p.numel() for m in mods for p in m.parameters())
+    first = net.layers[0]
+    ours = {
+        "bias and weight embeddings": n(net.embed_x, net.embed_e),
+        "positional embeddings and data scales": sum(
+            getattr(net, k).numel() for k in ("pe_in", "pe_out", "pe_layer", "pe_edge",
+                                              "x_scale", "e_scale", "eb_scale")),
+        "per iteration (x4): `A_v`, `A_e`": n(first.A_v, first.A_e),
+        "per iteration (x4): message `ScaleEq`": n(first.msg["sign"]),
+        "per iteration (x4): message MLP": n(first.msg["fixed"]),
+        "per iteration (x4): update `ScaleEq`": n(first.upd["sign"]),
+        "per iteration (x4): update MLP": n(first.upd["fixed"]),
+        "per iteration (x4): skip connection": n(first.skip),
+        "per iteration but the last (x3): edge update": n(first.edge),
+        "readout MLP": n(net.head),
+        "total": n(net),
+    }
+    assert len(net.layers) == 4 and net.layers[-1].edge is None
+    table = {}
+    for line in counts_page.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[1][:1].isdigit():
+            table[cells[0]] = [int(c.replace(",", "").replace("+", "")) for c in cells[1:]]
+    pub_total, our_total = 0, 0
+    for label, value in ours.items():
+        row = [v for k, v in table.items() if k.startswith(label)]
+        assert len(row) == 1, label
+        mine, published, diff = row[0]
+        assert mine == value and diff == mine - published, (label, row[0], value)
+        if label != "total":
+            mult = 4 if "(x4)" in label else 3 if "(x3)" in label else 1
+            pub_total, our_total = pub_total + mult * published, our_total + mult * mine
+    assert our_total == ours["total"]
+    assert pub_total == table["total"][1] == 1772042
