@@ -176,7 +176,8 @@ def test_what_the_hash_ignores_and_what_it_keeps():
     assert on28.input["shape"] == (1, 28, 28) and on64.input["shape"] == (1, 64, 64)  # but kept
     assert C.ArchSpec.from_json(on28.to_json()).input["shape"] == (1, 28, 28)
     base = C.arch.siren((2, 32, 32, 1), output_offset=0.5)
-    others = [C.arch.siren((2, 32, 32, 1)), C.arch.siren((2, 32, 32, 1), w0=31.0, output_offset=0.5),
+    others = [C.arch.siren((2, 32, 32, 1)),
+              C.arch.siren((2, 32, 32, 1), w0=31.0, output_offset=0.5),
               C.arch.siren((2, 32, 16, 1), output_offset=0.5),
               C.arch.siren((2, 32, 32, 1), output_offset=0.5, dtype=torch.float64),
               C.arch.siren((2, 32, 32, 1), output_offset=0.5, style="nfn"),
