@@ -77,6 +77,47 @@ def test_monomial_layer_is_invariant_to_uncoupled_actions(batches, name):
     assert sensitivity(net, batches[name], "uncoupled") < 1e-12
 
 
+def _middle_edit_changes(net, b, factors, layers, n_edges=12, seed=0):
+    """Largest relative output change of ``net`` when single weights of the node sets ``layers``
+    are multiplied by ``factors()`` one at a time."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        y = net(b)
+        edges = torch.isin(b.layer[b.edge_index[1]], torch.tensor(layers)).nonzero().squeeze(1)
+        worst = 0.0
+        for e in edges[torch.randperm(len(edges), generator=gen)[:n_edges]].tolist():
+            other = b.clone()
+            other.edge_attr = b.edge_attr.clone()
+            other.edge_attr[e] *= factors(gen)
+            worst = max(worst, float((net(other) - y).abs().max() / y.abs().max()))
+    return worst
+
+
+def test_monomial_nfn_is_blind_to_middle_weight_magnitude_or_sign():
+    """A documented property of the published design (docs/methods.md 3.3; README), not a bug.
+    Networks enter with one channel and no map mixes two hidden entries or two layers, so the
+    features of a middle-layer entry (1 < l < L) are a function of that one weight: positively
+    homogeneous in ReLU mode, odd in tanh mode, then normalised (with |.| in tanh mode) by the
+    invariant layer. Hence on ReLU MLPs a middle-layer weight change that keeps its sign leaves
+    the output unchanged, and on tanh MLPs flipping a middle-layer weight's sign does (measured:
+    bitwise unchanged in float64). Controls: the other kind of change, and changes of first-layer
+    weights, move the output; MAGEP-NFN, which mixes layers, sees both."""
+    magnitude = lambda g: float(torch.exp(torch.empty(1, dtype=torch.float64).uniform_(
+        -3, 3, generator=g)))
+    flip = lambda g: -1.0
+    for act, invisible, visible in (("relu", magnitude, flip), ("tanh", flip, magnitude)):
+        torch.manual_seed(0)
+        b = Batch.from_data_list([C.to_graph(C.models.mlp([3, 8, 8, 8, 2], act).double())
+                                  for _ in range(3)])
+        net = build("monomial-nfn", "invariant", b, hidden=6, layers=3, out_dim=4).double().eval()
+        assert set(net.claimed_groups()) == {"fixed", "perm", EXPECTED_MODE[f"mlp_{act}"]}
+        assert _middle_edit_changes(net, b, invisible, [2, 3]) < 1e-12, act
+        assert _middle_edit_changes(net, b, visible, [2, 3]) > 1e-6, act
+        assert _middle_edit_changes(net, b, lambda g: 3.0, [1]) > 1e-6, act
+        magep = build("magep-nfn", "invariant", b).double().eval()
+        assert _middle_edit_changes(magep, b, invisible, [2, 3]) > 1e-6, act
+
+
 # -- broken layers are caught --------------------------------------------------------------------
 class _ConstantOnHidden(torch.nn.Module):
     """A Monomial layer plus an additive constant on hidden weights (breaks scale equivariance)."""
