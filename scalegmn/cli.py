@@ -251,7 +251,6 @@ def cmd_eval(args):
     from .train.loop import Runner
     ckpt = torch.load(args.checkpoint, weights_only=False)
     cfg = _build(RunConfig, ckpt["config"], "config")
-    cfg.train.progress = False
     runner = Runner(cfg, Path(args.checkpoint).parent.parent, dry_run=True, log=lambda *_: None)
     runner.model.load_state_dict(ckpt["model"])
     res = runner.evaluate(runner.data[args.split])

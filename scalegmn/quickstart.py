@@ -18,7 +18,7 @@ from .train.report import report
 
 def run(out_dir="quickstart_out", quick=False) -> int:
     out = Path(out_dir)
-    overrides = ["train.progress=false"]
+    overrides = []     # progress bars on: making the data and training take minutes
     if quick:
         overrides += ["data.default_size=300", "train.epochs=2", "data.limit=200"]
     results, summaries = {}, {}

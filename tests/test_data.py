@@ -312,3 +312,24 @@ def test_editing_targets(digits):
     assert t.shape == (4, 8, 8) and (t >= X[:4] / 255.0 - 1e-7).all()
     ref = torch.nn.functional.max_pool2d(torch.tensor(X[:1] / 255.0)[None].float(), 3, 1, 1)
     assert np.allclose(t[0], ref[0, 0].numpy())
+
+
+# -- progress feedback -------------------------------------------------------------------------
+def test_generator_reports_progress_with_rate_and_eta_in_logs(tmp_path, digits, capsys,
+                                                              monkeypatch):
+    """stderr is not a terminal here (as in a log file): plain lines, no carriage returns, one
+    per update with SCALEGMN_PROGRESS_INTERVAL=0, each with count, rate and ETA."""
+    monkeypatch.setenv("SCALEGMN_PROGRESS_INTERVAL", "0")
+    X, y = digits
+    G.generate_dwsnets_mnist(tmp_path, X[:6], y[:6], np.arange(6) < 4, steps=2, chunk=2,
+                             val_size=1)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("fitting SIRENs")]
+    for done in (2, 4, 6):
+        line = next(ln for ln in lines if f" {done}/6 " in ln)
+        assert "net/s" in line and "<" in line, line       # rate and ETA (elapsed<left)
+    capsys.readouterr()
+    G.generate_dwsnets_mnist(tmp_path / "quiet", X[:2], y[:2], np.arange(2) < 1, steps=1,
+                             chunk=2, val_size=1, progress=False)
+    assert capsys.readouterr().err == ""

@@ -180,3 +180,51 @@ def test_editing_task_runs_for_monomial_nfn(tmp_path, inr_dir):
     s = Runner(load_config(str(tmp_path / "e.yaml")), tmp_path / "edit",
                log=lambda *a: None).fit()
     assert s["backend"] == "monomial-nfn" and 0 < s["test"]["mse"] < 1
+
+# -- progress feedback -----------------------------------------------------------------------
+def test_training_and_robustness_report_progress(tmp_path, inr_dir, capsys, monkeypatch):
+    """Epochs, validation, test and robustness evaluation show rate and ETA on stderr (plain
+    lines: stderr is not a terminal here), and each epoch's log line has its rate and the time
+    left."""
+    import scalegmn.progress as P
+    from scalegmn.train import robustness as R
+    monkeypatch.setenv("SCALEGMN_PROGRESS_INTERVAL", "0")
+    monkeypatch.setattr(P, "QUIET_SECONDS", 0.0)
+    cfg = load_config(write_config(tmp_path / "p.yaml", inr_dir, train__progress=True,
+                                   train__epochs=2))
+    logged = []
+    runner = Runner(cfg, tmp_path / "p", log=logged.append)
+    runner.fit()
+    R.robustness(runner)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    for desc in ("epoch 1/2", "epoch 2/2", "validating", "testing", "robustness: perm+sign"):
+        line = next((ln for ln in err.splitlines() if ln.startswith(desc)), None)
+        assert line is not None and "batch/s" in line and "<" in line, (desc, err)
+    epoch_lines = [ln for ln in logged if ln.startswith("epoch ")]
+    assert len(epoch_lines) == 2 and "nets/s" in epoch_lines[0]
+    assert "left" in epoch_lines[0] and "left" not in epoch_lines[1]
+    # in a log, lines come every SCALEGMN_PROGRESS_INTERVAL seconds, not at every batch
+    monkeypatch.setenv("SCALEGMN_PROGRESS_INTERVAL", "1000")
+    cfg.train.epochs = 1
+    Runner(cfg, tmp_path / "p1", log=logged.append).fit()
+    err = capsys.readouterr().err
+    assert len([ln for ln in err.splitlines() if ln.startswith("epoch 1/1")]) == 1, err
+
+
+def test_quickstart_shows_progress(tmp_path, monkeypatch):
+    """The quickstart used to switch progress off: minutes of silence while making data."""
+    import scalegmn.quickstart as Q
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_runner(cfg, out, *a, **k):
+        seen.append(cfg.train.progress)
+        raise Stop
+
+    monkeypatch.setattr(Q, "Runner", fake_runner)
+    with pytest.raises(Stop):
+        Q.run(tmp_path / "q", quick=True)
+    assert seen == [True]

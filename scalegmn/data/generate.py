@@ -124,11 +124,9 @@ def fit_and_write(jobs, root, convention, steps=200, lr=1e-3, init="nfn", chunk=
     new_log = not log_path.exists()
     chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
     todo = [c for c in chunks if any(j[0] not in done for j in c)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(c) for c in todo),
-                   desc="fitting SIRENs", unit="net")
+    from ..progress import bar as progress_bar
+    bar = progress_bar(len(jobs), "fitting SIRENs", "net", enabled=progress,
+                       initial=len(jobs) - sum(len(c) for c in todo))
     with open(log_path, "a", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
         if new_log:

@@ -460,11 +460,9 @@ def generate_cnn_zoo(out, images, labels, test_images, test_labels, *, n_nets=64
     todo = [k for k in range(len(chunks)) if k not in done]
     labels_all = ckpts + [FINAL_STEP]
     gap = min(b - a for a, b in zip([0] + labels_all[:-1], labels_all)) if ckpts else FINAL_STEP
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n_nets, initial=sum(len(chunks[k]) for k in done),
-                   desc="training zoo CNNs", unit="net")
+    from ..progress import bar as progress_bar
+    bar = progress_bar(n_nets, "training zoo CNNs", "net", enabled=progress,
+                       initial=sum(len(chunks[k]) for k in done))
     log_path = work / "log.csv"
     new_log = not log_path.exists()
     try:
@@ -502,9 +500,9 @@ def generate_cnn_zoo(out, images, labels, test_images, test_labels, *, n_nets=64
                 fh.flush()
                 os.fsync(fh.fileno())
                 if bar is not None:
-                    bar.update(len(chunks[k]))
                     if final:
-                        bar.set_postfix(acc=f"{np.mean(final):.3f}")
+                        bar.set_postfix(acc=f"{np.mean(final):.3f}", refresh=False)
+                    bar.update(len(chunks[k]))
     finally:
         if bar is not None:
             bar.close()

@@ -216,9 +216,14 @@ class Runner:
             f.write_text("".join(ln + "\n" for ln in keep))
 
     # loop ---------------------------------------------------------------------------------
-    def evaluate(self, graphs, transform=None):
+    def evaluate(self, graphs, transform=None, desc: str = "evaluating"):
+        """The task's metrics on ``graphs`` (a progress bar ``desc`` when the step is long)."""
+        from ..progress import bar as progress_bar
         self.model.eval()
         outs, bs = [], []
+        bar = progress_bar(math.ceil(len(graphs) / self.cfg.data.batch_size), desc, "batch",
+                           enabled=self.cfg.train.progress and self.rank == 0, leave=False,
+                           quiet=True)
         with torch.no_grad():
             for b in batches(graphs, self.cfg.data.batch_size):
                 if transform is not None:
@@ -227,6 +232,10 @@ class Runner:
                 b.x, b.edge_attr = b.x.to(self.dtype), b.edge_attr.to(self.dtype)
                 outs.append(self.model(b))
                 bs.append(b)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
         return self.task.evaluate(outs, bs)
 
     def fit(self):
@@ -234,6 +243,8 @@ class Runner:
         train = self.data["train"]
         metric = self.task.metric
         better = (lambda a, b: a > b) if self.task.higher_is_better else (lambda a, b: a < b)
+        from ..progress import bar as progress_bar, duration
+        t_start = time.perf_counter()
         for epoch in range(self.start_epoch, cfg.train.epochs):
             self.model.train()
             gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
@@ -243,11 +254,8 @@ class Runner:
                 from ..data.transforms import RandomAction
                 aug = RandomAction(generator=gen)
             n_batches = math.ceil(len(train) / cfg.data.batch_size)
-            bar = None
-            if cfg.train.progress:
-                from tqdm import tqdm
-                bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                           unit="batch", leave=False)
+            bar = progress_bar(n_batches, f"epoch {epoch + 1}/{cfg.train.epochs}", "batch",
+                               enabled=cfg.train.progress and self.rank == 0, leave=False)
             t0, total, seen = time.perf_counter(), 0.0, 0
             for b in batches(train, cfg.data.batch_size, order, self.rank, self.world):
                 if aug is not None:
@@ -264,15 +272,17 @@ class Runner:
                 n = b.num_graphs
                 total, seen = total + loss.item() * n, seen + n
                 if bar is not None:
-                    bar.set_postfix(loss=f"{total / seen:.4f}",
-                                    nets_per_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                    bar.set_postfix(loss=f"{total / seen:.4f}",    # shown at the next update
+                                    nets_per_s=f"{seen / (time.perf_counter() - t0):.0f}",
+                                    refresh=False)
                     bar.update(1)
             if bar is not None:
                 bar.close()
             row = {"epoch": epoch + 1, "step": self.step, "train_loss": total / max(seen, 1),
                    "seconds": time.perf_counter() - t0}
             if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
-                val = self.evaluate(self.data["val"]) if self.data["val"] else {}
+                val = self.evaluate(self.data["val"], desc="validating") \
+                    if self.data["val"] else {}
                 row.update({f"val_{k}": v for k, v in val.items()})
                 score = val.get(metric)
                 if score is not None and (self.best is None or better(score, self.best)):
@@ -280,8 +290,17 @@ class Runner:
                     if self.rank == 0:
                         atomic_save(self._state(epoch + 1),
                                     self.out / "checkpoints" / "best.pt")
-                self.log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}"
-                         + (f", val {metric} {score:.4f}" if score is not None else ""))
+            else:
+                score = None
+            # rate and ETA in the log too (a log file shows no progress bar in place)
+            done = epoch + 1 - self.start_epoch
+            per_epoch = (time.perf_counter() - t_start) / done
+            left = cfg.train.epochs - epoch - 1
+            self.log(f"epoch {epoch + 1}/{cfg.train.epochs}: train loss {row['train_loss']:.4f}"
+                     + (f", val {metric} {score:.4f}" if score is not None else "")
+                     + f" ({duration(row['seconds'])}, {seen / max(row['seconds'], 1e-9):.1f} "
+                       f"nets/s" + (f"; about {duration(per_epoch * left)} left)" if left
+                                    else ")"))
             if self.rank == 0:
                 with open(self.out / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps(row) + "\n")
@@ -297,7 +316,7 @@ class Runner:
         best = self.out / "checkpoints" / "best.pt"
         if best.exists():
             self.model.load_state_dict(torch.load(best, weights_only=False)["model"])
-        test = self.evaluate(self.data["test"])
+        test = self.evaluate(self.data["test"], desc="testing")
         summary = {"task": self.task.name, "backend": self.cfg.model.backend,
                    "seed": self.cfg.train.seed, "metric": self.task.metric,
                    "best_val": self.best, "test": test,

@@ -44,7 +44,8 @@ def robustness(runner, seed=0) -> dict:
     test = runner.data["test"]
     out = {}
     for name, rng in settings_for(test):
-        res = runner.evaluate(test, None if rng is None else _transform(rng, seed))
+        res = runner.evaluate(test, None if rng is None else _transform(rng, seed),
+                              desc=f"robustness: {name}")
         out[name] = res[runner.task.metric]
     return out
 
