@@ -44,9 +44,13 @@ class Action:
     perm: torch.Tensor
     q: torch.Tensor
 
+    def to(self, device) -> "Action":
+        """This action with its tensors on ``device``."""
+        return Action(self.perm.to(device), self.q.to(device))
+
     def inverse(self) -> "Action":
         inv = torch.empty_like(self.perm)
-        inv[self.perm] = torch.arange(len(self.perm))
+        inv[self.perm] = torch.arange(len(self.perm), device=self.perm.device)
         q = torch.empty_like(self.q)
         q[self.perm] = 1.0 / self.q
         return Action(inv, q)
@@ -56,7 +60,7 @@ class Action:
         src, dst = edge_index
         key = src * num_nodes + dst
         inv = torch.empty_like(self.perm)
-        inv[self.perm] = torch.arange(num_nodes)
+        inv[self.perm] = torch.arange(num_nodes, device=self.perm.device)
         target = inv[src] * num_nodes + inv[dst]
         order = torch.argsort(key)
         pos = torch.searchsorted(key[order], target).clamp_max(max(len(key) - 1, 0))
@@ -67,10 +71,14 @@ class Action:
         return old
 
     def apply(self, graph):
-        """A new graph (or ``Batch``) with the same structure and transformed values."""
+        """A new graph (or ``Batch``) with the same structure and transformed values (on the
+        graph's device)."""
         N = graph.num_nodes
         if len(self.perm) != N:
             raise ValueError(f"action is for {len(self.perm)} nodes, graph has {N}")
+        device = graph.edge_index.device
+        if self.perm.device != device:
+            return self.to(device).apply(graph)
         q = self.q
         fx = graph.x.shape[1]
         kinds = list(NODE_FEATURES.values())[:fx]
@@ -81,7 +89,7 @@ class Action:
         old = self.edge_source(graph.edge_index, N)
         src, dst = graph.edge_index
         inv = torch.empty_like(self.perm)
-        inv[self.perm] = torch.arange(N)
+        inv[self.perm] = torch.arange(N, device=device)
         ratio = q[inv[dst]] / q[inv[src]]
         ea = (graph.edge_attr[old].double() * ratio[:, None]).to(graph.edge_attr.dtype)
         out = copy.copy(graph)
@@ -111,8 +119,13 @@ def sample_action(graph, generator: Optional[torch.Generator] = None,
     A permutation per ``perm_class`` (aligned node sets move together); per neuron a factor:
     log-uniform in ``scale_range`` for ``scale``, a random sign for ``sign``, both for ``linear``,
     1 for ``perm`` and ``fixed``; tied neurons share both. ``scale_range=(1, 1)`` gives
-    permutations (and signs) only.
+    permutations (and signs) only. Drawn on the host (``generator`` is a CPU generator); the
+    action lives on the graph's device.
     """
+    device = graph.edge_index.device
+    if device.type != "cpu":
+        # a copy: PyG's .cpu() moves the graph itself
+        return sample_action(copy.copy(graph).cpu(), generator, scale_range).to(device)
     lo, hi = scale_range
     if not (0 < lo <= hi):
         raise ValueError(f"scale_range must satisfy 0 < lo <= hi, got {scale_range}")

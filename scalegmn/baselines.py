@@ -27,8 +27,11 @@ class FlatMLP(nn.Module):
         self.cfg, self.arch = cfg, info.archs[0]
         lay = layout(self.arch)
         self.n_e, self.fe, self.n_x, self.fx = lay.num_edges, lay.fe, lay.num_nodes, lay.fx
-        self.register_buffer("edge_mask", lay.edge_mask.clone(), persistent=False)
-        d_in = int(lay.edge_mask.sum()) + self.n_x * self.fx
+        # flat positions of the real (unpadded) entries of one network's (E * Fe) edge values
+        self.register_buffer("edge_slots", lay.edge_mask.reshape(-1).nonzero().squeeze(1),
+                             persistent=False)
+        self.n_ea = self.edge_slots.numel()
+        d_in = self.n_ea + self.n_x * self.fx
         d, L = cfg.hidden, cfg.layers
         layers, width = [], d_in
         for _ in range(max(L - 1, 1)):
@@ -50,7 +53,7 @@ class FlatMLP(nn.Module):
             raise ValueError("the flat-MLP baseline reads networks of its one architecture only")
         B = len(archs)
         dtype = self.head.weight.dtype
-        ea = batch.edge_attr.to(dtype).view(B, self.n_e, self.fe)[:, self.edge_mask]
+        ea = batch.edge_attr.to(dtype).reshape(B, self.n_e * self.fe)[:, self.edge_slots]
         x = batch.x.to(dtype).reshape(B, -1)
         return torch.cat([ea, x], dim=1), B
 
@@ -59,9 +62,9 @@ class FlatMLP(nn.Module):
         y = self.head(self.body(v))
         if not self.equivariant:
             return y
-        n_ea = int(self.edge_mask.sum())
-        d_ea = y.new_zeros(B, self.n_e, self.fe)
-        d_ea[:, self.edge_mask] = y[:, :n_ea]
+        n_ea = self.n_ea
+        d_ea = y.new_zeros(B, self.n_e * self.fe)
+        d_ea[:, self.edge_slots] = y[:, :n_ea]
         out = copy.copy(batch)
         delta_w = d_ea.reshape(-1, self.fe)
         delta_x = y[:, n_ea:].reshape(-1, self.fx)

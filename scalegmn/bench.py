@@ -25,6 +25,7 @@ warm-up call. A measurement that raises, runs out of memory (``--max-mem-gib``) 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -181,6 +182,7 @@ def serve():
 
 
 MALLOC = "keep"   # how the measuring processes set up malloc (``scalegmn.allocator``; --malloc)
+AUTOCAST = ""     # torch.autocast dtype of the measured steps ("": none; --autocast)
 
 
 def server_env(extra=None) -> dict:
@@ -189,11 +191,12 @@ def server_env(extra=None) -> dict:
     ``OMP_WAIT_POLICY=PASSIVE`` unless set (with OpenMP's spinning threads, any other load on the
     machine made small steps up to 100x slower on 2 cores; passive waiting costs little), and
     ``SCALEGMN_MALLOC`` (``MALLOC``: the server applies ``scalegmn.allocator.apply`` with it, as
-    ``scalegmn train`` does). ``extra`` is added last."""
+    ``scalegmn train`` does), ``SCALEGMN_AUTOCAST`` (``AUTOCAST``, read by ``measure``).
+    ``extra`` is added last."""
     paths = [str(PACKAGES_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                    if p]
     return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": os.pathsep.join(paths),
-            "SCALEGMN_MALLOC": MALLOC, **(extra or {})}
+            "SCALEGMN_MALLOC": MALLOC, "SCALEGMN_AUTOCAST": AUTOCAST, **(extra or {})}
 
 
 class _Server:
@@ -231,7 +234,7 @@ class _Server:
 
 def _start_server(env=None):
     """The (running) server for ``env``; started in the background if there is none."""
-    key = tuple(sorted((env or {}).items()))
+    key = tuple(sorted(server_env(env).items()))   # a server per complete environment
     server = _SERVERS.get(key)
     if server is None or server.proc.poll() is not None:
         import atexit
@@ -429,20 +432,28 @@ def measure(backend, engine, workload, batch_size, hidden, layers, repeats, thre
     batch = _batch(workload, batch_size)
     net = _build(backend, engine, batch, hidden, layers, readout).to(device)
     batch = batch.to(device)
+    amp = os.environ.get("SCALEGMN_AUTOCAST") or None     # ``--autocast``
+
+    def autocast():
+        return (torch.autocast(device, dtype=getattr(torch, amp)) if amp else
+                contextlib.nullcontext())
 
     def fwd():
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             net(batch)
 
     def fwd_bwd():
         net.zero_grad(set_to_none=True)
-        net(batch).sum().backward()
+        with autocast():
+            loss = net(batch).float().sum()
+        loss.backward()
 
     out = {"backend": backend, "engine": engine, "workload": workload, "batch": batch_size,
            "hidden": hidden, "layers": layers, "threads": torch.get_num_threads(),
            "readout": readout if backend in ENGINE_BACKENDS else None,
            "allocator": allocator_name(device),
-           "device": device, "edges_per_graph": batch.num_edges // batch_size,
+           "device": device, "autocast": amp,
+           "edges_per_graph": batch.num_edges // batch_size,
            "nodes_per_graph": batch.num_nodes // batch_size, **scalegmn.count_parameters(net)}
     for name, fn in (("forward", fwd), ("forward_backward", fwd_bwd)):
         out[f"{name}_s"] = time_call(fn, repeats, max_s, device)
@@ -1141,6 +1152,9 @@ def _parser():
                    help="malloc policy of the measuring processes (scalegmn.allocator; keep: as "
                    "scalegmn train; default: glibc left alone); the lean and reference engines "
                    "use lean and default")
+    p.add_argument("--autocast", choices=("bfloat16", "float16"),
+                   help="run the measured steps under torch.autocast with this dtype (on a GPU: "
+                   "mixed precision; the rows say so)")
     p.add_argument("--paper", action="store_true",
                    help="ScaleGMN at the published workloads: MNIST-INR config (SIREN INRs, batch "
                    "128, hidden 128, 4 layers) with every engine, Small-CNN-Zoo CNNs at batch 64")
@@ -1186,9 +1200,10 @@ def _backends(args, results):
 
 
 def main(argv=None):
-    global MALLOC
+    global MALLOC, AUTOCAST
     args = _parser().parse_args(argv)
     MALLOC = args.malloc
+    AUTOCAST = args.autocast or ""
     if args.one:
         print(json.dumps(measure(*json.loads(args.one))))
         return 0

@@ -187,7 +187,7 @@ def cmd_simulate(args):
         inputs = torch.randn(args.inputs, *shape, dtype=dtype)
     try:
         report = simulate.check(model, inputs.to(dtype), backward=args.backward, dtype=dtype,
-                                fitted=args.fitted)
+                                fitted=args.fitted, device=args.device)
     except (ValueError, converters.UnsupportedLayerError) as e:
         raise SystemExit(f"error: {e}") from e
     print(report)
@@ -319,6 +319,8 @@ def main(argv=None):
     s.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--trust", action="store_true")
+    s.add_argument("--device", default="cpu",
+                   help="where the constructed network runs: cpu (default), cuda, cuda:1, ...")
     s.set_defaults(fn=cmd_simulate)
     from .data import cli as data_cli
     data_cli.add_parser(sub, cmd_data)

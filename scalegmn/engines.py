@@ -18,7 +18,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 from torch_geometric.utils import scatter
 
-from converters.groups import GROUPS
+from converters.groups import GROUP_ID, GROUPS, ROLE_ID
 from converters.layout import layout
 
 
@@ -40,25 +40,78 @@ def _apply_groups(disp, x, index):
     return out
 
 
-def _group_index(groups: torch.Tensor) -> dict:
+def _group_index(groups: torch.Tensor, device=None) -> dict:
+    """``{group name: row indices (on device)}`` of a host (CPU) tensor of group ids; a single
+    group maps to ``None`` (all rows). Computed on the host, so that no forward pass waits for
+    the device."""
     present = torch.unique(groups).tolist()
     if len(present) == 1:
         return {GROUPS[present[0]]: None}
-    return {GROUPS[g]: (groups == g).nonzero().squeeze(1) for g in present}
+    return {GROUPS[g]: (groups == g).nonzero().squeeze(1).to(device) for g in present}
+
+
+def node_groups(archs: tuple, perm_only: bool = False) -> torch.Tensor:
+    """(N,) host tensor: the group id of every node of a batch of ``archs`` (in batch order);
+    with ``perm_only`` every non-``fixed`` node counts as ``perm`` (the GMN ablation)."""
+    g = torch.cat([layout(a).group for a in archs])
+    if perm_only:
+        g = torch.where(g == GROUP_ID["fixed"], g, torch.full_like(g, GROUP_ID["perm"]))
+    return g
+
+
+def io_nodes(archs: tuple) -> torch.Tensor:
+    """(N,) host bool tensor: the input and output neurons of a batch of ``archs``."""
+    role = torch.cat([layout(a).role for a in archs])
+    return (role == ROLE_ID["input"]) | (role == ROLE_ID["output"])
+
+
+def _batch_edge_index(archs: tuple) -> torch.Tensor:
+    """(2, E) host tensor: the edge index of a PyG batch of graphs of ``archs``."""
+    parts, off = [], 0
+    for a in archs:
+        lay = layout(a)
+        parts.append(lay.edge_index + off)
+        off += lay.num_nodes
+    return torch.cat(parts, dim=1) if parts else torch.zeros(2, 0, dtype=torch.long)
+
+
+@functools.lru_cache(maxsize=32)
+def sparse_engine(archs: tuple, perm_only: bool, device: str) -> "SparseEngine":
+    """The sparse engine of a batch of ``archs`` on ``device``, built from the architectures
+    alone and cached: a forward pass of an architecture tuple seen before costs no host work and
+    no device synchronisation."""
+    groups = node_groups(archs, perm_only)
+    return SparseEngine(_batch_edge_index(archs), groups, groups.shape[0], torch.device(device))
+
+
+def dense_engine(arch, batch_size: int, perm_only: bool, device: str,
+                 lean_chunk: int = 0) -> "DenseEngine":
+    """The dense engine of ``batch_size`` networks of ``arch`` on ``device`` (its per-op blocks
+    are cached per architecture and device)."""
+    groups = tuple(node_groups((arch,), perm_only).tolist())
+    return DenseEngine(arch, batch_size, groups, lean_chunk, torch.device(device))
 
 
 class SparseEngine:
-    """Message passing over ``edge_index`` (see module doc). ``groups``: (N,) group ids."""
+    """Message passing over ``edge_index`` (see module doc). ``edge_index`` (2, E) and
+    ``groups`` (N,) group ids are host tensors; the engine keeps its index tensors on
+    ``device``."""
 
     name = "sparse"
 
-    def __init__(self, edge_index: torch.Tensor, groups: torch.Tensor, num_nodes: int):
-        self.src, self.dst = edge_index
-        self.N, self.groups = num_nodes, groups
+    def __init__(self, edge_index: torch.Tensor, groups: torch.Tensor, num_nodes: int,
+                 device: torch.device | None = None):
+        edge_index, groups = edge_index.cpu(), groups.cpu()
+        self.host_index, self.groups, self.device = edge_index, groups, device
+        self.src, self.dst = edge_index.to(device)
+        self.N = num_nodes
         self.sub = None      # side -> (edge ids, engine on those edges): see ``toward``
-        self.node_index = _group_index(groups)
-        self.edge_index_by = {"src": _group_index(groups[self.src]) if self.src.numel() else {},
-                              "dst": _group_index(groups[self.dst]) if self.dst.numel() else {}}
+        self._toward = {}    # memo of ``toward`` by node mask
+        self.node_index = _group_index(groups, device)
+        src, dst = edge_index
+        self.edge_index_by = {
+            "src": _group_index(groups[src], device) if src.numel() else {},
+            "dst": _group_index(groups[dst], device) if dst.numel() else {}}
 
     def node_map(self, disp, x):
         return _apply_groups(disp, x, self.node_index)
@@ -92,14 +145,20 @@ class SparseEngine:
     def toward(self, nodes: torch.Tensor) -> "SparseEngine":
         """This engine with ``message`` evaluated only on the edges whose receiving end (its
         ``to`` side) is one of ``nodes`` ((N,) bool); the sums onto other nodes are 0. For a
-        last layer whose readout reads only those nodes: the same readout, fewer edges."""
-        eng = copy.copy(self)
-        eng.sub = {}
-        for side in ("src", "dst"):
-            ids = nodes[self._side(side)].nonzero().squeeze(1)
-            eng.sub[side] = (ids, SparseEngine(torch.stack([self.src[ids], self.dst[ids]]),
-                                               self.groups, self.N))
-        return eng
+        last layer whose readout reads only those nodes: the same readout, fewer edges.
+        ``nodes`` is a host tensor; the result is memoised per mask."""
+        nodes = nodes.cpu()
+        key = nodes.numpy().tobytes()
+        if key not in self._toward:
+            eng = copy.copy(self)
+            eng.sub = {}
+            for k, side in enumerate(("src", "dst")):
+                ids = nodes[self.host_index[k]].nonzero().squeeze(1)
+                eng.sub[side] = (ids.to(self.device),
+                                 SparseEngine(self.host_index[:, ids], self.groups, self.N,
+                                              self.device))
+            self._toward[key] = eng
+        return self._toward[key]
 
     def message(self, disp, ev, nv, side, by, to, emap=None):
         """``sum_to(edge_map(disp, edge_times_node(emap(ev), nv, side), by), to)``
@@ -120,10 +179,29 @@ class _Block:
     __slots__ = ("start", "stop", "out", "per", "dst_off", "src", "row", "dst_group",
                  "src_group", "src_index")
 
+    def __copy__(self):
+        new = _Block()
+        for k in self.__slots__:
+            setattr(new, k, getattr(self, k))
+        return new
+
 
 @functools.lru_cache(maxsize=64)
-def _blocks(arch, group_key):
-    """Per-op edge blocks of ``arch`` with the group of their endpoints."""
+def _blocks(arch, group_key, device=None):
+    """Per-op edge blocks of ``arch`` with the group of their endpoints; index tensors on
+    ``device`` (on the host when ``None``)."""
+    if device is not None:
+        host, offsets, N, E = _blocks(arch, group_key)
+        out = []
+        for b in host:
+            blk = copy.copy(b)
+            blk.src = b.src.to(device)
+            blk.row = b.row.to(device) if isinstance(b.row, torch.Tensor) else b.row
+            blk.src_index = (None if b.src_index is None else
+                             {g: i if i is None else i.to(device)
+                              for g, i in b.src_index.items()})
+            out.append(blk)
+        return out, offsets, N, E
     lay = layout(arch)
     groups = torch.tensor(group_key)
     out = []
@@ -152,11 +230,17 @@ class DenseEngine:
 
     name = "dense"
 
-    def __init__(self, arch, batch_size: int, groups_one: torch.Tensor, lean_chunk: int = 0):
+    def __init__(self, arch, batch_size: int, groups_one, lean_chunk: int = 0,
+                 device: torch.device | None = None):
+        """``groups_one``: the (N,) group ids of one network (a tuple or a host tensor)."""
         self.B = batch_size
         self.lean_chunk = lean_chunk
         self.keep = None     # side -> op indices that ``message`` evaluates: see ``toward``
-        self.blocks, self.offsets, self.N, self.E = _blocks(arch, tuple(groups_one.tolist()))
+        group_key = tuple(groups_one.tolist() if isinstance(groups_one, torch.Tensor)
+                          else groups_one)
+        groups_one = torch.tensor(group_key)
+        self.host_blocks = _blocks(arch, group_key)[0]
+        self.blocks, self.offsets, self.N, self.E = _blocks(arch, group_key, device)
         self.sizes = [blk.stop - blk.start for blk in self.blocks]
         # node set k + 1 is written by op k (ops with parameters run in node-set order)
         self.dst_in_order = all(blk.dst_off == self.offsets[k + 1]
@@ -227,11 +311,11 @@ class DenseEngine:
         ``nodes`` ((B * N,) bool; all networks have the same structure, the first one's are
         read) on their receiving (``to``) side; the sums onto the nodes of other ops are 0. See
         ``SparseEngine.toward``."""
-        nodes_one = nodes[:self.N]
+        nodes_one = nodes[:self.N].cpu()
         eng = copy.copy(self)
-        eng.keep = {"dst": {k for k, b in enumerate(self.blocks)
+        eng.keep = {"dst": {k for k, b in enumerate(self.host_blocks)
                             if bool(nodes_one[b.dst_off:b.dst_off + b.out].any())},
-                    "src": {k for k, b in enumerate(self.blocks)
+                    "src": {k for k, b in enumerate(self.host_blocks)
                             if bool(nodes_one[b.src.reshape(-1)].any())}}
         for side, ks in eng.keep.items():    # nothing to read on a side: evaluate it all
             if not ks:

@@ -21,12 +21,11 @@ from converters.groups import EDGE_TYPES, GROUP_ID, GROUPS, NODE_FEATURES, ROLES
 from converters.layout import kernel_slots
 
 from .config import ModelConfig
-from .engines import DenseEngine, SparseEngine
+from .engines import dense_engine, io_nodes, node_groups, sparse_engine
 from .nn import MLP, GroupDispatch, ScaleEq, ScaleInv, gate_near_one, norm_preserving
 from .spec import SpecInfo, feature_mask
 
 _RESIDUAL = EDGE_TYPES.index("residual")
-_SCALING = torch.tensor([GROUP_ID["scale"], GROUP_ID["linear"]])
 
 
 def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -35,6 +34,13 @@ def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     instead of an accumulating ``index_put`` of M rows into T (serial on the CPU: 5 % of a
     training step at the MNIST-INR workload)."""
     return F.one_hot(index, table.shape[0]).to(table.dtype) @ table
+
+
+def reciprocal_bound(dtype: torch.dtype) -> float:
+    """The largest ``|1/W|`` a backward edge takes before it counts as an exact zero:
+    ``finfo(dtype).max ** (1/4)`` (1.4e9 in float32/bfloat16, 1.2e77 in float64), so that
+    products of a few such values in the backward messages stay finite."""
+    return float(torch.finfo(dtype).max) ** 0.25
 
 
 class EdgeUpdate(nn.Module):
@@ -218,11 +224,11 @@ class ScaleGMN(nn.Module):
     @torch.no_grad()
     def _scale_from(self, batch):
         """1 / median |value| per node set, over the example batch (weights by the layer they
-        enter, biases by their own layer; reciprocal weights likewise)."""
+        enter, biases by their own layer; backward-edge values, from ``backward_values``,
+        likewise)."""
         dst = batch.edge_index[1]
         ea, mask = batch.edge_attr.double(), batch.edge_mask
-        bw = torch.where(mask & (ea != 0), 1.0 / torch.where(ea != 0, ea, torch.ones_like(ea)),
-                         torch.zeros_like(ea))
+        bw = self.backward_values(batch, ea, mask)
         for k in range(self.info.n_layers):
             edges = batch.layer[dst] == k
             for vals, scale in ((ea[edges][mask[edges]], self.e_scale),
@@ -232,6 +238,33 @@ class ScaleGMN(nn.Module):
                 if nz.numel():
                     scale[k] = 1.0 / float(nz.median())
 
+    def backward_values(self, batch, ea: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(E, Fe) values that ScaleGMN-B's backward edges ``i -> j`` are embedded from: the one
+        rule for the embedding and for the data scaling (``eb_scale``).
+
+        ``backward_edges="reciprocal"``: ``1/W`` on edges with a ``scale`` or ``linear``
+        endpoint (on every edge with ``reciprocal_on_sign``), ``W`` on the others (sign and
+        permutation endpoints: ``W`` already transforms as a backward edge there, since
+        ``1/s = s`` for a sign). ``"forward"``: ``W`` everywhere. Both transform by
+        ``q_j / q_i``. Reciprocals of padding, of exact zeros and of weights with
+        ``|1/W| > reciprocal_bound(dtype)`` are 0: without that bound a float32 weight below
+        about 1e-21 made the backward messages overflow (NaN/inf). The bound is far outside
+        the range of trained weights, and equivariance is exact for every action that keeps
+        each weight on its side of it."""
+        if self.cfg.backward_edges != "reciprocal":
+            return ea
+        src, dst = batch.edge_index
+        if self.cfg.reciprocal_on_sign:
+            scaling = torch.ones(src.shape[0], dtype=torch.bool, device=ea.device)
+        else:
+            g = self._groups_of(batch)
+            rescaled = (g == GROUP_ID["scale"]) | (g == GROUP_ID["linear"])
+            scaling = rescaled[src] | rescaled[dst]
+        real = mask & (ea.abs() >= 1.0 / reciprocal_bound(ea.dtype)) & scaling[:, None]
+        recip = torch.where(real, 1.0 / torch.where(real, ea, torch.ones_like(ea)),
+                            torch.zeros_like(ea))
+        return torch.where(scaling[:, None], recip, ea)
+
     # -- what the model claims -----------------------------------------------------------------
     def claimed_groups(self) -> tuple:
         """The symmetry groups (DESIGN vocabulary) this model is equivariant/invariant to."""
@@ -240,24 +273,29 @@ class ScaleGMN(nn.Module):
         return GROUPS
 
     # -- inputs ----------------------------------------------------------------------------------
-    def _groups_of(self, batch):
-        g = batch.group
-        if self.perm_only:
-            g = torch.where(g == GROUP_ID["fixed"], g, torch.full_like(g, GROUP_ID["perm"]))
-        return g
+    @staticmethod
+    def _archs(batch) -> tuple:
+        """The architectures of a batch's networks, in batch order."""
+        return tuple(batch.arch) if isinstance(batch.arch, list) else (batch.arch,)
 
-    def _engine(self, batch, groups):
-        archs = batch.arch if isinstance(batch.arch, list) else [batch.arch]
+    def _groups_of(self, batch):
+        """(N,) group ids on the batch's device (every non-fixed node ``perm`` for GMN)."""
+        return node_groups(self._archs(batch), self.perm_only).to(batch.edge_index.device)
+
+    def _engine(self, batch, groups=None):
+        """The engine for ``batch``, built from its architectures (cached; ``groups`` is
+        accepted for compatibility and not read)."""
+        archs = self._archs(batch)
         one = all(a is archs[0] or a == archs[0] for a in archs[1:])
         kind = self.cfg.engine
         if kind == "dense" and not one:
             raise ValueError("the dense engine needs a batch of one architecture; use "
                              "engine='sparse' or 'auto' for mixed batches")
+        device = str(batch.edge_index.device)
         if kind == "dense" or (kind == "auto" and one):
-            n = groups.shape[0] // len(archs)
             lean = self.cfg.checkpoint_chunk if self.cfg.checkpoint else 0
-            return DenseEngine(archs[0], len(archs), groups[:n], lean_chunk=lean)
-        return SparseEngine(batch.edge_index, groups, batch.num_nodes)
+            return dense_engine(archs[0], len(archs), self.perm_only, device, lean_chunk=lean)
+        return sparse_engine(archs, self.perm_only, device)
 
     def _to_model_grid(self, t, batch):
         """(E, Fe_batch) -> (E, Fe_model): kernels re-centred in the model's kernel grid."""
@@ -270,12 +308,13 @@ class ScaleGMN(nn.Module):
                              f"model with a spec that includes the largest kernel")
         slots = kernel_slots(have, want) if want else torch.zeros(1, dtype=torch.long)
         out = t.new_zeros(t.shape[0], self.info.fe)
-        out[:, slots] = t
+        out[:, slots.to(t.device)] = t
         return out
 
     def _batch_vector(self, batch):
         b = getattr(batch, "batch", None)
-        return b if b is not None else torch.zeros(batch.num_nodes, dtype=torch.long)
+        return b if b is not None else torch.zeros(batch.num_nodes, dtype=torch.long,
+                                                   device=batch.edge_index.device)
 
     def _normalise_inputs(self, batch, x, ea, mask):
         """GMN's input normalisation: standardise each layer of each network (permutation
@@ -284,24 +323,28 @@ class ScaleGMN(nn.Module):
         L = self.info.n_layers
         key_e = bv[batch.edge_index[1]] * L + batch.layer[batch.edge_index[1]]
         m = mask.to(ea.dtype)
-        cnt = scatter(m.sum(1), key_e, dim=0, reduce="sum").clamp_min(1)
-        mean = scatter((ea * m).sum(1), key_e, dim=0, reduce="sum") / cnt
-        var = scatter((((ea - mean[key_e, None]) * m) ** 2).sum(1), key_e, dim=0,
+        n = len(self._archs(batch)) * L
+        cnt = scatter(m.sum(1), key_e, dim=0, dim_size=n, reduce="sum").clamp_min(1)
+        mean = scatter((ea * m).sum(1), key_e, dim=0, dim_size=n, reduce="sum") / cnt
+        var = scatter((((ea - mean[key_e, None]) * m) ** 2).sum(1), key_e, dim=0, dim_size=n,
                       reduce="sum") / cnt
         ea = (ea - mean[key_e, None]) / torch.sqrt(var[key_e, None] + 1e-8) * m
         key_n = bv * L + batch.layer
-        mean_x = scatter(x, key_n, dim=0, reduce="mean")
-        var_x = scatter((x - mean_x[key_n]) ** 2, key_n, dim=0, reduce="mean")
+        mean_x = scatter(x, key_n, dim=0, dim_size=n, reduce="mean")
+        var_x = scatter((x - mean_x[key_n]) ** 2, key_n, dim=0, dim_size=n, reduce="mean")
         x = (x - mean_x[key_n]) / torch.sqrt(var_x[key_n] + 1e-8)
         return x, ea
 
     def _check(self, batch):
-        if int(batch.layer.max()) >= self.info.n_layers:
-            raise ValueError(f"batch has networks with {int(batch.layer.max()) + 1} node sets; "
+        """The batch fits the sizes the model was built for (read from its architectures, on
+        the host: no device synchronisation)."""
+        seen = SpecInfo.of(self._archs(batch))
+        if seen.n_layers > self.info.n_layers:
+            raise ValueError(f"batch has networks with {seen.n_layers} node sets; "
                              f"the model was built for {self.info.n_layers}")
-        for role, n in (("input", self.info.n_in), ("output", self.info.n_out)):
-            sel = batch.role == ROLES.index(role)
-            if sel.any() and int(batch.io_index[sel].max()) >= n:
+        for role, have, n in (("input", seen.n_in, self.info.n_in),
+                              ("output", seen.n_out, self.info.n_out)):
+            if have > n:
                 raise ValueError(f"batch has more {role} neurons than the model was built for "
                                  f"({n})")
         if batch.x.shape[1] > self.info.n_features:
@@ -324,9 +367,10 @@ class ScaleGMN(nn.Module):
             h = h * (1 + self.embed_inv(x[:, self.inv_cols]))
         role = batch.role
         inp, out = role == ROLES.index("input"), role == ROLES.index("output")
-        pe_add = torch.zeros_like(h)
-        pe_add[inp] = self.pe_in[batch.io_index[inp]]
-        pe_add[out] = self.pe_out[batch.io_index[out]]
+        io = batch.io_index.clamp_min(0)
+        pe_add = (torch.where(inp[:, None], self.pe_in[io.clamp_max(self.info.n_in - 1)], 0.0)
+                  + torch.where(out[:, None], self.pe_out[io.clamp_max(self.info.n_out - 1)],
+                                0.0))
         pe_mul = torch.where((inp | out)[:, None], torch.ones_like(h), self.pe_layer[batch.layer])
         h = h * pe_mul + pe_add
         dst_layer = batch.layer[batch.edge_index[1]]
@@ -334,17 +378,7 @@ class ScaleGMN(nn.Module):
         e = self.embed_e(ea * self.e_scale[dst_layer][:, None]) * pe_edge
         eb = None
         if self.embed_eb is not None:
-            bw = ea
-            if self.cfg.backward_edges == "reciprocal":
-                g = self._groups_of(batch)
-                src, dst = batch.edge_index
-                scaling = torch.isin(g[src], _SCALING) | torch.isin(g[dst], _SCALING)
-                if self.cfg.reciprocal_on_sign:
-                    scaling = torch.ones_like(scaling)
-                real = emask & (ea != 0) & scaling[:, None]
-                recip = torch.where(real, 1.0 / torch.where(real, ea, torch.ones_like(ea)),
-                                    torch.zeros_like(ea))
-                bw = torch.where(scaling[:, None], recip, ea)
+            bw = self.backward_values(batch, ea, emask)
             eb = self.embed_eb(bw * self.eb_scale[dst_layer][:, None]) * pe_edge
         return h, e, eb
 
@@ -361,7 +395,7 @@ class ScaleGMN(nn.Module):
             if t == len(self.layers) - 1 and not return_states and self._reads_io_only():
                 # the readout reads only I/O nodes: the last layer's messages into other
                 # nodes are dead code (same output; about a fifth of the step's FLOPs)
-                eng_t = eng.toward(self._io_nodes(batch))
+                eng_t = eng.toward(io_nodes(self._archs(batch)))
             if self.cfg.checkpoint and torch.is_grad_enabled() and not eng.lean_chunk:
                 # memory-lean without a chunked engine: keep only the layer's inputs and
                 # recompute the rest in backward (the dense engine recomputes its edge
@@ -379,10 +413,6 @@ class ScaleGMN(nn.Module):
         layer runs on an engine restricted ``toward`` them)."""
         return (self.cfg.task == "invariant" and self.cfg.readout == "last_layer"
                 and self.cfg.prune_last_layer)
-
-    @staticmethod
-    def _io_nodes(batch) -> torch.Tensor:
-        return (batch.role == ROLES.index("input")) | (batch.role == ROLES.index("output"))
 
     def _layer_fn(self, t):
         """Layer ``t`` as called in ``forward``: with ``cfg.compile``, a ``torch.compile``d
@@ -418,14 +448,15 @@ class ScaleGMN(nn.Module):
 
     def _io_states(self, batch, h):
         bv = self._batch_vector(batch)
-        B = int(bv.max()) + 1 if bv.numel() else 0
+        B = len(self._archs(batch))
         d = h.shape[-1]
         u = []
         for role, n in (("input", self.info.n_in), ("output", self.info.n_out)):
+            # row bv * n + io_index of a (B * n + 1, d) buffer; other nodes go to the last row
             sel = batch.role == ROLES.index(role)
-            buf = h.new_zeros(B, n, d)
-            buf[bv[sel], batch.io_index[sel]] = h[sel]
-            u.append(buf.reshape(B, n * d))
+            pos = torch.where(sel, bv * n + batch.io_index.clamp_min(0), B * n)
+            buf = h.new_zeros(B * n + 1, d).index_add(0, pos, h)
+            u.append(buf[:-1].reshape(B, n * d))
         return u, bv, B
 
     def _readout(self, batch, eng, h):
@@ -441,15 +472,15 @@ class ScaleGMN(nn.Module):
         dtype = h.dtype
         dx = eng.node_map(self.node_head, h)
         dw = self.edge_head(eng, h, e)
-        archs = batch.arch if isinstance(batch.arch, list) else [batch.arch]
-        fm = torch.cat([feature_mask(a) for a in archs]).to(dtype)
-        delta_x = torch.zeros(batch.x.shape[0], batch.x.shape[1], dtype=dtype)
+        fm = torch.cat([feature_mask(a) for a in self._archs(batch)]).to(h.device, dtype)
+        delta_x = h.new_zeros(batch.x.shape[0], batch.x.shape[1])
         cols = [c for c in self.neuron_cols if c < batch.x.shape[1]]
         delta_x[:, cols] = dx[:, :len(cols)] * fm[:, cols]
         fe = batch.edge_attr.shape[1]
         have, want = pad_shape(batch), tuple(self.info.kernel_shape)
         if have != want:
-            dw = dw[:, kernel_slots(have, want) if want else torch.zeros(1).long()]
+            slots = kernel_slots(have, want) if want else torch.zeros(1, dtype=torch.long)
+            dw = dw[:, slots.to(dw.device)]
         editable = batch.edge_mask.to(dtype) * (batch.edge_type != _RESIDUAL).to(dtype)[:, None]
         delta_w = dw[:, :fe] * editable
         out = copy.copy(batch)

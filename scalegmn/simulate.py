@@ -19,6 +19,7 @@ and which are closed-form oracles is listed in ``SimulationReport.exact_parts`` 
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -215,7 +216,7 @@ class SimUpdate(nn.Module):
             xs = sum(t(hm, sel) for t in self.terms)
         gx = pinv(mb[..., ch.block("Z")]) + h[..., ch.block("IG")]
         gz = gx * pinv(_derivative(self.act, self.params, z))
-        out = torch.zeros(*x.shape[:-1], d, dtype=x.dtype)
+        out = x.new_zeros(*x.shape[:-1], d)
         out[..., 0] = h[..., 0]
         out[..., ch.block("Z")] = z
         out[..., ch.block("X")] = xs + h[..., ch.block("IX")]
@@ -585,12 +586,15 @@ def _rel(a, b, mask=None):
     return float((a - b).abs().max() / den)
 
 
-def evaluate(sim: Simulator, equivariance: bool = False) -> SimulationReport:
-    """Run the constructed network and compare its states with the references."""
+def evaluate(sim: Simulator, equivariance: bool = False,
+             device: str | torch.device = "cpu") -> SimulationReport:
+    """Run the constructed network (on ``device``) and compare its states with the references
+    (on the host)."""
     ch, ref, arch = sim.channels, sim.reference, sim.graph.arch
+    net, batch = sim.net.to(device), copy.copy(sim.batch).to(device)
     with torch.no_grad():
-        _, states = sim.net(sim.batch, return_states=True)
-    h, _, eb = states[-1]
+        _, states = net(batch, return_states=True)
+    h, _, eb = (t.cpu() for t in states[-1])
     offsets = [0]
     for ns in arch.nodesets:
         offsets.append(offsets[-1] + ns["size"])
@@ -639,7 +643,7 @@ def evaluate(sim: Simulator, equivariance: bool = False) -> SimulationReport:
     eq = None
     if equivariance:
         from .testing import equivariance_errors
-        eq = equivariance_errors(sim.net, sim.batch, n_actions=2)
+        eq = equivariance_errors(net, batch, n_actions=2)
     return SimulationReport(max(fwd), max(bwd) if bwd else None, rows, params, sim.iterations,
                             str(h.dtype).replace("torch.", ""), sim.exact_parts,
                             sim.oracle_parts, sim.notes, eq)
@@ -647,7 +651,8 @@ def evaluate(sim: Simulator, equivariance: bool = False) -> SimulationReport:
 
 def check(module: nn.Module, inputs: torch.Tensor, backward: bool = True,
           dtype: torch.dtype = torch.float64, fitted: bool = False,
-          equivariance: bool = False) -> SimulationReport:
+          equivariance: bool = False, device: str | torch.device = "cpu") -> SimulationReport:
     """Construct the simulating ScaleGMN-B for ``module`` and compare with the network's own
-    forward pass (and autograd, with ``backward``); see ``SimulationReport``."""
-    return evaluate(construct(module, inputs, backward, dtype, fitted), equivariance)
+    forward pass (and autograd, with ``backward``); see ``SimulationReport``. The constructed
+    network runs on ``device``; the references are computed on the host."""
+    return evaluate(construct(module, inputs, backward, dtype, fitted), equivariance, device)

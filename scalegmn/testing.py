@@ -27,7 +27,8 @@ def _prepare(net, batch):
 
 def _bvec(batch):
     b = getattr(batch, "batch", None)
-    return b if b is not None else torch.zeros(batch.num_nodes, dtype=torch.long)
+    return b if b is not None else torch.zeros(batch.num_nodes, dtype=torch.long,
+                                               device=batch.edge_index.device)
 
 
 def _per_graph_max(v, index, n):
@@ -46,7 +47,7 @@ def output_error(out_g, out, action=None, batch=None) -> float:
     d.x, d.edge_attr = out.delta_x, out.delta_edge_attr
     gd = action.apply(d)
     bv = _bvec(batch)
-    B = int(bv.max()) + 1
+    B = batch.num_graphs if hasattr(batch, "num_graphs") else 1
     be = bv[batch.edge_index[1]]
     num = torch.maximum(_per_graph_max(out_g.delta_x - gd.x, bv, B),
                         _per_graph_max(out_g.delta_edge_attr - gd.edge_attr, be, B))
@@ -71,8 +72,10 @@ def equivariance_errors(net, batch, n_actions: int = 5, scale_range=(1e-3, 1e3),
     """``{component: max error}`` over ``n_actions`` coupled random actions per component.
 
     Components: ``perm`` and every claimed non-fixed group present in the batch, then ``all``
-    (the full action) when every group in the batch is claimed."""
+    (the full action) when every group in the batch is claimed. Actions are drawn on the host
+    and applied on the batch's device."""
     net, batch = _prepare(net, batch)
+    host = copy.copy(batch).cpu()     # PyG's .to/.cpu move in place: a copy
     claimed = set(net.claimed_groups())
     present = {GROUPS[int(g)] for g in torch.unique(batch.group)}
     comps = [g for g in ("perm", "sign", "scale", "linear") if g in claimed and
@@ -86,9 +89,9 @@ def equivariance_errors(net, batch, n_actions: int = 5, scale_range=(1e-3, 1e3),
         for comp in comps:
             worst = 0.0
             for _ in range(n_actions):
-                a = _component(converters.sample_action(batch, gen, scale_range), batch, comp)
+                a = _component(converters.sample_action(host, gen, scale_range), host, comp)
                 if comp != "perm" and comp != "all":
-                    a = _only_claimed(a, batch, claimed)
+                    a = _only_claimed(a, host, claimed)
                 out_g = net(a.apply(batch))
                 worst = max(worst, output_error(out_g, out, a, batch))
             errors[comp] = worst
@@ -176,19 +179,22 @@ def sensitivity(net, batch, kind: str, generator=None) -> float:
 
     ``kind``: ``uncoupled`` (rows scaled without compensating the next layer), ``io_permutation``
     (output/input neurons swapped), ``unclaimed`` (factors outside the claimed group), or
-    ``different`` (another network)."""
+    ``different`` (another network). The changed batch is made on the host and moved to the
+    batch's device."""
     net, batch = _prepare(net, batch)
     gen = generator or torch.Generator().manual_seed(0)
+    host = copy.copy(batch).cpu()     # PyG's .to/.cpu move in place: a copy
     if kind == "uncoupled":
-        other = _uncoupled(batch, gen)
+        other = _uncoupled(host, gen)
     elif kind == "io_permutation":
-        other = _io_permuted(batch)
+        other = _io_permuted(host)
     elif kind == "unclaimed":
-        other = _unclaimed(batch, set(net.claimed_groups()), gen)
+        other = _unclaimed(host, set(net.claimed_groups()), gen)
     elif kind == "different":
-        other = _different(batch, gen)
+        other = _different(host, gen)
     else:
         raise ValueError(f"unknown kind {kind!r}")
+    other = other.to(batch.edge_index.device)
     with torch.no_grad():
         out, out_o = net(batch), net(other)
     if not isinstance(out, torch.Tensor):
@@ -205,3 +211,27 @@ def assert_sensitive(net, batch, kind: str, threshold: float = 1e-6, generator=N
     if not change > threshold:
         raise AssertionError(f"model ignores a '{kind}' change (relative change {change:.2e})")
     return change
+
+
+# -- devices ---------------------------------------------------------------------------------------
+def run_on_device(net, batch, device="meta", backward: bool = True):
+    """Run ``net`` on ``batch`` with both moved to ``device`` (forward, and backward of the
+    summed outputs with ``backward``); return the output.
+
+    On ``"meta"`` (no data, no GPU needed) this finds the two device defects a GPU would show:
+    a tensor made inside ``forward`` without ``device=`` (PyTorch refuses to mix a host tensor
+    with a meta one, as it refuses host and CUDA tensors) and a host synchronisation
+    (``.item()``, ``.tolist()``, ``int(t)`` cannot read a meta tensor). Boolean-mask indexing,
+    whose output size depends on the data, is allowed (its size is taken as the mask's)."""
+    import torch.fx.experimental._config as fx_config
+    net = copy.deepcopy(net).to(device)
+    batch = copy.copy(batch).to(device)   # PyG's .to moves in place
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+        out = net(batch)
+        values = out if isinstance(out, torch.Tensor) else torch.cat(
+            [out.delta_x.reshape(-1), out.delta_edge_attr.reshape(-1)])
+        if values.device.type != torch.device(device).type:
+            raise AssertionError(f"output on {values.device}, expected {device}")
+        if backward:
+            values.sum().backward()
+    return out

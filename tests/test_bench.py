@@ -200,3 +200,25 @@ def test_paper_section_measures_every_engine_and_the_peak_in_one_run(monkeypatch
     assert all("error" not in r for r in case["rows"]) and case["matmul_gflops"] > 0
     md = bench.paper_markdown(paper)
     assert "reference" in md and "% of the float32 2048 x 2048" in md and "Measured" in md
+
+
+def test_autocast_rows_run_under_autocast(monkeypatch):
+    """``--autocast`` reaches the measuring process: the step runs under torch.autocast (on the
+    CPU with bfloat16 here) and the row says so; without it the row says None."""
+    import scalegmn.bench as bench
+    args = ("scalegmn", "dense", "mlp:2-8-1", 2, 8, 1, 1, 1)
+    monkeypatch.setenv("SCALEGMN_AUTOCAST", "bfloat16")
+    seen = []
+    real = torch.autocast
+
+    def spy(*a, **k):
+        seen.append(k.get("dtype"))
+        return real(*a, **k)
+    monkeypatch.setattr(torch, "autocast", spy)
+    row = bench.measure(*args, profile=False, flops=False)
+    assert row["autocast"] == "bfloat16" and seen and set(seen) == {torch.bfloat16}
+    monkeypatch.delenv("SCALEGMN_AUTOCAST")
+    seen.clear()
+    assert bench.measure(*args, profile=False, flops=False)["autocast"] is None and not seen
+    monkeypatch.setattr(bench, "AUTOCAST", "bfloat16")
+    assert bench.server_env()["SCALEGMN_AUTOCAST"] == "bfloat16"

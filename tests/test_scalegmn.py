@@ -9,6 +9,7 @@ from torch_geometric.data import Batch
 import converters as C
 import scalegmn
 from converters.groups import GROUP_ID
+from scalegmn.engines import io_nodes
 from scalegmn.testing import (assert_equivariant, assert_sensitive, equivariance_errors,
                               output_error)
 from zoo import make, toy_sign_task
@@ -386,8 +387,8 @@ def test_pruning_skips_work_and_keeps_states_when_asked(batches):
     net.cfg.prune_last_layer = False
     _, full = net(b, return_states=True)
     assert torch.equal(states[-1][0], full[-1][0])
-    eng = net._engine(b, net._groups_of(b))
-    io = net._io_nodes(b)
+    eng = net._engine(b)
+    io = io_nodes(net._archs(b))
     pruned = net.layers[-1](eng.toward(io), *full[-2])[0]
     hidden = ~io
     assert torch.allclose(pruned[io], full[-1][0][io], rtol=1e-12, atol=1e-12)

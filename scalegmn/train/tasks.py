@@ -52,8 +52,8 @@ class Generalization(Task):
 
     def evaluate(self, outs, batches):
         from scipy.stats import kendalltau
-        p = torch.cat([torch.sigmoid(o[:, 0]) for o in outs]).double()
-        y = torch.cat([b.y.view(-1) for b in batches]).double()
+        p = torch.cat([torch.sigmoid(o[:, 0]) for o in outs]).double().cpu()
+        y = torch.cat([b.y.view(-1) for b in batches]).double().cpu()
         tau = kendalltau(p.numpy(), y.numpy()).statistic
         ss = float(((y - y.mean()) ** 2).sum())
         r2 = 1 - float(((p - y) ** 2).sum()) / ss if ss > 0 else float("nan")
@@ -71,7 +71,7 @@ class InrEditing(Task):
         conv = SirenConvention.from_dict(arch.meta["convention"])
         H, W = batch.target.shape[-2:]
         dense = converters.to_dense(edited)
-        xy = coordinates(H, W, conv, edited.x.dtype)
+        xy = coordinates(H, W, conv, edited.x.dtype).to(edited.x.device)
         img = converters.functional_forward(dense, xy)[..., 0].view(-1, H, W)
         lo, hi = conv.target_range
         return (img - lo) / (hi - lo)     # back to [0, 1], the targets' range
