@@ -13,9 +13,19 @@ class GraphTooLargeError(ValueError):
     pass
 
 
-def draw_graph(graph, path, max_nodes: int = 400, max_edges: int = 20000, title=None) -> str:
-    """Write a PNG of ``graph`` to ``path``: nodes coloured by symmetry group, edge width by
-    weight norm, residual edges dashed. Raises ``GraphTooLargeError`` beyond the limits."""
+_EDGE_STYLE = {   # edge type -> (colour, line style, curvature); residual edges are curved so
+    # that an edge skipping columns does not run through the nodes it skips
+    "weight": ("#444444", "solid", 0.0),
+    "residual": ("#e7298a", "dashed", 0.3),
+    "norm": ("#d62728", "solid", 0.0),
+}
+
+
+def graph_figure(graph, max_nodes: int = 400, max_edges: int = 20000, title=None):
+    """A matplotlib figure of ``graph``: one column per node set (its name below it), nodes
+    coloured by symmetry group, edge width by weight norm, edge types told apart by colour and
+    style (residual edges curved and dashed), two legends (node groups, edge types) beside the
+    plot and the title above it. Raises ``GraphTooLargeError`` beyond the limits."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -41,31 +51,59 @@ def draw_graph(graph, path, max_nodes: int = 400, max_edges: int = 20000, title=
     norms = (norms / norms.max().clamp_min(1e-12)).tolist()
     src, dst = graph.edge_index.tolist()
     etype = graph.edge_type.tolist()
-    width = max(4, len(arch.nodesets) * 1.2)
-    height = max(3, max(ns["size"] for ns in arch.nodesets) * 0.25)
-    fig, ax = plt.subplots(figsize=(min(width, 30), min(height, 30)))
+    tallest = max(ns["size"] for ns in arch.nodesets)
+    width = max(4, len(arch.nodesets) * 1.2) + 2.0       # + room for the legends
+    height = max(3, tallest * 0.25) + 1.0
+    fig, ax = plt.subplots(figsize=(min(width, 32), min(height, 31)))
+    present = []
     for t, name in enumerate(EDGE_TYPES):
         sel = [i for i in range(e) if etype[i] == t]
         if not sel:
             continue
+        present.append(name)
+        colour, style, rad = _EDGE_STYLE.get(name, ("#444444", "solid", 0.0))
         G_t = nx.DiGraph([(src[i], dst[i]) for i in sel])
-        nx.draw_networkx_edges(G_t, pos, ax=ax, width=[0.2 + 1.5 * norms[i] for i in sel],
-                               alpha=0.35, arrows=False,
-                               style="dashed" if name == "residual" else "solid",
-                               edge_color="#d62728" if name == "norm" else "#444444")
+        widths = [0.2 + 1.5 * norms[i] for i in sel]
+        if rad:
+            nx.draw_networkx_edges(G_t, pos, ax=ax, edgelist=[(src[i], dst[i]) for i in sel],
+                                   width=[max(w, 0.8) for w in widths], alpha=0.8, arrows=True,
+                                   arrowstyle="-", style=style, edge_color=colour,
+                                   connectionstyle=f"arc3,rad={rad}", node_size=40)
+        else:
+            nx.draw_networkx_edges(G_t, pos, ax=ax, edgelist=[(src[i], dst[i]) for i in sel],
+                                   width=widths, alpha=0.35, arrows=False, style=style,
+                                   edge_color=colour)
     nx.draw_networkx_nodes(G, pos, ax=ax, node_size=40, node_color=colours)
-    for k, ns in enumerate(arch.nodesets):
-        ax.text(k, (max(ns["size"] for ns in arch.nodesets)) / 2 + 0.6, ns["name"], ha="center",
-                fontsize=7, rotation=30)
+    bottom = -(tallest - 1) / 2 - 0.7
+    for k, ns in enumerate(arch.nodesets):     # names below the columns, clear of the title
+        ax.text(k, bottom, ns["name"], ha="right", va="top", fontsize=7, rotation=30,
+                rotation_mode="anchor")
+    groups = {ns["group"] for ns in arch.nodesets}
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=g)
-               for g, c in _COLOURS.items() if g in {ns["group"] for ns in arch.nodesets}]
-    ax.legend(handles=handles, loc="lower right", fontsize=7, title="group")
-    ax.set_title(title or f"{n} nodes, {e} edges", fontsize=9)
+               for g, c in _COLOURS.items() if g in groups]
+    node_legend = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                            fontsize=7, title="node group", title_fontsize=7, frameon=False)
+    ax.add_artist(node_legend)
+    edge_handles = [plt.Line2D([], [], color=_EDGE_STYLE[t][0], ls=_EDGE_STYLE[t][1],
+                               lw=1.5, label=t + (" (curved)" if _EDGE_STYLE[t][2] else ""))
+                    for t in present if t in _EDGE_STYLE]
+    ax.legend(handles=edge_handles, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=7,
+              title="edge type", title_fontsize=7, frameon=False)
+    ax.set_title(title or f"{n} nodes, {e} edges", fontsize=9, pad=10)
     ax.axis("off")
     fig.tight_layout()
+    return fig
+
+
+def draw_graph(graph, path, max_nodes: int = 400, max_edges: int = 20000, title=None) -> str:
+    """Write a PNG of ``graph`` to ``path`` (``graph_figure``: nodes coloured by symmetry
+    group, edge width by weight norm, residual edges curved and dashed, legends for node groups
+    and edge types). Raises ``GraphTooLargeError`` beyond the limits."""
+    import matplotlib.pyplot as plt
+    fig = graph_figure(graph, max_nodes, max_edges, title)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return str(path)
 
 
-__all__ = ["draw_graph", "GraphTooLargeError", "GROUPS"]
+__all__ = ["draw_graph", "graph_figure", "GraphTooLargeError", "GROUPS"]

@@ -261,7 +261,7 @@ def cmd_eval(args):
         run_dir = Path(args.checkpoint).parent.parent
         R.save(rob, run_dir / "robustness.json")
         R.plot({cfg.model.backend: rob}, runner.task.metric, run_dir / "plots" /
-               "robustness.png")
+               "robustness.png", chance=R.chance_level(runner))
         print("robustness (test " + runner.task.metric + " under random group actions): "
               + ", ".join(f"{k}: {v:.4f}" for k, v in rob.items()))
     return 0

@@ -31,7 +31,7 @@ def run(out_dir="quickstart_out", quick=False) -> int:
         results[backend] = R.robustness(runner)
     metric = summaries["scalegmn"]["metric"]
     R.save(results, out / "robustness.json")
-    R.plot(results, metric, out / "robustness.png")
+    R.plot(results, metric, out / "robustness.png", chance=R.chance_level(runner))
     print("\n== results ==")
     print(report([out / b for b in summaries]))
     print(f"\ntest {metric} on transformed test sets (random group actions of the test INRs):")

@@ -170,3 +170,53 @@ def test_entry_point_sets_passive_omp_before_torch_unless_the_user_did(tmp_path)
     assert "AT_TORCH_IMPORT ['PASSIVE']" in res.stdout, res.stdout + res.stderr
     res = _python(_OMP_PROBE.format(factory=f"{src}:make"), {"OMP_WAIT_POLICY": "ACTIVE"})
     assert "AT_TORCH_IMPORT ['ACTIVE']" in res.stdout, res.stdout + res.stderr
+
+
+RESIDUAL_FILE = '''
+import torch, torch.nn as nn
+class Res(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(3, 5), nn.Linear(5, 5), nn.Linear(5, 2)
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.c(torch.relu(self.b(h)) + h)
+def make():
+    return Res()
+'''
+
+
+def test_drawing_has_clear_title_edge_legend_and_visible_residual_edges(tmp_path):
+    """converters.draw: the title clear of the node-set labels, a legend for node groups and
+    one for edge types, residual edges curved in their own colour and style."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch
+    from converters.draw import graph_figure
+    from scalegmn.cli import load_graph_source
+    src = tmp_path / "res.py"
+    src.write_text(RESIDUAL_FILE)
+    g = load_graph_source(f"{src}:make")
+    n_res = int((g.edge_type == C.EDGE_TYPES.index("residual")).sum())
+    assert n_res > 0
+    fig = graph_figure(g, title="a residual MLP")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = ax.title.get_window_extent(renderer)
+    labels = [t for t in ax.texts if t.get_text() in {ns["name"] for ns in g.arch.nodesets}]
+    assert len(labels) == len(g.arch.nodesets)
+    for t in labels:
+        b = t.get_window_extent(renderer)
+        assert not (title.x0 < b.x1 and b.x0 < title.x1 and title.y0 < b.y1 and b.y0 < title.y1)
+    legends = [a for a in ax.get_children() if type(a).__name__ == "Legend"]
+    titles = {lg.get_title().get_text(): [t.get_text() for t in lg.get_texts()]
+              for lg in legends}
+    assert titles["node group"] == ["fixed", "scale"]
+    assert titles["edge type"] == ["weight", "residual (curved)"]
+    curved = [p for p in ax.patches if isinstance(p, FancyArrowPatch)
+              and getattr(p.get_connectionstyle(), "rad", 0) != 0]
+    assert len(curved) == n_res
+    weight_colour = ax.collections[0].get_edgecolor()[0][:3]
+    assert all(tuple(p.get_edgecolor()[:3]) != tuple(weight_colour) for p in curved)
+    assert all(p.get_linestyle() in ("--", "dashed") for p in curved)
+    plt.close(fig)

@@ -228,3 +228,65 @@ def test_quickstart_shows_progress(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         Q.run(tmp_path / "q", quick=True)
     assert seen == [True]
+
+# -- plots (figure objects, not pixels) --------------------------------------------------------
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_robustness_plot_names_accuracy_draws_chance_and_keeps_bars_clear():
+    import matplotlib.pyplot as plt
+    from scalegmn.train import robustness as R
+    results = {"scalegmn": {"none": 0.95, "perm": 0.95, "perm+sign": 0.95},
+               "mlp": {"none": 0.97, "perm": 0.12, "perm+sign": 0.10}}
+    fig = R.figure(results, "accuracy", chance=0.1)
+    ax = fig.axes[0]
+    assert "accuracy" in ax.get_title() and "metric" not in ax.get_title()
+    assert ax.get_ylabel() == "test accuracy"
+    chance = [ln for ln in ax.get_lines() if set(ln.get_ydata()) == {0.1}]
+    assert len(chance) == 1
+    legend = ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["scalegmn", "mlp", "chance (1/10)"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    bars = [p for p in ax.patches]
+    assert len(bars) == 6
+    assert not any(_overlap(box, b.get_window_extent(renderer)) for b in bars)
+    plt.close(fig)
+    fig = R.figure(results, "kendall_tau")          # no chance line for other metrics
+    assert "kendall_tau" in fig.axes[0].get_title()
+    assert not [ln for ln in fig.axes[0].get_lines() if len(set(ln.get_ydata())) == 1]
+    plt.close(fig)
+
+
+def test_robustness_chance_level_is_one_over_classes(tmp_path, inr_dir):
+    from scalegmn.train import robustness as R
+    runner = Runner(load_config(write_config(tmp_path / "c.yaml", inr_dir)), tmp_path / "c",
+                    dry_run=True, log=lambda *a: None)
+    assert R.chance_level(runner) == pytest.approx(1 / 10)
+
+
+def test_curves_name_the_run_and_model(tmp_path):
+    import matplotlib.pyplot as plt
+    from scalegmn.train.loop import curves_figure, plot_curves
+    run = tmp_path / "sg-seed3"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"task": "inr_classification", "data": {"format": "dwsnets-mnist"},
+         "model": {"backend": "scalegmn", "hidden": 32, "layers": 3}}))
+    (run / "metrics.jsonl").write_text(
+        "".join(json.dumps({"epoch": e, "train_loss": 2.0 / e, "val_accuracy": 0.1 * e}) + "\n"
+                for e in (1, 2, 3)))
+    fig = curves_figure(run)
+    title = fig._suptitle.get_text()
+    assert "sg-seed3" in title and "scalegmn" in title and "hidden 32" in title
+    assert [ax.get_title() for ax in fig.axes] == ["train loss", "val accuracy"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    tb, fb = fig._suptitle.get_window_extent(renderer), fig.bbox
+    assert fb.x0 <= tb.x0 and tb.x1 <= fb.x1                   # the title fits
+    assert not any(_overlap(tb, ax.title.get_window_extent(renderer)) for ax in fig.axes)
+    plt.close(fig)
+    assert plot_curves(run).exists()

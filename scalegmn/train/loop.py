@@ -328,7 +328,25 @@ class Runner:
         return summary
 
 
-def plot_curves(run_dir):
+def run_title(run_dir) -> str:
+    """``'RUN: BACKEND (hidden H, L layers), TASK on FORMAT'`` from the run's ``config.yaml``
+    (the run's folder name alone when there is none)."""
+    run_dir = Path(run_dir)
+    name = run_dir.resolve().name
+    f = run_dir / "config.yaml"
+    if not f.exists():
+        return name
+    cfg = yaml.safe_load(f.read_text()) or {}
+    model, data = cfg.get("model", {}), cfg.get("data", {})
+    size = ", ".join(x for x in (f"hidden {model['hidden']}" if "hidden" in model else "",
+                                 f"{model['layers']} layers" if "layers" in model else "") if x)
+    return (f"{name}: {model.get('backend', '?')}" + (f" ({size})" if size else "")
+            + f", {cfg.get('task', '?')} on {data.get('format', '?')}")
+
+
+def curves_figure(run_dir):
+    """The learning curves of a run (train loss; each validation metric) as a matplotlib
+    figure titled with the run and its model (``run_title``); ``None`` before any epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -337,9 +355,8 @@ def plot_curves(run_dir):
             if ln.strip()]
     if not rows:
         return None
-    (run_dir / "plots").mkdir(exist_ok=True)
     vals = sorted({k for r in rows for k in r if k.startswith("val_")})
-    fig, axes = plt.subplots(1, 1 + len(vals), figsize=(4 * (1 + len(vals)), 3))
+    fig, axes = plt.subplots(1, 1 + len(vals), figsize=(max(7, 4 * (1 + len(vals))), 3.3))
     axes = np.atleast_1d(axes)
     ep = [r["epoch"] for r in rows]
     axes[0].plot(ep, [r["train_loss"] for r in rows], marker="o")
@@ -347,10 +364,24 @@ def plot_curves(run_dir):
     for ax, k in zip(axes[1:], vals):
         pts = [(r["epoch"], r[k]) for r in rows if k in r]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color="C1")
-        ax.set_title(k)
+        ax.set_title(k.replace("_", " "))
+    from matplotlib.ticker import MaxNLocator
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(run_title(run_dir), fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(run_dir):
+    """Write ``curves_figure(run_dir)`` to ``RUN/plots/curves.png``; its path, or ``None``."""
+    import matplotlib.pyplot as plt
+    run_dir = Path(run_dir)
+    fig = curves_figure(run_dir)
+    if fig is None:
+        return None
+    (run_dir / "plots").mkdir(exist_ok=True)
     path = run_dir / "plots" / "curves.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -50,23 +50,50 @@ def robustness(runner, seed=0) -> dict:
     return out
 
 
-def plot(results: dict, metric: str, path):
-    """Bar plot: one group of bars per setting, one bar per backend."""
+def chance_level(runner):
+    """``1 / number of classes`` when the runner's metric is accuracy, else ``None``."""
+    if runner.task.metric != "accuracy":
+        return None
+    k = runner.task.out_dim(runner.data["train"])
+    return 1.0 / k if k > 1 else None
+
+
+def figure(results: dict, metric: str, chance=None):
+    """The robustness bar plot as a matplotlib figure: one group of bars per setting, one bar per
+    backend, a dotted chance line at ``chance`` (e.g. ``1 / classes``), the legend beside the
+    axes (never over a bar)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     backends = list(results)
     settings = list(next(iter(results.values())))
-    fig, ax = plt.subplots(figsize=(2 + 1.3 * len(settings), 3))
+    fig, ax = plt.subplots(figsize=(3.5 + 1.3 * len(settings), 3.2))
     w = 0.8 / len(backends)
     for i, b in enumerate(backends):
         ax.bar([s + i * w for s in range(len(settings))], [results[b][k] for k in settings],
                width=w, label=b)
     ax.set_xticks([s + 0.4 - w / 2 for s in range(len(settings))], settings)
+    if chance is not None:
+        k = round(1 / chance)
+        ax.axhline(chance, color="0.3", ls=":", lw=1.2,
+                   label=f"chance (1/{k})" if abs(k * chance - 1) < 1e-9 else "chance")
+    if metric == "accuracy":
+        ax.set_ylim(0, 1)
+    ax.set_xlabel("random group action applied to the test networks")
     ax.set_ylabel(f"test {metric}")
-    ax.set_title("metric under random group actions of the test networks")
-    ax.legend(fontsize=8)
+    ax.set_title(f"test {metric} under random group actions of the test networks", fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()     # backends first, then chance
+    order = sorted(range(len(labels)), key=lambda i: labels[i] not in results)
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def plot(results: dict, metric: str, path, chance=None):
+    """Write ``figure(results, metric, chance)`` to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+    fig = figure(results, metric, chance)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
