@@ -314,6 +314,13 @@ def cmd_bench(args):
     return bench_main(args.bench_args)
 
 
+def cmd_benchmark(args):
+    from .benchmark.runner import run_suite
+    failed = run_suite(args.suite, args.out, only=args.only, dry_run=args.dry_run,
+                       data_dir=args.data_dir, results=args.results)
+    return 1 if failed else 0
+
+
 def cmd_quickstart(args):
     from .quickstart import run
     return run(args.out, quick=args.quick)
@@ -399,6 +406,23 @@ def main(argv=None):
                    help="folder for the runs, the table and the plots (default: %(default)s)")
     q.add_argument("--quick", action="store_true", help="a tiny version (for tests)")
     q.set_defaults(fn=cmd_quickstart)
+    bm = sub.add_parser("benchmark", help="the papers' tasks as suites of training runs "
+                                          "(resumable), written up in docs/results.md")
+    bm.add_argument("--suite", required=True, choices=["tiny", "cpu", "paper"],
+                    help="tiny (a 1-minute check), cpu (about 3 hours on 2 cores), paper "
+                         "(the published sizes, for a GPU)")
+    bm.add_argument("--out", required=True, help="folder of the run directories (one per run: "
+                                                 "TASK/BACKEND/seedN)")
+    bm.add_argument("--only", help="run only the runs whose name matches (glob or substring, "
+                                   "commas for several; names: see --dry-run)")
+    bm.add_argument("--dry-run", action="store_true",
+                    help="print the runs, their state and estimated time; train nothing")
+    bm.add_argument("--data-dir", help="where the data sets are made and cached (default: "
+                                       "$SCALEGMN_CACHE/benchmark)")
+    bm.add_argument("--results", default="docs/results.md",
+                    help="the results page to write (default: %(default)s; plots go in the "
+                         "folder of the same name)")
+    bm.set_defaults(fn=cmd_benchmark)
     raw = sys.argv[1:] if argv is None else list(argv)
     if raw[:1] == ["bench"]:      # its own option parser (scalegmn bench -h)
         from .bench import main as bench_main

@@ -49,6 +49,11 @@ class ModelConfig:
     input_norm: Optional[bool] = None    # default: on for gmn, off otherwise
     edit_init: float = 0.01
     data_scale: bool = True      # per-layer input scales from the example batch's magnitudes
+    # the published ScaleGMN's choices where ours differ (scalegmn/published_style.py; all three
+    # with data_scale: false in the train config mnist_inr_scalegmn_published_style)
+    layer_scales: bool = True    # learned per-node-set input scales (false: none, as published)
+    init: str = "near_identity"  # or torch_default: PyTorch's init of every Linear/LayerNorm
+    backward_edge_updates: str = "every_group"   # or scale_only (ScaleGMN-B, as published)
     engine: str = "auto"
     channels: Optional[list] = None      # parameter-sharing backends: channels per layer
     head_hidden: Optional[int] = None    # parameter-sharing backends: invariant head width
@@ -65,7 +70,9 @@ class ModelConfig:
                    "sign_inv": ("symmetrize", "canonicalize", "abs"),
                    "scale_inv": ("normalize", "none"),
                    "backward_edges": ("reciprocal", "division_free", "forward"),
-                   "engine": ("auto", "sparse", "dense")}
+                   "engine": ("auto", "sparse", "dense"),
+                   "init": ("near_identity", "torch_default"),
+                   "backward_edge_updates": ("every_group", "scale_only")}
         for k, allowed in choices.items():
             if getattr(self, k) not in allowed:
                 raise ValueError(f"config {k}={getattr(self, k)!r}; choose from {allowed}")

@@ -220,6 +220,8 @@ class ScaleGMN(nn.Module):
                 self.head = MLP(d + io, d, cfg.out_dim, cfg.layer_norm, cfg.dropout)
             else:
                 self.head = MLP(io, d, cfg.out_dim, cfg.layer_norm, cfg.dropout)
+        from .published_style import apply as apply_style
+        apply_style(self, cfg)      # the published model's choices, where cfg asks for them
 
     @torch.no_grad()
     def _scale_from(self, batch):

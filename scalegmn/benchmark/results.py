@@ -1,0 +1,328 @@
+"""The results page of a benchmark suite (markdown) and its learning-curve plots (PNG).
+
+``write_results(runs, out, path)`` reads the suite's run directories under ``out``
+(``summary.json``, ``robustness.json``, ``benchmark.json``, ``metrics.jsonl``, ``config.yaml``)
+and writes ``path`` (e.g. ``docs/results.md``) with, per task, a table like the papers' (mean
++- sample std over seeds per backend, the number of finished seeds), the published numbers
+beside ours, the metric under random group actions, parameters and wall time per run; a table of
+every run; the runs that remain; and one learning-curve PNG per task in the folder named after
+the page (``docs/results/``), linked relatively.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections import OrderedDict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from .suites import SOURCES, TASKS
+
+_TASK_ORDER = ("mnist_inr", "fmnist_inr", "zoo_relu", "zoo_tanh", "mnist_edit")
+_METRIC_NAMES = {"accuracy": "test accuracy", "kendall_tau": "Kendall tau", "mse": "test MSE"}
+
+
+def _read(path: Path, kind="json"):
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    try:
+        return json.loads(text) if kind == "json" else yaml.safe_load(text)
+    except ValueError:
+        return None
+
+
+def collect(runs, out) -> list:
+    """One dict per run: ``run`` (the ``Run``), ``dir``, ``finished``, ``test`` (the test
+    metric), ``robustness`` ({setting: metric}), ``wall_s``, ``cpu_s``, ``params``, ``epochs``,
+    ``curve`` ([(epoch, train loss, val metric)]), ``error``."""
+    from .runner import state
+    rows = []
+    for r in runs:
+        d = Path(out) / r.name
+        info = _read(d / "benchmark.json") or {}
+        summ = _read(d / "summary.json") or {}
+        cfg = _read(d / "config.yaml", "yaml") or {}
+        metric = TASKS[r.task].metric
+        curve = []
+        if (d / "metrics.jsonl").is_file():
+            for ln in (d / "metrics.jsonl").read_text().splitlines():
+                try:
+                    m = json.loads(ln)
+                except ValueError:
+                    continue
+                curve.append((m.get("epoch"), m.get("train_loss"), m.get(f"val_{metric}")))
+        finished = state(d) == "finished"
+        rows.append({"run": r, "dir": d, "state": state(d), "finished": finished,
+                     "test": (summ.get("test") or {}).get(metric) if finished else None,
+                     "robustness": (_read(d / "robustness.json") or {}) if finished else {},
+                     "wall_s": info.get("wall_s") if finished else None,
+                     "cpu_s": info.get("cpu_s") if finished else None,
+                     "params": summ.get("parameters"),
+                     "epochs": (cfg.get("train") or {}).get("epochs"),
+                     "curve": curve, "error": info.get("error")})
+    return rows
+
+
+def mean_std(values) -> tuple:
+    """(mean, sample std or None for one value, n)."""
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return None, None, 0
+    m = sum(v) / len(v)
+    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else None
+    return m, s, len(v)
+
+
+def _fmt(task, m, s=None) -> str:
+    if m is None:
+        return "-"
+    info = TASKS[task]
+    digits = 3 if info.metric == "kendall_tau" else 2 if info.metric == "mse" else 1
+    x = f"{m * info.scale:.{digits}f}"
+    return x + (f" ± {s * info.scale:.{digits}f}" if s is not None else "")
+
+
+def _minutes(s) -> str:
+    if s is None:
+        return "-"
+    return f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.2f} h"
+
+
+def _groups(rows) -> "OrderedDict":
+    """{task: {backend: [rows]}} in the suite's order of tasks and backends."""
+    g = OrderedDict()
+    for t in _TASK_ORDER:
+        for row in rows:
+            if row["run"].task == t:
+                g.setdefault(t, OrderedDict()).setdefault(row["run"].backend, []).append(row)
+    return g
+
+
+def _strongest(rob: dict):
+    """The last (strongest) random-action setting of a robustness dict."""
+    keys = [k for k in rob if k != "none"]
+    return keys[-1] if keys else None
+
+
+def plot_task(task: str, backends: dict, path: Path):
+    """Learning curves of one task: train loss and validation metric per epoch, one colour per
+    backend (each seed thin, the mean over seeds thick), chance level for accuracy."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    info = TASKS[task]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    drawn = False
+    for i, (backend, rows) in enumerate(backends.items()):
+        colour = f"C{i % 10}"
+        series = [r["curve"] for r in rows if r["curve"]]
+        if not series:
+            continue
+        drawn = True
+        for k, ax in ((1, axes[0]), (2, axes[1])):
+            per_epoch = {}
+            for c in series:
+                pts = [(p[0], p[k]) for p in c if p[k] is not None]
+                if len(series) > 1:
+                    ax.plot([p[0] for p in pts], [p[1] * (info.scale if k == 2 else 1)
+                                                  for p in pts], color=colour, lw=0.6,
+                            alpha=0.35)
+                for e, y in pts:
+                    per_epoch.setdefault(e, []).append(y)
+            es = sorted(per_epoch)
+            ys = [sum(per_epoch[e]) / len(per_epoch[e]) * (info.scale if k == 2 else 1)
+                  for e in es]
+            ax.plot(es, ys, color=colour, lw=1.8, marker="o", ms=3,
+                    label=f"{backend} ({len(series)})" if k == 2 else None)
+    if not drawn:
+        plt.close(fig)
+        return None
+    axes[0].set_title("train loss")
+    axes[1].set_title(f"validation {_METRIC_NAMES.get(info.metric, info.metric)}"
+                      + (f" ({info.unit})" if info.unit else ""))
+    if info.chance is not None:
+        axes[1].axhline(info.chance * info.scale, color="0.3", ls=":", lw=1.2, label="chance")
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                   title="backend (seeds)", title_fontsize=7)
+    fig.suptitle(info.title + " (mean over seeds thick, each seed thin)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def render(runs, out, path, suite: str = "", data_dir=None) -> str:
+    """The markdown of the results page (plots are written by ``write_results``)."""
+    rows = collect(runs, out)
+    groups = _groups(rows)
+    path = Path(path)
+    plot_dir = path.parent / path.stem
+    n_done = sum(r["finished"] for r in rows)
+    cite = {}
+
+    def ref(key):
+        cite.setdefault(key, len(cite) + 1)
+        return f"[{cite[key]}]"
+
+    L = [f"# Benchmark results ({suite} suite)" if suite else "# Benchmark results", ""]
+    L += [f"Written by `scalegmn benchmark --suite {suite or '...'} --out {out}` on {_now()} "
+          f"({platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}); **{n_done} of {len(rows)} runs finished**"
+          + ("." if n_done == len(rows) else ", the others are listed under "
+             "[Remaining runs](#remaining-runs); rerun the same command to continue "
+             "(finished runs are skipped, interrupted ones resumed)."), ""]
+    L += ["Each number is the mean ± sample standard deviation over the finished seeds (n); "
+          "one seed has no spread. Every run is an ordinary `scalegmn train` run directory "
+          "(config.yaml, metrics.jsonl, summary.json, checkpoints/) under the `--out` folder; "
+          "the test metric is taken at the epoch of the best validation metric. *Under random "
+          "group actions*: the test metric on test networks transformed by random elements of "
+          "their symmetry group (named in the column: permutations and sign flips for sine and "
+          "tanh networks, permutations and positive rescalings by factors in [1/r, r] for ReLU "
+          "networks); a backend that respects the symmetry keeps its number. Wall time: per "
+          "run, mean over its seeds, training and evaluation (the data sets are made once, "
+          "before; times are on a shared, busy machine, niced, so they are upper bounds).", ""]
+    L += ["**The sizes differ from the papers'**: the published numbers come from 55,000 "
+          "training INRs and 150-300 epochs on a GPU; this suite trains on a few thousand "
+          "networks for a few epochs on 2 CPU cores, so our numbers are far below the "
+          "published ones and compare backends with each other at equal budget, not with the "
+          "papers. The `paper` suite runs the published sizes (for a GPU).", ""]
+    # overview ----------------------------------------------------------------------------
+    if groups:
+        tasks = list(groups)
+        backends = []
+        for t in tasks:
+            backends += [b for b in groups[t] if b not in backends]
+        L += ["## Overview", ""]
+        head = ["backend"] + [TASKS[t].title + (f" ({TASKS[t].unit})" if TASKS[t].unit else "")
+                              for t in tasks]
+        L.append("| " + " | ".join(head) + " |")
+        L.append("|" + "---|" * len(head))
+        for b in backends:
+            cells = [f"`{b}`"]
+            for t in tasks:
+                m, s, n = mean_std(r["test"] for r in groups[t].get(b, []))
+                cells.append(f"{_fmt(t, m, s)} (n={n})" if n else "-")
+            L.append("| " + " | ".join(cells) + " |")
+        L.append("")
+    # per task ----------------------------------------------------------------------------
+    for t, backends in groups.items():
+        info = TASKS[t]
+        first = next(iter(backends.values()))[0]["run"]
+        data = first.data
+        epochs = sorted({r["epochs"] or next((int(o.split("=", 1)[1]) for o in r["run"].overrides
+                                              if o.startswith("train.epochs=")), None)
+                         for rs in backends.values() for r in rs} - {None})
+        L += [f"## {info.title}", ""]
+        L += [f"Data: `{data.name}` ({data.n:,} networks" if data.n else
+              f"Data: `{data.name}` (all networks", ]
+        L[-1] += (f"); {', '.join(map(str, epochs))} epoch(s); metric: "
+                  f"{_METRIC_NAMES.get(info.metric, info.metric)}"
+                  + (f" in {info.unit}" if info.unit else "")
+                  + ("" if info.higher_is_better else " (lower is better)") + ".")
+        L.append("")
+        strongest = None
+        for rs in backends.values():
+            for r in rs:
+                strongest = strongest or _strongest(r["robustness"])
+        head = ["backend", "ours", "n", "published", f"under random group actions "
+                f"({strongest or '-'})", "parameters", "wall time per run", "CPU time per run"]
+        L.append("| " + " | ".join(head) + " |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for b, rs in backends.items():
+            m, s, n = mean_std(r["test"] for r in rs)
+            rm, rsd, _ = mean_std(r["robustness"].get(strongest) for r in rs) if strongest \
+                else (None, None, 0)
+            pub = info.published.get(b)
+            pub_txt = f"{pub[0]:g} {ref(pub[1])}" if pub else "-"
+            params = next((r["params"] for r in rs if r["params"]), None)
+            wall = mean_std(r["wall_s"] for r in rs)[0]
+            cpu = mean_std(r["cpu_s"] for r in rs)[0]
+            L.append(f"| `{b}` | {_fmt(t, m, s)} | {n}/{len(rs)} | {pub_txt} | "
+                     f"{_fmt(t, rm, rsd)} | {f'{params:,}' if params else '-'} | "
+                     f"{_minutes(wall)} | {_minutes(cpu)} |")
+        L.append("")
+        if info.note:
+            L += [info.note, ""]
+        if info.chance is not None:
+            L += [f"Chance level: {_fmt(t, info.chance)} {info.unit}.", ""]
+        png = plot_dir / f"{t}_curves.png"
+        if png.is_file():
+            L += [f"![learning curves: {info.title}]({plot_dir.name}/{png.name})", ""]
+    # robustness in full ------------------------------------------------------------------
+    if any(r["robustness"] for r in rows):
+        L += ["## Test metric under random group actions (every setting)", ""]
+        for t, backends in groups.items():
+            settings = []
+            for rs in backends.values():
+                for r in rs:
+                    settings += [k for k in r["robustness"] if k not in settings]
+            if not settings:
+                continue
+            L += [f"{TASKS[t].title}:", ""]
+            L.append("| backend | " + " | ".join(settings) + " |")
+            L.append("|---|" + "---|" * len(settings))
+            for b, rs in backends.items():
+                cells = []
+                for k in settings:
+                    m, s, n = mean_std(r["robustness"].get(k) for r in rs)
+                    cells.append(_fmt(t, m, s))
+                L.append(f"| `{b}` | " + " | ".join(cells) + " |")
+            L.append("")
+    # every run ---------------------------------------------------------------------------
+    L += ["## Runs", ""]
+    L.append("| run | state | test | under random group actions | epochs | wall time | "
+             "CPU time |")
+    L.append("|---|---|---|---|---|---|---|")
+    for r in rows:
+        t = r["run"].task
+        st = _strongest(r["robustness"])
+        L.append(f"| `{r['run'].name}` | {r['state']} | {_fmt(t, r['test'])} | "
+                 f"{_fmt(t, r['robustness'].get(st)) if st else '-'} | {r['epochs'] or '-'} | "
+                 f"{_minutes(r['wall_s'])} | {_minutes(r['cpu_s'])} |")
+    L.append("")
+    remaining = [r for r in rows if not r["finished"]]
+    L += ["## Remaining runs", ""]
+    if remaining:
+        L += [f"{len(remaining)} run(s) not finished yet (in suite order; `interrupted` ones "
+              f"resume from their last checkpoint):", ""]
+        L += [f"- `{r['run'].name}` ({r['state']}"
+              + (f"; last error: {r['error']}" if r["error"] else "") + ")" for r in remaining]
+    else:
+        L.append("None: every run of the suite has finished.")
+    L.append("")
+    if cite:
+        L += ["## Sources of the published numbers", ""]
+        L += [f"{n}. {SOURCES[k]}." for k, n in sorted(cite.items(), key=lambda kv: kv[1])]
+        L.append("")
+    return "\n".join(L)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_results(runs, out, path="docs/results.md", suite: str = "", data_dir=None) -> Path:
+    """Write the learning-curve PNGs (``<page folder>/<page stem>/<task>_curves.png``) and the
+    page ``path``; returns ``path``."""
+    path = Path(path)
+    rows = collect(runs, out)
+    plot_dir = path.parent / path.stem
+    for t, backends in _groups(rows).items():
+        plot_task(t, backends, plot_dir / f"{t}_curves.png")
+    text = render(runs, out, path, suite, data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)       # readers never see half a page
+    return path
