@@ -10,7 +10,8 @@ from .archspec import ArchSpec
 from .convert import to_graph
 from .dense import DenseWeights, from_dense, functional_forward, to_dense
 from .errors import UnsupportedLayerError
-from .graph import GraphLoader, ParameterGraph, batch_graphs, from_state_dict, to_state_dict
+from .graph import (GraphLoader, ParameterGraph, archs_of, batch_graphs, batch_vector,
+                    from_state_dict, single_arch, to_state_dict)
 from . import arch, models
 from .groups import ACTIVATIONS, EDGE_TYPES, GROUPS, NODE_FEATURES, ROLES
 from .io import from_networkx, load_graph, save_graph, to_networkx
@@ -18,7 +19,7 @@ from .module import SpecModule, to_module
 
 __all__ = [
     "Action", "ArchSpec", "DenseWeights", "GraphLoader", "ParameterGraph", "SpecModule",
-    "UnsupportedLayerError", "batch_graphs", "from_dense", "from_state_dict", "functional_forward",
+    "UnsupportedLayerError", "archs_of", "batch_graphs", "batch_vector", "single_arch", "from_dense", "from_state_dict", "functional_forward",
     "sample_action", "to_dense", "save_graph", "load_graph", "to_networkx", "from_networkx", "to_graph", "to_module", "to_state_dict",
     "ACTIVATIONS", "EDGE_TYPES", "GROUPS", "NODE_FEATURES", "ROLES",
 ]

@@ -20,12 +20,10 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from .graph import batch_vector
 from .groups import GROUP_ID, NODE_FEATURES
 
 
-def _batch_vector(graph) -> torch.Tensor:
-    b = getattr(graph, "batch", None)
-    return b if b is not None else torch.zeros(graph.num_nodes, dtype=torch.long)
 
 
 def _compact(*keys) -> torch.Tensor:
@@ -130,7 +128,7 @@ def sample_action(graph, generator: Optional[torch.Generator] = None,
     if not (0 < lo <= hi):
         raise ValueError(f"scale_range must satisfy 0 < lo <= hi, got {scale_range}")
     N = graph.num_nodes
-    batch = _batch_vector(graph)
+    batch = batch_vector(graph)
     idx = torch.arange(N)
     perm = idx.clone()
     pc = graph.perm_class

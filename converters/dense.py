@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch_geometric.data import Batch
 
 from .archspec import ArchSpec
-from .graph import ParameterGraph, _structure, pad_shape
+from .graph import ParameterGraph, _structure, archs_of, pad_shape, single_arch
 from .interp import run
 from .layout import kernel_slots, layout
 
@@ -54,14 +54,7 @@ class DenseWeights:
 
 
 def _archs(batch):
-    arch = batch.arch
-    archs = arch if isinstance(arch, list) else [arch]
-    first = archs[0]
-    for a in archs[1:]:
-        if a is not first and a != first:
-            raise ValueError(f"the dense view needs one architecture; batch mixes {first.hash} "
-                             f"and {a.hash}")
-    return first, len(archs)
+    return single_arch(batch, "the dense view"), len(archs_of(batch))
 
 
 def to_dense(batch) -> DenseWeights:

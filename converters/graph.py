@@ -38,13 +38,36 @@ class ParameterGraph(Data):
         return pad_shape(self)
 
 
+def archs_of(g) -> tuple:
+    """The ``ArchSpec`` of every network of ``g`` (a graph, or a ``Batch``), in batch order."""
+    return tuple(g.arch) if isinstance(g.arch, list) else (g.arch,)
+
+
+def single_arch(g, who: str = "this operation") -> ArchSpec:
+    """The one architecture of ``g`` (a graph, or a ``Batch`` of networks of one architecture);
+    ``ValueError`` naming ``who`` and two of the architectures otherwise."""
+    archs = archs_of(g)
+    first = archs[0]
+    for a in archs[1:]:
+        if a is not first and a != first:
+            raise ValueError(f"{who} needs networks of one architecture; the batch mixes "
+                             f"{first.hash} and {a.hash}")
+    return first
+
+
+def batch_vector(g) -> torch.Tensor:
+    """(N,) the network each node belongs to (zeros for a single graph), on ``g``'s device."""
+    b = getattr(g, "batch", None)
+    return b if b is not None else torch.zeros(g.num_nodes, dtype=torch.long,
+                                               device=g.edge_index.device)
+
+
 def pad_shape(g) -> tuple:
     """Kernel grid of ``g.edge_attr`` (a graph, or a ``Batch`` of graphs padded alike)."""
     ps = getattr(g, "pad_shape", None)
     if ps is not None:   # a Batch collects one tuple per graph (batch_graphs pads them alike)
         return tuple(ps[0] if isinstance(ps, list) else ps)
-    arch = g.arch[0] if isinstance(g.arch, list) else g.arch
-    return tuple(arch.kernel_shape)
+    return tuple(archs_of(g)[0].kernel_shape)
 
 
 def _key_shapes(arch: ArchSpec) -> dict:

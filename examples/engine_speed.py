@@ -64,7 +64,7 @@ def main():
                          layers=args.layers, checkpoint=args.checkpoint, readout=args.readout,
                          prune_last_layer=not args.no_prune)
     if args.rss:
-        net.cfg.engine = args.engine
+        net.set_engine(args.engine)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
         net(batch).sum().backward()
@@ -79,7 +79,7 @@ def main():
           f"{'' if args.no_prune else ' (pruned last layer)'}; malloc {args.malloc}")
     res = {}
     for engine in ("sparse", "dense"):
-        net.cfg.engine = engine
+        net.set_engine(engine)
 
         def fwd():
             with torch.no_grad():
@@ -96,7 +96,7 @@ def main():
     print(f"  dense forward+backward: {args.batch / res['dense'][1]:.2f} graphs/s")
     if args.flops:
         from torch.utils.flop_counter import FlopCounterMode
-        net.cfg.engine = "dense"
+        net.set_engine("dense")
         with FlopCounterMode(display=False) as fc:
             net.zero_grad()
             net(batch).sum().backward()
@@ -110,7 +110,7 @@ def main():
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         for engine in ("sparse", "dense"):
-            net.cfg.engine = engine
+            net.set_engine(engine)
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 net.zero_grad()
                 net(batch).sum().backward()

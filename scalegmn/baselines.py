@@ -1,13 +1,12 @@
 """The flat-MLP baseline: an MLP on the concatenated weights of one architecture (no symmetry)."""
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn as nn
 
-from converters.graph import pad_shape
+from converters.graph import archs_of, pad_shape
 
+from .edits import edit_output
 from .nn import MLP
 from .spec import SpecInfo
 
@@ -48,7 +47,7 @@ class FlatMLP(nn.Module):
         return ("fixed",)
 
     def _flat(self, batch):
-        archs = batch.arch if isinstance(batch.arch, list) else [batch.arch]
+        archs = archs_of(batch)
         if any(a != self.arch for a in archs) or pad_shape(batch) != tuple(self.arch.kernel_shape):
             raise ValueError("the flat-MLP baseline reads networks of its one architecture only")
         B = len(archs)
@@ -65,10 +64,5 @@ class FlatMLP(nn.Module):
         n_ea = self.n_ea
         d_ea = y.new_zeros(B, self.n_e * self.fe)
         d_ea[:, self.edge_slots] = y[:, :n_ea]
-        out = copy.copy(batch)
-        delta_w = d_ea.reshape(-1, self.fe)
-        delta_x = y[:, n_ea:].reshape(-1, self.fx)
-        out.edge_attr = batch.edge_attr.to(y.dtype) + self.alpha * delta_w
-        out.x = batch.x.to(y.dtype) + self.alpha * delta_x
-        out.delta_edge_attr, out.delta_x = delta_w, delta_x
-        return out
+        return edit_output(batch, y[:, n_ea:].reshape(-1, self.fx), d_ea.reshape(-1, self.fe),
+                           self.alpha, self.alpha)

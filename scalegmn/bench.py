@@ -52,16 +52,15 @@ ENGINE_BACKENDS = ("scalegmn", "scalegmn-b", "gmn")     # the others run with en
 # ModelConfig.checkpoint (memory-lean; malloc as scalegmn train gives it); "reference" a
 # straightforward PyG implementation of the same model: sparse gathers and scatter, textbook
 # ScaleEq (no fused matmuls), every last-layer message evaluated, glibc malloc left alone
-PSEUDO_ENGINES = {"lean": {"build": {"engine": "dense", "checkpoint": True}, "fused": True,
-                           "malloc": "lean"},
-                  "reference": {"build": {"engine": "sparse", "prune_last_layer": False},
-                                "fused": False, "malloc": "default"}}
+PSEUDO_ENGINES = {"lean": {"build": {"engine": "dense", "checkpoint": True}, "malloc": "lean"},
+                  "reference": {"build": {"engine": "sparse", "prune_last_layer": False,
+                                          "fused": False}, "malloc": "default"}}
 PACKAGES_DIR = Path(__file__).resolve().parents[1]   # the folder holding scalegmn/ and converters/
 
 
 # -- one process per measurement ---------------------------------------------------------------
 _PRELOAD = ("torch", "torch_geometric", "torch.profiler", "torch.utils.flop_counter",
-            "converters", "scalegmn", "scalegmn.model", "scalegmn.baselines", "scalegmn.nfn",
+            "converters", "scalegmn", "scalegmn.gmn", "scalegmn.baselines", "scalegmn.nfn",
             "scalegmn.data.generate")
 _SERVERS: dict = {}
 
@@ -407,15 +406,9 @@ def _build(backend, engine, batch, hidden, layers, readout="last_layer"):
     if backend not in ENGINE_BACKENDS:
         return scalegmn.build(backend, "invariant", spec=batch, out_dim=10, hidden=hidden,
                               layers=layers)
-    pseudo = PSEUDO_ENGINES.get(engine, {"build": {"engine": engine}, "fused": True})
-    net = scalegmn.build(backend, "invariant", spec=batch, out_dim=10, hidden=hidden,
-                         layers=layers, readout=readout, **pseudo["build"])
-    if not pseudo["fused"]:
-        from scalegmn.nn import ScaleEq
-        for m in net.modules():
-            if isinstance(m, ScaleEq):
-                m.fused = False
-    return net
+    pseudo = PSEUDO_ENGINES.get(engine, {"build": {"engine": engine}})
+    return scalegmn.build(backend, "invariant", spec=batch, out_dim=10, hidden=hidden,
+                          layers=layers, readout=readout, **pseudo["build"])
 
 
 def measure(backend, engine, workload, batch_size, hidden, layers, repeats, threads,

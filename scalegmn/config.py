@@ -63,6 +63,7 @@ class ModelConfig:
     checkpoint_chunk: int = 16   # its edge functions in chunks of this many networks) in backward
     compile: bool = False        # torch.compile the message-passing layers (eager if that fails)
     prune_last_layer: bool = True    # readout last_layer: skip last-layer messages it never reads
+    fused: bool = True           # ScaleEq's fused evaluation (False: textbook, same function)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

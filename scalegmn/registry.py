@@ -45,19 +45,19 @@ def count_parameters(net: nn.Module) -> dict:
 
 @register("scalegmn")
 def _scalegmn(cfg, spec):
-    from .model import ScaleGMN
+    from .gmn import ScaleGMN
     return ScaleGMN(cfg, spec, bidirectional=False)
 
 
 @register("scalegmn-b")
 def _scalegmn_b(cfg, spec):
-    from .model import ScaleGMN
+    from .gmn import ScaleGMN
     return ScaleGMN(cfg, spec, bidirectional=True)
 
 
 @register("gmn")
 def _gmn(cfg, spec):
-    from .model import ScaleGMN
+    from .gmn import ScaleGMN
     return ScaleGMN(cfg, spec, bidirectional=False, permutation_only=True)
 
 

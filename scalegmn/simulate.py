@@ -34,7 +34,7 @@ from converters.interp import activation as apply_act
 from converters.interp import run
 
 from .config import ModelConfig
-from .model import EdgeUpdate, ScaleGMN
+from .gmn import ScaleGMN
 from .nn import MLP, ScaleInv
 
 
@@ -269,8 +269,8 @@ class _WeightGradient(nn.Module):
     def forward(self, eng, h, eb):
         ch = self.ch
         ones = torch.ones_like(eb)
-        hs = eng.edge_times_node(ones, h, "src")
-        hd = eng.edge_times_node(ones, h, "dst")
+        hs = eng.gather(ones, h, "src")
+        hd = eng.gather(ones, h, "dst")
         x = hs[..., ch.block("X")].reshape(-1, ch.n, ch.P)
         g = pinv(hd[..., ch.block("GZ")]).reshape(-1, ch.n, ch.P)
         src = ch.src.clamp_min(0)
@@ -416,24 +416,25 @@ def construct(module: nn.Module, inputs: torch.Tensor, backward: bool = True,
                "weight gradients in backward-edge states: sum_{s,p} g_i x_j (ratio of endpoint "
                "states)"]
     with torch.no_grad():
-        _selection(net.embed_x, [(0, 0)])
-        _selection(net.embed_e, [(k, k) for k in range(K)])
-        _selection(net.embed_eb, [(k, k) for k in range(K)])
-        net.pe_in.zero_()
-        net.pe_out.zero_()
+        emb = net.embedding
+        _selection(emb.embed_x, [(0, 0)])
+        _selection(emb.embed_e, [(k, k) for k in range(K)])
+        _selection(emb.embed_eb, [(k, k) for k in range(K)])
+        emb.pe_in.zero_()
+        emb.pe_out.zero_()
         x0 = _per_node(ref["x0"], ch.P)          # (C_in, n, P)
         for j in range(x0.shape[0]):
             for s in range(n):
                 for p in range(ch.P):
-                    net.pe_in[j, ch.ch("IX", s, p)] = x0[j, s, p]
-                    net.pe_in[j, ch.ch("X", s, p)] = x0[j, s, p]     # readable at once
+                    emb.pe_in[j, ch.ch("IX", s, p)] = x0[j, s, p]
+                    emb.pe_in[j, ch.ch("X", s, p)] = x0[j, s, p]     # readable at once
         if backward:
             dy = ref["dy"]                         # (n, O)
             for o in range(dy.shape[1]):
                 for s in range(n):
                     for p in range(ch.P):
                         for blk in ("IG", "GX", "GZ"):
-                            net.pe_out[o, ch.ch(blk, s, p)] = pinv(dy[s, o] / ch.P)
+                            emb.pe_out[o, ch.ch(blk, s, p)] = pinv(dy[s, o] / ch.P)
     fwd_pairs_e = [(ch.prod(s, p, k), k) for s in range(n) for p in range(ch.P) for k in range(K)]
     fwd_pairs_v = [(ch.prod(s, p, k), ch.ch("X", s, int(ch.src[p, k])))
                    for s in range(n) for p in range(ch.P) for k in range(K) if ch.src[p, k] >= 0]
@@ -463,7 +464,7 @@ def construct(module: nn.Module, inputs: torch.Tensor, backward: bool = True,
                     for row in range(ch.nP):
                         mlp.lin2.weight[ch.ch("Z") + row, row] = 1.0
                         mlp.lin2.weight[ch.ch("Z") + row, ch.nP + row] = -1.0
-                layer.msg[g].mlp = mlp
+                layer.replace("msg", mlp, group=g)
             else:
                 _selection(layer.msg[g].gamma, sum_pairs)
                 _const_one(layer.msg[g].phi)
@@ -472,16 +473,16 @@ def construct(module: nn.Module, inputs: torch.Tensor, backward: bool = True,
                 act, params = "identity", ()
             else:
                 act, params = acts.get(g, ("identity", ()))
-            layer.upd[g] = SimUpdate(ch, g, act, dict(params), dtype, gap=(g == "fixed" and
-                                                                            ch.P > 1),
-                                     fitted=fitted_phi.get(g)).to(dtype)
+            update = SimUpdate(ch, g, act, dict(params), dtype, gap=(g == "fixed" and ch.P > 1),
+                               fitted=fitted_phi.get(g)).to(dtype)
+            layer.replace("upd", update, group=g)
         _selection(layer.edge.D, [(c, c) for c in range(d)])
         _const_one(layer.edge.chi)
         _selection(layer.B_e, fwd_pairs_e)
         _selection(layer.B_v, bw_pairs_v)
         for g in list(layer.msg_bw.keys()):
-            layer.msg_bw[g] = _BackwardMessage(ch)
-        layer.edge_bw = _WeightGradient(ch)
+            layer.replace("msg_bw", _BackwardMessage(ch), group=g)
+        layer.replace("edge_bw", _WeightGradient(ch))
     for g, (act, _) in acts.items():
         if act in ("relu", "leaky_relu"):
             exact.append(f"X for '{g}' ({act}): ScaleEq with a ReLU-MLP ramp on x/||x|| "

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from converters import ArchSpec
+from converters.graph import archs_of
 from converters.groups import NODE_FEATURES
 from converters.layout import layout
 
@@ -44,7 +45,7 @@ class SpecInfo:
         elif isinstance(spec, (list, tuple)) and all(isinstance(a, ArchSpec) for a in spec):
             archs = list(spec)
         elif hasattr(spec, "arch"):
-            archs = spec.arch if isinstance(spec.arch, list) else [spec.arch]
+            archs = list(archs_of(spec))
         else:
             raise TypeError(f"spec must be a ParameterGraph, a Batch or an ArchSpec, got "
                             f"{type(spec).__name__}")

@@ -16,7 +16,11 @@ import torch
 from torch_geometric.utils import scatter
 
 import converters
+from converters.graph import batch_vector
 from converters.groups import GROUP_ID, GROUPS, ROLES
+
+from .edits import is_edit
+
 
 def _prepare(net, batch):
     net = copy.deepcopy(net).double().eval()
@@ -24,11 +28,6 @@ def _prepare(net, batch):
     batch.x, batch.edge_attr = batch.x.double(), batch.edge_attr.double()
     return net, batch
 
-
-def _bvec(batch):
-    b = getattr(batch, "batch", None)
-    return b if b is not None else torch.zeros(batch.num_nodes, dtype=torch.long,
-                                               device=batch.edge_index.device)
 
 
 def _per_graph_max(v, index, n):
@@ -38,7 +37,7 @@ def _per_graph_max(v, index, n):
 
 def output_error(out_g, out, action=None, batch=None) -> float:
     """Largest per-sample relative error between ``F(g x)`` and ``g F(x)``."""
-    if isinstance(out_g, torch.Tensor):
+    if not is_edit(out_g):
         num = (out_g - out).abs().reshape(out.shape[0], -1).amax(1)
         den = out.abs().reshape(out.shape[0], -1).amax(1).clamp_min(torch.finfo(out.dtype).tiny)
         return float((num / den).max())
@@ -46,7 +45,7 @@ def output_error(out_g, out, action=None, batch=None) -> float:
     d = copy.copy(batch)
     d.x, d.edge_attr = out.delta_x, out.delta_edge_attr
     gd = action.apply(d)
-    bv = _bvec(batch)
+    bv = batch_vector(batch)
     B = batch.num_graphs if hasattr(batch, "num_graphs") else 1
     be = bv[batch.edge_index[1]]
     num = torch.maximum(_per_graph_max(out_g.delta_x - gd.x, bv, B),
@@ -134,7 +133,7 @@ def _io_permuted(batch):
     """Swap the first two output neurons of each graph (or inputs when there is one output)."""
     for role in ("output", "input"):
         nodes = (batch.role == ROLES.index(role)).nonzero().squeeze(1)
-        bv = _bvec(batch)[nodes]
+        bv = batch_vector(batch)[nodes]
         perm = torch.arange(batch.num_nodes)
         swapped = False
         for b in torch.unique(bv):
@@ -197,7 +196,7 @@ def sensitivity(net, batch, kind: str, generator=None) -> float:
     other = other.to(batch.edge_index.device)
     with torch.no_grad():
         out, out_o = net(batch), net(other)
-    if not isinstance(out, torch.Tensor):
+    if is_edit(out):
         out, out_o = (torch.cat([out.delta_x.reshape(-1), out.delta_edge_attr.reshape(-1)]),
                       torch.cat([out_o.delta_x.reshape(-1), out_o.delta_edge_attr.reshape(-1)]))
         return float((out_o - out).abs().max() / out.abs().max().clamp_min(
@@ -228,7 +227,7 @@ def run_on_device(net, batch, device="meta", backward: bool = True):
     batch = copy.copy(batch).to(device)   # PyG's .to moves in place
     with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
         out = net(batch)
-        values = out if isinstance(out, torch.Tensor) else torch.cat(
+        values = out if not is_edit(out) else torch.cat(
             [out.delta_x.reshape(-1), out.delta_edge_attr.reshape(-1)])
         if values.device.type != torch.device(device).type:
             raise AssertionError(f"output on {values.device}, expected {device}")

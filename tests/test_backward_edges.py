@@ -7,7 +7,7 @@ from torch_geometric.data import Batch
 
 import converters as C
 import scalegmn
-from scalegmn.model import reciprocal_bound
+from scalegmn.gmn import reciprocal_bound
 from zoo import make
 
 
@@ -39,7 +39,7 @@ def test_backward_edge_inputs_are_order_one_per_layer(name, mode):
     b = batch_of(name)
     net = scalegmn.build("scalegmn-b", "invariant", spec=b, out_dim=3, hidden=8, layers=2,
                          backward_edges=mode)
-    for module in (net.embed_e, net.embed_eb):
+    for module in (net.embedding.embed_e, net.embedding.embed_eb):
         medians = _embedded_medians(net, b, module)
         assert all(0.5 <= m <= 2.0 for m in medians.values()), (module, medians)
 
@@ -76,5 +76,5 @@ def test_weights_beyond_the_bound_count_as_zeros():
     zero.edge_attr[3, 0] = 0.0
     beyond.edge_attr[3, 0] = 0.5 / reciprocal_bound(torch.float64)
     ea = torch.stack([zero.edge_attr, beyond.edge_attr])
-    bw = [net.backward_values(g, g.edge_attr, g.edge_mask) for g in (zero, beyond)]
+    bw = [net.embedding.backward_values(g, g.edge_attr, g.edge_mask) for g in (zero, beyond)]
     assert torch.equal(bw[0], bw[1]) and not torch.equal(ea[0], ea[1])

@@ -103,7 +103,7 @@ def _read(rel):
 
 def test_the_file_list_covers_code_docs_and_configs():
     files = tracked_text_files()
-    for expected in ("README.md", "docs/design.md", "docs/methods.md", "scalegmn/model.py",
+    for expected in ("README.md", "docs/design.md", "docs/methods.md", "scalegmn/gmn/model.py",
                      "tests/test_docs.py", "pyproject.toml"):
         assert expected in files
     assert any(f.startswith("scalegmn/configs/") and f.endswith(".yaml") for f in files)
@@ -225,9 +225,9 @@ def test_mnist_cls_module_table_matches_the_model(counts_page):
     n = lambda *mods: sum(p.numel() for m in mods for p in m.parameters())
     first = net.layers[0]
     ours = {
-        "bias and weight embeddings": n(net.embed_x, net.embed_e),
+        "bias and weight embeddings": n(net.embedding.embed_x, net.embedding.embed_e),
         "positional embeddings and data scales": sum(
-            getattr(net, k).numel() for k in ("pe_in", "pe_out", "pe_layer", "pe_edge",
+            getattr(net.embedding, k).numel() for k in ("pe_in", "pe_out", "pe_layer", "pe_edge",
                                               "x_scale", "e_scale", "eb_scale")),
         "per iteration (x4): `A_v`, `A_e`": n(first.A_v, first.A_e),
         "per iteration (x4): message `ScaleEq`": n(first.msg["sign"]),
@@ -236,7 +236,7 @@ def test_mnist_cls_module_table_matches_the_model(counts_page):
         "per iteration (x4): update MLP": n(first.upd["fixed"]),
         "per iteration (x4): skip connection": n(first.skip),
         "per iteration but the last (x3): edge update": n(first.edge),
-        "readout MLP": n(net.head),
+        "readout MLP": n(net.readout.head),
         "total": n(net),
     }
     assert len(net.layers) == 4 and net.layers[-1].edge is None

@@ -39,7 +39,8 @@ def test_wheel_holds_every_subpackage_and_config(wheel):
     assert len(packages) >= 6
     missing = [p for p in packages if f"{p}/__init__.py" not in wheel]
     assert not missing, f"subpackages left out of the wheel: {missing}"
-    configs = [p.relative_to(ROOT).as_posix() for p in (ROOT / "scalegmn" / "configs").rglob("*.yaml")]
+    configs = [p.relative_to(ROOT).as_posix()
+               for p in (ROOT / "scalegmn" / "configs").rglob("*.yaml")]
     assert configs and not [c for c in configs if c not in wheel]
 
 

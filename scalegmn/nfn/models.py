@@ -14,11 +14,11 @@ every claim holds for the whole model (published editing models break theirs: do
 """
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn as nn
 
+from ..edits import edit_output
 from ..spec import SpecInfo
 from .layers import (EntryNormPool, MonomialLinear, NeuronSetLinear, PolyInvariant, PolyLinear,
                      mean_pool, weight_statistics)
@@ -76,11 +76,7 @@ class WeightSpaceNet(nn.Module):
         if not self.equivariant:
             return self.invariant(ws)
         d_x, d_ea = write(batch, self.edit(ws), chain)
-        out = copy.copy(batch)
-        out.x = batch.x.to(d_x.dtype) + self.alpha * d_x
-        out.edge_attr = batch.edge_attr.to(d_ea.dtype) + self.alpha * d_ea
-        out.delta_x, out.delta_edge_attr = d_x, d_ea
-        return out
+        return edit_output(batch, d_x, d_ea, self.alpha, self.alpha)
 
     def _feats(self, c):
         """Weight features per layer and bias channels for ``c`` channels on the real kernels."""

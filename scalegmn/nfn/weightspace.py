@@ -28,7 +28,7 @@ import torch
 
 from converters.archspec import ArchSpec
 from converters.dense import to_dense
-from converters.graph import pad_shape
+from converters.graph import pad_shape, single_arch
 from converters.layout import kernel_slots, layout
 
 _CHAIN_OPS = {"input", "output", "linear", "conv", "act", "scalar", "pool", "flatten", "mean"}
@@ -133,13 +133,7 @@ class WeightSpace:
 
 
 def batch_chain(batch) -> Chain:
-    archs = batch.arch if isinstance(batch.arch, list) else [batch.arch]
-    first = archs[0]
-    for a in archs[1:]:
-        if a is not first and a != first:
-            raise ValueError(f"parameter-sharing backends read batches of one architecture; this "
-                             f"batch mixes {first.hash} and {a.hash}")
-    return Chain.of(first)
+    return Chain.of(single_arch(batch, "a parameter-sharing backend"))
 
 
 def read(batch, dtype=None) -> tuple:

@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-GROUPS = ("fixed", "perm", "sign", "scale", "linear")
+from converters.groups import GROUPS
+
 
 
 def safe_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -123,9 +124,10 @@ class ScaleEq(nn.Module):
     For ``fixed`` nodes (q = 1 always) ``f`` is a plain MLP."""
 
     def __init__(self, d_in: int, d_out: int, group: str, d_hidden: int, sign_mode="symmetrize",
-                 scale_mode="normalize", layer_norm=True, dropout=0.0):
+                 scale_mode="normalize", layer_norm=True, dropout=0.0, fused: bool = True):
         super().__init__()
         self.group = group
+        self.fused = fused   # False: the textbook evaluation (reference runs; same function)
         if group == "fixed":
             self.mlp = MLP(d_in, d_hidden, d_out, layer_norm, dropout)
         else:
@@ -149,8 +151,6 @@ class ScaleEq(nn.Module):
         if self._fusable():
             return self._fused(x)
         return self.gamma(x) * self.phi(self.inv(x))
-
-    fused = True   # False: the textbook evaluation (for reference measurements; same function)
 
     def _fusable(self):
         if not self.fused:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import converters
+from converters.graph import archs_of
 
 
 class Task:
@@ -67,7 +68,7 @@ class InrEditing(Task):
 
     def _render(self, edited, batch):
         from ..data.conventions import SirenConvention, coordinates
-        arch = batch.arch[0] if isinstance(batch.arch, list) else batch.arch
+        arch = archs_of(batch)[0]
         conv = SirenConvention.from_dict(arch.meta["convention"])
         H, W = batch.target.shape[-2:]
         dense = converters.to_dense(edited)

@@ -1,0 +1,74 @@
+"""Which engine a batch gets, built from the batch's architectures alone (on the host) and cached
+per architecture tuple and device: a forward pass of a batch seen before makes no host work and
+no device synchronisation."""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from converters.groups import GROUP_ID, ROLE_ID
+from converters.layout import layout
+
+from .dense import DenseEngine
+from .engine import Engine
+from .sparse import SparseEngine
+
+
+def node_groups(archs: tuple, perm_only: bool = False) -> torch.Tensor:
+    """(N,) host tensor: the group id of every node of a batch of ``archs`` (in batch order);
+    with ``perm_only`` every non-``fixed`` node counts as ``perm`` (the GMN ablation)."""
+    g = torch.cat([layout(a).group for a in archs])
+    if perm_only:
+        g = torch.where(g == GROUP_ID["fixed"], g, torch.full_like(g, GROUP_ID["perm"]))
+    return g
+
+
+def io_nodes(archs: tuple) -> torch.Tensor:
+    """(N,) host bool tensor: the input and output neurons of a batch of ``archs``."""
+    role = torch.cat([layout(a).role for a in archs])
+    return (role == ROLE_ID["input"]) | (role == ROLE_ID["output"])
+
+
+def _batch_edge_index(archs: tuple) -> torch.Tensor:
+    """(2, E) host tensor: the edge index of a PyG batch of graphs of ``archs``."""
+    parts, off = [], 0
+    for a in archs:
+        lay = layout(a)
+        parts.append(lay.edge_index + off)
+        off += lay.num_nodes
+    return torch.cat(parts, dim=1) if parts else torch.zeros(2, 0, dtype=torch.long)
+
+
+@functools.lru_cache(maxsize=32)
+def sparse_engine(archs: tuple, perm_only: bool, device: str,
+                  checkpoint: bool = False) -> SparseEngine:
+    """The sparse engine of a batch of ``archs`` on ``device`` (cached)."""
+    groups = node_groups(archs, perm_only)
+    return SparseEngine(_batch_edge_index(archs), groups, groups.shape[0], torch.device(device),
+                        checkpoint)
+
+
+def dense_engine(arch, batch_size: int, perm_only: bool, device: str,
+                 lean_chunk: int = 0) -> DenseEngine:
+    """The dense engine of ``batch_size`` networks of ``arch`` on ``device`` (its per-op blocks
+    are cached per architecture and device)."""
+    groups = tuple(node_groups((arch,), perm_only).tolist())
+    return DenseEngine(arch, batch_size, groups, lean_chunk, torch.device(device))
+
+
+def engine_for(archs: tuple, kind: str, perm_only: bool, device, checkpoint: bool = False,
+               checkpoint_chunk: int = 16) -> Engine:
+    """The engine for a batch of ``archs``: ``kind`` ``"dense"`` (one architecture only),
+    ``"sparse"`` or ``"auto"`` (dense when the batch has one architecture). ``checkpoint``:
+    memory-lean (the dense engine recomputes its edge functions in chunks of
+    ``checkpoint_chunk`` networks, the sparse one recomputes whole layers)."""
+    one = all(a is archs[0] or a == archs[0] for a in archs[1:])
+    if kind == "dense" and not one:
+        raise ValueError("the dense engine needs a batch of one architecture; use "
+                         "engine='sparse' or 'auto' for mixed batches")
+    device = str(device)
+    if kind == "dense" or (kind == "auto" and one):
+        return dense_engine(archs[0], len(archs), perm_only, device,
+                            lean_chunk=checkpoint_chunk if checkpoint else 0)
+    return sparse_engine(archs, perm_only, device, checkpoint)

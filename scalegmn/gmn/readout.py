@@ -1,0 +1,101 @@
+"""What ScaleGMN's final states become: an invariant prediction (``Readout``) or an edit of the
+input networks (``EditHead``)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch_geometric.utils import scatter
+
+from converters.graph import archs_of, batch_vector, pad_shape
+from converters.groups import EDGE_TYPES, ROLES
+from converters.layout import kernel_slots
+
+from ..config import ModelConfig
+from ..edits import edit_output
+from ..nn import MLP, GroupDispatch, ScaleEq, ScaleInv
+from ..spec import SpecInfo, feature_mask
+from .engine import Engine
+from .layers import EdgeUpdate
+
+_RESIDUAL = EDGE_TYPES.index("residual")
+
+
+def io_states(batch, h: torch.Tensor, info: SpecInfo) -> tuple:
+    """``(u_in, u_out)``: each network's input and output neuron states in I/O order,
+    (B, n_in * d) and (B, n_out * d) (zeros where a network has fewer), invariant (q = 1)."""
+    bv = batch_vector(batch)
+    B, d = len(archs_of(batch)), h.shape[-1]
+    u = []
+    for role, n in (("input", info.n_in), ("output", info.n_out)):
+        # row bv * n + io_index of a (B * n + 1, d) buffer; other nodes go to the last row
+        sel = batch.role == ROLES.index(role)
+        pos = torch.where(sel, bv * n + batch.io_index.clamp_min(0), B * n)
+        buf = h.new_zeros(B * n + 1, d).index_add(0, pos, h)
+        u.append(buf[:-1].reshape(B, n * d))
+    return tuple(u)
+
+
+class Readout(nn.Module):
+    """Invariant readout: (B, out_dim).
+
+    ``last_layer``: ``head([u_out; u_in])`` of the I/O neuron states (invariant: q = 1 there).
+    ``full_graph``: also ``sum_i read_mlp(ScaleInv_g(i)(h_i))`` over hidden neurons."""
+
+    def __init__(self, groups, cfg: ModelConfig, info: SpecInfo):
+        super().__init__()
+        self.kind, self.info = cfg.readout, info
+        d = cfg.hidden
+        io = (info.n_in + info.n_out) * d
+        if cfg.readout == "full_graph":
+            self.read_inv = GroupDispatch(groups, lambda gr: ScaleInv(
+                gr, d, cfg.sign_inv, cfg.scale_inv, cfg.layer_norm))
+            self.read_mlp = MLP(d, d, d, cfg.layer_norm, cfg.dropout)
+            self.head = MLP(d + io, d, cfg.out_dim, cfg.layer_norm, cfg.dropout)
+        else:
+            self.head = MLP(io, d, cfg.out_dim, cfg.layer_norm, cfg.dropout)
+
+    @property
+    def reads_io_only(self) -> bool:
+        return self.kind == "last_layer"
+
+    def forward(self, batch, eng: Engine, h: torch.Tensor) -> torch.Tensor:
+        u_in, u_out = io_states(batch, h, self.info)
+        if self.kind == "last_layer":
+            return self.head(torch.cat([u_out, u_in], dim=-1))
+        r = self.read_mlp(eng.node_map(self.read_inv, h))
+        hidden = (batch.role == ROLES.index("hidden")).to(r.dtype)[:, None]
+        s = scatter(r * hidden, batch_vector(batch), dim=0, dim_size=u_in.shape[0], reduce="sum")
+        return self.head(torch.cat([s, u_in, u_out], dim=-1))
+
+
+class EditHead(nn.Module):
+    """Equivariant output: the input networks edited, ``x + beta_l * delta_x`` and
+    ``W + alpha_l * delta_W`` per node set l, with ``delta_x = NODE_g(h)`` (by q_i) and
+    ``delta_W = EDGE(h, e)`` (by q_i / q_j), zero on padding, inputs and residual edges."""
+
+    def __init__(self, groups, cfg: ModelConfig, info: SpecInfo, n_x: int):
+        super().__init__()
+        self.info, d = info, cfg.hidden
+        self.node_head = GroupDispatch(groups, lambda gr: ScaleEq(
+            d, n_x, gr, d, cfg.sign_inv, cfg.scale_inv, cfg.layer_norm, fused=cfg.fused))
+        self.edge_head = EdgeUpdate(groups, d, info.fe, cfg)
+        self.alpha = nn.Parameter(torch.full((info.n_layers,), float(cfg.edit_init)))
+        self.beta = nn.Parameter(torch.full((info.n_layers,), float(cfg.edit_init)))
+
+    def forward(self, batch, eng: Engine, h: torch.Tensor, e: torch.Tensor, neuron_cols):
+        dtype = h.dtype
+        dx = eng.node_map(self.node_head, h)
+        dw = self.edge_head(eng, h, e)
+        fm = torch.cat([feature_mask(a) for a in archs_of(batch)]).to(h.device, dtype)
+        delta_x = h.new_zeros(batch.x.shape[0], batch.x.shape[1])
+        cols = [c for c in neuron_cols if c < batch.x.shape[1]]
+        delta_x[:, cols] = dx[:, :len(cols)] * fm[:, cols]
+        fe = batch.edge_attr.shape[1]
+        have, want = pad_shape(batch), tuple(self.info.kernel_shape)
+        if have != want:
+            slots = kernel_slots(have, want) if want else torch.zeros(1, dtype=torch.long)
+            dw = dw[:, slots.to(dw.device)]
+        editable = batch.edge_mask.to(dtype) * (batch.edge_type != _RESIDUAL).to(dtype)[:, None]
+        delta_w = dw[:, :fe] * editable
+        return edit_output(batch, delta_x, delta_w, self.beta[batch.layer],
+                           self.alpha[batch.layer[batch.edge_index[1]]])
