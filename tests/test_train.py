@@ -3,6 +3,7 @@ import json
 import os
 import re
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -418,3 +419,25 @@ def test_curves_name_the_run_and_model(tmp_path):
     assert not any(_overlap(tb, ax.title.get_window_extent(renderer)) for ax in fig.axes)
     plt.close(fig)
     assert plot_curves(run).exists()
+
+
+def test_editing_targets_come_from_the_data_sets_own_images(tmp_path, inr_dir, capsys):
+    """data/ holding a second data set's images.npz beside mnist-inrs/: the targets are made
+    from mnist-inrs/images.npz (the images the SIRENs were fitted to), and the run says so."""
+    import shutil
+    from scalegmn.data.generate import editing_targets
+    data = tmp_path / "data"
+    shutil.copytree(inr_dir, data)
+    real = np.load(data / "mnist-inrs" / "images.npz")["images"]
+    for other in ("aaa", "fmnist_inrs", "zzz"):          # decoys on every side of mnist-inrs
+        (data / other).mkdir()
+        np.savez(data / other / "images.npz", images=255 - real)
+    cfg = load_config(write_config(tmp_path / "e.yaml", data),
+                      ["task=inr_editing", "data.limit=4"])
+    runner = Runner(cfg, tmp_path / "run", dry_run=True)
+    assert f"of the images in '{data / 'mnist-inrs' / 'images.npz'}'" in capsys.readouterr().out
+    want = editing_targets(real, "dilate")
+    ds = load_dataset(data, "dwsnets-mnist", "train")
+    for g, item in zip(runner.data["train"], ds.items):
+        idx = int(Path(item[0]).parent.parent.name.split("_")[-1])
+        assert torch.equal(g.target[0], torch.tensor(want[idx], dtype=torch.float32))

@@ -69,12 +69,17 @@ def load_splits(cfg: RunConfig, progress=True, log=None) -> dict:
     ``log`` (e.g. ``print``) is told which folder and index file were read."""
     from ..data import load_dataset
     path = resolve_data_path(cfg, progress)
-    targets = _editing_targets(path, cfg.data.editing) if cfg.task == "inr_editing" else None
+    targets = None
     out = {}
     for split in ("train", "val", "test"):
         ds = load_dataset(path, cfg.data.format, split, **cfg.data.options)
         if log is not None and split == "train":
             log(f"data: {getattr(ds, 'source', '') or path}")
+        if cfg.task == "inr_editing" and targets is None and ds.items:
+            source = _images_of(ds.items[0][0], path)
+            targets = _editing_targets(source, cfg.data.editing)
+            if log is not None:
+                log(f"editing targets: {cfg.data.editing} of the images in '{source}'")
         n = len(ds) if cfg.data.limit is None else min(len(ds), cfg.data.limit)
         out[split] = [ds[i] for i in range(n)]
         if targets is not None:
@@ -84,13 +89,27 @@ def load_splits(cfg: RunConfig, progress=True, log=None) -> dict:
     return out
 
 
-def _editing_targets(path, kind):
-    """Editing targets of every source image (``images.npz`` saved by the generators)."""
+def _images_of(network_file, root) -> Path:
+    """The ``images.npz`` the generators saved for a data set: the nearest one above one of its
+    network files, up to the data folder ``root`` (another data set's images beside it in
+    ``root`` are never taken)."""
+    folder = Path(network_file).parent
+    top = Path(root).resolve()
+    while True:
+        if (folder / "images.npz").is_file():
+            return folder / "images.npz"
+        if folder.resolve() == top or folder.parent == folder:
+            break
+        folder = folder.parent
+    raise ValueError(f"INR editing needs the source images: no images.npz between "
+                     f"'{network_file}' and '{root}' (scalegmn data mnist-inrs/fmnist-inrs/"
+                     f"nfn-siren write one with the networks)")
+
+
+def _editing_targets(images_file, kind):
+    """Editing targets of every source image in ``images_file``."""
     from ..data.generate import editing_targets
-    found = list(Path(path).rglob("images.npz"))
-    if not found:
-        raise ValueError(f"INR editing needs the source images: no images.npz under '{path}'")
-    return editing_targets(np.load(found[0])["images"], kind)
+    return editing_targets(np.load(images_file)["images"], kind)
 
 
 def _image_index(item) -> int:
