@@ -381,7 +381,7 @@ def main(argv=None):
                    help="continue the run in --out from checkpoints/last.pt with the run's "
                         "own config; --set may change only train.epochs, train.eval_every, "
                         "train.progress, train.threads, train.device, train.malloc, "
-                        "train.deterministic")
+                        "train.deterministic, data.path")
     t.add_argument("--dry-run", action="store_true", help="print the summary and stop")
     t.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (overrides "
                                     "train.device)")

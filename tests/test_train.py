@@ -441,3 +441,26 @@ def test_editing_targets_come_from_the_data_sets_own_images(tmp_path, inr_dir, c
     for g, item in zip(runner.data["train"], ds.items):
         idx = int(Path(item[0]).parent.parent.name.split("_")[-1])
         assert torch.equal(g.target[0], torch.tensor(want[idx], dtype=torch.float32))
+
+
+def test_resume_after_the_data_moved(tmp_path, inr_dir, monkeypatch, capsys):
+    """A run started with a relative data.path, resumed from another folder: the error says how
+    to point at the data, and data.path is one of the keys a resume may change (listed in
+    train --help)."""
+    from scalegmn.train.config import RESUMABLE_KEYS
+    (tmp_path / "start").mkdir()
+    (tmp_path / "start" / "data").symlink_to(inr_dir)
+    monkeypatch.chdir(tmp_path / "start")
+    assert main(["train", "--config", "mnist_inr_mlp", "--out", str(tmp_path / "mlp"), "--set",
+                 "data.path=data", "model.hidden=16", "train.epochs=1",
+                 "train.progress=false"]) == 0
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="'data'.*--set data.path=WHERE_IT_IS_NOW"):
+        main(["train", "--out", str(tmp_path / "mlp"), "--resume", "--set", "train.epochs=2"])
+    assert main(["train", "--out", str(tmp_path / "mlp"), "--resume", "--set", "train.epochs=2",
+                 f"data.path={inr_dir}"]) == 0
+    assert "resumed from epoch 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(k in text for k in RESUMABLE_KEYS)

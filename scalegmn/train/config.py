@@ -158,10 +158,10 @@ def load_config(name_or_path: str, overrides=()) -> RunConfig:
 
 
 # -- resuming a run -----------------------------------------------------------------------------
-#: keys a resumed run may change: how long and how it runs, never what it trains (model, data,
-#: optimiser, seed and dtype are fixed by the checkpoint)
+#: keys a resumed run may change: how long and how it runs and where its data now lives, never
+#: what it trains (model, data format and options, optimiser, seed, dtype: fixed by the checkpoint)
 RESUMABLE_KEYS = ("train.epochs", "train.eval_every", "train.progress", "train.threads",
-                  "train.device", "train.malloc", "train.deterministic")
+                  "train.device", "train.malloc", "train.deterministic", "data.path")
 
 
 def flatten_config(d: dict) -> dict:
@@ -228,6 +228,11 @@ def load_run_config(run_dir, overrides=(), config=None) -> Optional[RunConfig]:
     pairs = parse_overrides(overrides)
     for k, v in pairs:
         _set(data, k, v)
+    where = data.get("data", {}).get("path")
+    if where is not None and not Path(where).exists():
+        raise ValueError(f"the run's data folder '{where}' (data.path in '{source}') does not "
+                         f"exist here: resume from the folder the run was started in, or pass "
+                         f"--set data.path=WHERE_IT_IS_NOW")
     cfg = _validate(data)
     for key, new, old in config_conflicts(cfg.to_dict(), saved_cfg.to_dict()):
         item = next((f"{k}={v}" for k, v in pairs if k == key or k.startswith(key + ".")),
