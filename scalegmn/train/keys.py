@@ -67,6 +67,7 @@ KEY_HELP = {
     "model.compile": "torch.compile the message-passing layers (eager if that fails)",
     "model.prune_last_layer": "readout last_layer: skip last-layer messages it never reads "
                               "(same outputs)",
+    "model.fused": "ScaleEq's fused evaluation (false: the textbook one, slower; same function)",
     "model.extra": "free-form options for backends you register (scalegmn.register)",
     # train
     "train.epochs": "passes over the training split",
