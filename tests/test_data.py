@@ -412,3 +412,11 @@ def test_cli_data_errors_are_one_line(tmp_path, argv, culprit):
     msg = str(e.value.code)
     assert msg.startswith("error: ") and "\n" not in msg, msg
     assert culprit.format(tmp=tmp_path) in msg and "pass" in msg, msg
+
+
+def test_cnn_zoo_says_which_split_file_ordered_its_rows(tmp_path):
+    _zoo_fixture(tmp_path / "zoo")
+    ds = Z.cnn_zoo(tmp_path / "zoo", "train")
+    assert ds.source.endswith(f"row order from '{tmp_path / 'zoo' / 'zoo_split.csv'}'")
+    (tmp_path / "zoo" / "zoo_split.csv").unlink()
+    assert "no *_split.csv: rows in file order" in Z.cnn_zoo(tmp_path / "zoo", "train").source

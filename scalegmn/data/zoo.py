@@ -10,6 +10,7 @@ import ast
 import csv
 import gzip
 import io
+import logging
 import random
 from pathlib import Path
 
@@ -181,8 +182,12 @@ def cnn_zoo(path, split="train", activation=None, protocol="split_then_filter",
         chosen = [r for r in chosen if float(metrics[r]["test_accuracy"]) >= min_accuracy]
     if not chosen:
         raise DataError(f"no rows left for split '{split}' in '{root}'")
-    return ZooDataset(weights, layout, chosen, [act(r) for r in chosen],
-                      [float(metrics[r]["test_accuracy"]) for r in chosen], **kw)
+    ds = ZooDataset(weights, layout, chosen, [act(r) for r in chosen],
+                    [float(metrics[r]["test_accuracy"]) for r in chosen], **kw)
+    ds.source = (f"zoo in '{root}', " + (f"row order from '{split_file}'" if split_file else
+                                         "no *_split.csv: rows in file order"))
+    logging.getLogger(__name__).info("cnn-zoo %s: %s", split, ds.source)
+    return ds
 
 
 def write_zoo(path, rows: np.ndarray, metrics: list, split: list | None = None,
