@@ -1,0 +1,43 @@
+"""``scalegmn.bench.isolation``: measured functions named ``module:function`` run in their own
+process; failures come back as rows, never as exceptions."""
+import pytest
+import torch
+
+from scalegmn.bench import isolation
+from scalegmn.bench.isolation import isolated, resolve, target_name
+from scalegmn.bench.probes import machine, matmul_peak
+
+
+def test_isolated_reports_failures_instead_of_raising():
+    out = isolated("scalegmn.bench.measure:measure",
+                   {"backend": "no-such-backend", "engine": "-", "workload": "mlp:2-4-1",
+                    "batch_size": 2, "hidden": 4, "layers": 1, "repeats": 1, "threads": 1},
+                   timeout=60)
+    assert "error" in out and "no-such-backend" in out["error"]
+    out = isolated(matmul_peak, {"n": 20000, "repeats": 50}, timeout=1)
+    assert out == {"error": "timeout after 1 s"}
+    assert isolated(machine, {}, timeout=60)["torch"] == torch.__version__
+
+
+def test_targets_are_module_function_strings():
+    assert target_name(machine) == "scalegmn.bench.probes:machine"
+    assert resolve("scalegmn.bench.probes:machine") is machine
+    for bad in ("machine", "a:b:c", ":machine", "scalegmn.bench.probes:"):
+        with pytest.raises(ValueError, match="module:function"):
+            target_name(bad)
+    with pytest.raises(ValueError, match="top level"):
+        target_name(lambda: {})
+    with pytest.raises(ValueError, match="no_such_function"):
+        resolve("scalegmn.bench.probes:no_such_function")
+    # an unknown target is a failed row of the measuring process, naming it
+    out = isolated("scalegmn.bench.probes:no_such_function", {}, timeout=60)
+    assert "no_such_function" in out["error"]
+
+
+def test_one_server_per_malloc_policy():
+    assert isolation.server_env("lean")["SCALEGMN_MALLOC"] == "lean"
+    assert isolation.server_env()["SCALEGMN_MALLOC"] == "keep"
+    assert isolation.start_server("keep") is isolation.start_server("keep")
+    assert isolation.start_server("keep") is not isolation.start_server("default")
+    assert str(isolation.PACKAGES_DIR) == isolation.server_env()["PYTHONPATH"].split(":")[0]
+    assert (isolation.PACKAGES_DIR / "scalegmn" / "bench" / "isolation.py").is_file()
