@@ -50,10 +50,15 @@ def bar(total: int, desc: str, unit: str = "it", enabled: bool = True, leave: bo
     if tty:
         return tqdm(total=total, desc=desc, unit=unit, leave=leave, delay=delay, file=fp,
                     initial=initial, dynamic_ncols=True)
-    interval = float(os.environ.get("SCALEGMN_PROGRESS_INTERVAL", LOG_INTERVAL))
+    raw = os.environ.get("SCALEGMN_PROGRESS_INTERVAL", str(LOG_INTERVAL))
+    try:
+        interval = float(raw)
+    except ValueError:
+        raise ValueError(f"SCALEGMN_PROGRESS_INTERVAL must be a number of seconds, got "
+                         f"{raw!r}") from None
     return tqdm(total=total, desc=desc, unit=unit, leave=leave, delay=delay, file=_Lines(fp),
-                initial=initial, mininterval=interval, maxinterval=max(interval, 1.0), miniters=1, ascii=True,
-                ncols=100)
+                initial=initial, mininterval=interval, maxinterval=max(interval, 1.0),
+                miniters=1, ascii=True, ncols=100)
 
 
 def duration(seconds: float) -> str:

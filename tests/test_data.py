@@ -420,3 +420,10 @@ def test_cnn_zoo_says_which_split_file_ordered_its_rows(tmp_path):
     assert ds.source.endswith(f"row order from '{tmp_path / 'zoo' / 'zoo_split.csv'}'")
     (tmp_path / "zoo" / "zoo_split.csv").unlink()
     assert "no *_split.csv: rows in file order" in Z.cnn_zoo(tmp_path / "zoo", "train").source
+
+
+def test_bad_progress_interval_names_the_variable(monkeypatch):
+    from scalegmn.progress import bar
+    monkeypatch.setenv("SCALEGMN_PROGRESS_INTERVAL", "soon")
+    with pytest.raises(ValueError, match="SCALEGMN_PROGRESS_INTERVAL.*'soon'"):
+        bar(3, "x")
