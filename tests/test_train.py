@@ -464,3 +464,13 @@ def test_resume_after_the_data_moved(tmp_path, inr_dir, monkeypatch, capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert all(k in text for k in RESUMABLE_KEYS)
+
+
+def test_set_accepts_floats_yaml_reads_as_strings():
+    """``--set train.lr=1e-3``: YAML 1.1 reads ``1e-3`` (no dot) as a string; a float key takes
+    it as the number, and a word is still refused naming the key."""
+    from scalegmn.train.config import load_config
+    assert load_config("mnist_inr_scalegmn", ["train.lr=1e-3"]).train.lr == 1e-3
+    assert load_config("mnist_inr_scalegmn", ["train.lr=-2.5E+2"]).train.lr == -250.0
+    with pytest.raises(ValueError, match="train.lr"):
+        load_config("mnist_inr_scalegmn", ["train.lr=fast"])

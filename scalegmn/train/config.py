@@ -3,6 +3,7 @@ anything runs; ``--set key=value`` overrides any field."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _check_type(key, value, tp):
     origin = typing.get_origin(tp)
     if origin is typing.Union:
@@ -72,6 +76,8 @@ def _check_type(key, value, tp):
         tp = next(a for a in args if a is not type(None))
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)     # YAML 1.1 reads 1e-3 (no dot) as a string
     if tp in (int, float, str, bool) and not (isinstance(value, tp) and
                                               not (tp is int and isinstance(value, bool))):
         raise ValueError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
