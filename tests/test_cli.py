@@ -186,16 +186,15 @@ def make():
 '''
 
 
-def test_drawing_has_clear_title_edge_legend_and_visible_residual_edges(tmp_path):
+def test_drawing_has_clear_title_edge_legend_and_visible_residual_edges():
     """converters.draw: the title clear of the node-set labels, a legend for node groups and
     one for edge types, residual edges curved in their own colour and style."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch
     from converters.draw import graph_figure
-    from scalegmn.cli import load_graph_source
-    src = tmp_path / "res.py"
-    src.write_text(RESIDUAL_FILE)
-    g = load_graph_source(f"{src}:make")
+    scope = {}
+    exec(RESIDUAL_FILE, scope)
+    g = C.to_graph(scope["make"]())
     n_res = int((g.edge_type == C.EDGE_TYPES.index("residual")).sum())
     assert n_res > 0
     fig = graph_figure(g, title="a residual MLP")
