@@ -18,13 +18,13 @@ Modes (flags of ``scalegmn bench``; combine freely):
   workload, with FLOP/s against the matmul peak;
 - ``--docs``: all of the above, written to ``docs/benchmarks.md`` (figures and the raw JSON in
   ``docs/benchmarks/``) with a description of the machine;
-- ``--quick``: small sizes and repeats (about a minute for ``--docs --quick`` on 2 cores);
+- ``--quick``: small sizes and repeats (a smoke test of the same code);
 - ``--render bench.json``: rewrite the report from saved measurements.
 
 Every measurement runs in its own process, forked from a server process that has imported torch,
 converters and scalegmn and run nothing else (``isolation``): peak RSS is per measurement (reset
 when the process starts, so it counts the imported libraries plus what the measurement used) and
-the import cost (~5 s) is paid once. Times are medians of repeats after one warm-up call. A
+the import cost is paid once. Times are medians of repeats after one warm-up call. A
 measurement that raises, runs out of memory (``--max-mem-gib``) or time (``--timeout``) is a
 failed row; it never stops the run. Ratios are meaningful within one run only.
 

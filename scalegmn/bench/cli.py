@@ -75,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
                    "128, hidden 128, 4 layers) with every engine, Small-CNN-Zoo CNNs at batch 64")
     p.add_argument("--docs", action="store_true",
                    help="everything, written to docs/benchmarks.md and docs/benchmarks/")
-    p.add_argument("--quick", action="store_true", help="small sizes and repeats (~1 minute)")
+    p.add_argument("--quick", action="store_true", help="small sizes and repeats (a smoke test)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per measurement "
                    "(default 300, 60 with --quick; a preset may say more)")
     p.add_argument("--max-mem-gib", type=float, default=8.0,
@@ -100,8 +100,7 @@ def plan(args: argparse.Namespace) -> tuple:
     ``--docs`` or the full defaults, each overridden by the options given."""
     preset = PRESETS[args.preset] if args.preset else None
     base = QUICK if args.quick else preset.size if preset else DOCS if args.docs else FULL
-    sizes = {k: getattr(args, k) for k in _SIZES}
-    del sizes["batch"]
+    sizes = {k: getattr(args, k) for k in ("hidden", "layers", "repeats")}
     settings = BenchSettings(
         workload=args.workload or (preset.workload if preset else "siren"),
         backends=tuple(args.backends or (preset.backends if preset else ())) or None,

@@ -1,6 +1,6 @@
 """One process per measurement: a fork server, resource limits, and ``isolated``.
 
-A server process imports torch, converters and scalegmn once (``PRELOAD``; about 5 s) and runs
+A server process imports torch, converters and scalegmn once (``PRELOAD``) and runs
 no torch computation itself. For each request it forks a measuring process, which resets its
 peak RSS, caps its address space, runs the requested function and writes its result back as one
 JSON object. The parent (``scalegmn bench``) talks to the server over a pipe, one JSON line per
@@ -171,9 +171,9 @@ def serve() -> None:
 
 def server_env(malloc: str = "keep", extra: Optional[dict] = None) -> dict:
     """Environment of a server and its measuring processes: the folder holding these packages
-    (``PACKAGES_DIR``) first on ``PYTHONPATH``, ``OMP_WAIT_POLICY=PASSIVE`` unless set (with
-    OpenMP's spinning threads, any other load on the machine made small steps up to 100x slower
-    on 2 cores; passive waiting costs little), and ``SCALEGMN_MALLOC=malloc`` (the server applies
+    (``PACKAGES_DIR``) first on ``PYTHONPATH``, ``OMP_WAIT_POLICY=PASSIVE`` unless set (spinning
+    OpenMP threads slow small steps down many times over when the machine has other work; see
+    docs/performance.md), and ``SCALEGMN_MALLOC=malloc`` (the server applies
     ``scalegmn.allocator.apply`` with it, as ``scalegmn train`` does). ``extra`` is added last."""
     paths = [str(PACKAGES_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                    if p]

@@ -67,7 +67,7 @@ def allocator_name(device: str) -> str:
     return name + (f" ({', '.join(extra)})" if extra else "")
 
 
-def memory_from_events(prof) -> Optional[tuple]:
+def memory_from_events(prof: "torch.profiler.profile") -> Optional[tuple]:
     """(peak, net) bytes from the profiler's allocation (+) and free (-) events in time order:
     the maximum of their running sum, and their sum; None when this torch does not expose the
     raw events (``kineto_results`` is not a public API)."""
@@ -82,7 +82,7 @@ def memory_from_events(prof) -> Optional[tuple]:
     return peak, live
 
 
-def memory_from_averages(prof) -> tuple:
+def memory_from_averages(prof: "torch.profiler.profile") -> tuple:
     """(peak, net) bytes from ``key_averages()``: the largest inclusive per-op
     ``cpu_memory_usage`` (a lower bound of the peak) and the sum of ``self_cpu_memory_usage``
     (the same net as the events'); slow (it builds the whole event tree)."""
@@ -98,8 +98,8 @@ def memory_view(step: Step, device: str = "cpu") -> dict:
 
     CUDA: ``torch.cuda.max_memory_allocated`` and ``memory_allocated``. CPU: ``torch.profiler``
     with ``profile_memory=True``, from its allocation events (``memory_from_events``; their net
-    equals the sum of ``self_cpu_memory_usage`` over ``key_averages()``, which costs ~0.5 s more
-    per call), else from ``key_averages()`` (``memory_from_averages``)."""
+    equals the sum of ``self_cpu_memory_usage`` over ``key_averages()``, which is slower to
+    build), else from ``key_averages()`` (``memory_from_averages``)."""
     if device == "cuda":
         return _cuda_memory_view(step)
     from torch.profiler import ProfilerActivity, profile

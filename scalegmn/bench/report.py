@@ -11,11 +11,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Union
 
 from .settings import Size
 from .suites import SWEEPS
 from .workloads import describe
+
+PathLike = Union[str, os.PathLike]
 
 
 # -- text ----------------------------------------------------------------------------------------
@@ -130,7 +132,7 @@ def exponents(rows: list) -> dict:
 _LINESTYLE = {"dense": "-", "sparse": "--", "-": "-."}
 
 
-def plot_sweep(name: str, rows: list, path) -> None:
+def plot_sweep(name: str, rows: list, path: PathLike) -> None:
     """Log-log PNG at ``path``: forward time, forward+backward time and allocation peak against
     x, one line per backend/engine (colour: backend; line style: engine)."""
     import matplotlib
@@ -375,7 +377,7 @@ def profile_markdown(profiles: dict) -> str:
 
 
 # -- the page ------------------------------------------------------------------------------------
-def write_report(results: dict, md_path, img_dir, command: str) -> Path:
+def write_report(results: dict, md_path: PathLike, img_dir: PathLike, command: str) -> Path:
     """Markdown (``md_path``), JSON (``bench.json`` next to the images) and one PNG per sweep
     (``img_dir``) of a results dict; returns ``md_path``."""
     md_path, img_dir = Path(md_path), Path(img_dir)
@@ -442,7 +444,7 @@ def _pair(e: dict) -> str:
     return f"{_fmt(e.get('forward_backward', nan))} / {_fmt(e.get('forward_backward_upper', nan))}"
 
 
-def write_rows(obj, path) -> Path:
+def write_rows(obj: Union[list, dict], path: PathLike) -> Path:
     """``obj`` (rows, or a results dict) as indented JSON at ``path`` (folders made)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

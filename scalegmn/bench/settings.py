@@ -34,7 +34,7 @@ class Size:
 # sizes and repeats of the default table and of the sweeps; --batch etc. override them
 QUICK = Size(batch=8, hidden=16, layers=2, repeats=2, max_s=0.5)
 FULL = Size(batch=128, hidden=128, layers=4, repeats=3, max_s=5.0)
-DOCS = Size(batch=32, hidden=64, layers=4, repeats=3, max_s=5.0)     # ~15 min in all
+DOCS = Size(batch=32, hidden=64, layers=4, repeats=3, max_s=5.0)
 SWEEP_QUICK = Size(batch=8, hidden=16, layers=2, repeats=1, max_s=0.5)
 SWEEP_FULL = Size(batch=4, hidden=32, layers=2, repeats=3, max_s=1.5)
 

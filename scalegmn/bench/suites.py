@@ -24,7 +24,7 @@ from .probes import matmul_peak
 from .settings import BenchSettings, Size
 from .workloads import engines_for, mlp_workload
 
-Rows = list
+Rows = list  # of row dicts (one measurement each)
 Log = Optional[Callable[[dict], None]]
 
 

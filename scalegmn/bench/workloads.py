@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+from torch_geometric.data import Batch
 
 WORKLOADS = {
     "siren": "SIREN 2-32-32-1 INRs (the MNIST-INR workload)",
@@ -73,7 +74,7 @@ def example_input(model: torch.nn.Module, workload: str) -> torch.Tensor:
     return torch.randn(4, first.in_features)
 
 
-def make_batch(workload: str, batch_size: int, seed: int = 0):
+def make_batch(workload: str, batch_size: int, seed: int = 0) -> Batch:
     """``batch_size`` freshly initialised networks of ``workload`` as one PyG batch (the first
     traced by ``to_graph``, the others read into its ``ArchSpec`` by ``from_state_dict``, 50x
     faster)."""
@@ -85,7 +86,7 @@ def make_batch(workload: str, batch_size: int, seed: int = 0):
     return converters.batch_graphs(graphs)
 
 
-def build_model(backend: str, engine: str, batch, *, hidden: int, layers: int,
+def build_model(backend: str, engine: str, batch: Batch, *, hidden: int, layers: int,
                 readout: str = "last_layer", prune_last_layer: bool = True) -> torch.nn.Module:
     """``backend`` built for ``batch`` (an invariant task, 10 outputs). For ``ENGINE_BACKENDS``,
     ``engine`` is an engine (``sparse``, ``dense``, ``auto``) or one of ``PSEUDO_ENGINES``, and
