@@ -12,7 +12,7 @@ from .dense import DenseWeights, from_dense, functional_forward, to_dense
 from .errors import UnsupportedLayerError
 from .graph import (GraphLoader, ParameterGraph, archs_of, batch_graphs, batch_vector,
                     from_state_dict, single_arch, to_state_dict)
-from . import arch, models
+from . import arch, load, models
 from .groups import ACTIVATIONS, EDGE_TYPES, GROUPS, NODE_FEATURES, ROLES
 from .io import from_networkx, load_graph, save_graph, to_networkx
 from .module import SpecModule, to_module

@@ -53,3 +53,38 @@ def cnn_zoo(stride: int = 2, activation: str = "relu", in_channels: int = 1, cha
     for _ in range(n_layers):
         size = (size - 1) * stride + kernel
     return _spec(module, torch.zeros(1, in_channels, size, size), dtype)
+
+
+BUILDERS = ("mlp", "siren", "cnn_zoo")
+
+
+def parse(text: str) -> ArchSpec:
+    """An ``ArchSpec`` from text: a JSON file written by ``ArchSpec.to_json``, or a builder call
+    with literal arguments such as ``siren(style="nfn")`` or ``mlp(widths=[2, 32, 1])`` (one of
+    ``BUILDERS``). ``ValueError`` says what is wrong with the text."""
+    import ast
+    import os
+    if os.path.isfile(text):
+        with open(text) as fh:
+            return ArchSpec.from_json(fh.read())
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError as e:
+        raise ValueError(f"cannot parse the architecture {text!r}: {e}") from e
+    if isinstance(tree, ast.Name):
+        name, kwargs = tree.id, {}
+    elif isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and not tree.args:
+        name = tree.func.id
+        try:
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in tree.keywords}
+        except ValueError as e:
+            raise ValueError(f"architecture arguments must be literals: {text!r}") from e
+    else:
+        raise ValueError(f"an architecture must look like mlp(widths=[2, 32, 1]) or be a JSON "
+                         f"file, got {text!r}")
+    if name not in BUILDERS:
+        raise ValueError(f"unknown arch builder {name!r}; choose from {sorted(BUILDERS)}")
+    try:
+        return globals()[name](**kwargs)
+    except TypeError as e:
+        raise ValueError(f"architecture {text!r}: {e}") from e

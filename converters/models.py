@@ -13,11 +13,27 @@ import torch.nn.functional as F
 
 _ACTS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
          "gelu": nn.GELU, "silu": nn.SiLU, "identity": nn.Identity}
+ACTIVATION_NAMES = tuple(sorted(_ACTS)) + ("sin",)
 
 
-def make_activation(name: str) -> nn.Module:
+class Sine(nn.Module):
+    """``sin(w0 * x)``, elementwise (SIREN's activation)."""
+
+    def __init__(self, w0: float = 30.0):
+        super().__init__()
+        self.w0 = float(w0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.w0 * x)
+
+
+def make_activation(name: str, w0: float = 30.0) -> nn.Module:
+    """The activation module called ``name`` (one of ``ACTIVATION_NAMES``; ``sin`` uses
+    ``w0``)."""
+    if name == "sin":
+        return Sine(w0)
     if name not in _ACTS:
-        raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTS)}")
+        raise ValueError(f"unknown activation {name!r}; choose from {ACTIVATION_NAMES}")
     return _ACTS[name]()
 
 
@@ -66,13 +82,15 @@ class Siren(nn.Module):
         return x
 
 
-def mlp(widths: Sequence[int], activation: str = "relu", bias: bool = True) -> nn.Sequential:
-    """``Linear -> act -> ... -> Linear`` as an ``nn.Sequential`` (keys ``0.weight``, ``2.weight``)."""
+def mlp(widths: Sequence[int], activation: str = "relu", bias: bool = True,
+        w0: float = 30.0) -> nn.Sequential:
+    """``Linear -> act -> ... -> Linear`` as an ``nn.Sequential`` (keys ``0.weight``,
+    ``2.weight``); ``activation`` one of ``ACTIVATION_NAMES`` (``sin``: ``sin(w0 x)``)."""
     layers = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(a, b, bias=bias))
         if i < len(widths) - 2:
-            layers.append(make_activation(activation))
+            layers.append(make_activation(activation, w0))
     return nn.Sequential(*layers)
 
 

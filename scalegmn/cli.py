@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import ast
-import importlib.util
 import os
 import sys
 from collections import Counter
@@ -18,98 +16,6 @@ from pathlib import Path
 DESCRIPTION = ("ScaleGMN toolkit: turn torch.nn models into parameter graphs, make weight-space "
                "data sets, train and evaluate metanetworks on them. New here? Run 'scalegmn "
                "quickstart'. Each command has its own --help.")
-
-
-# -- loading a model -------------------------------------------------------------------------
-def _load_factory(source: str):
-    import torch
-    path, _, name = source.rpartition(":")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file '{path}' (pass file.py:factory, a factory or "
-                                f"module in a Python file)")
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    if not hasattr(mod, name):
-        raise ValueError(f"'{path}' has no '{name}' (pass file.py:NAME with a NAME defined "
-                         f"in the file)")
-    obj = getattr(mod, name)
-    model = obj() if callable(obj) and not isinstance(obj, torch.nn.Module) else obj
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"'{source}' gave a {type(model).__name__}, not an nn.Module")
-    return model
-
-
-def parse_arch(text: str) -> converters.ArchSpec:
-    """``--arch`` value: a JSON file, or a builder call such as ``siren(style="nfn")``."""
-    import converters
-    if os.path.isfile(text):
-        with open(text) as fh:
-            return converters.ArchSpec.from_json(fh.read())
-    try:
-        tree = ast.parse(text, mode="eval").body
-    except SyntaxError as e:
-        raise ValueError(f"cannot parse --arch {text!r}: {e}") from e
-    if isinstance(tree, ast.Name):
-        name, kwargs = tree.id, {}
-    elif isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and not tree.args:
-        name = tree.func.id
-        try:
-            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in tree.keywords}
-        except ValueError as e:
-            raise ValueError(f"--arch arguments must be literals: {text!r}") from e
-    else:
-        raise ValueError(f"--arch must look like mlp(widths=[2, 32, 1]) or a JSON file, "
-                         f"got {text!r}")
-    builders = {"mlp": converters.arch.mlp, "siren": converters.arch.siren,
-                "cnn_zoo": converters.arch.cnn_zoo}
-    if name not in builders:
-        raise ValueError(f"unknown arch builder {name!r}; choose from {sorted(builders)}")
-    try:
-        return builders[name](**kwargs)
-    except TypeError as e:
-        raise ValueError(f"--arch {text!r}: {e}") from e
-
-
-def _unwrap_state_dict(obj):
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            return obj[key]
-    return obj
-
-
-def load_graph_source(source: str, arch=None, trust=False, example_shape=None):
-    """A ``ParameterGraph`` from ``file.py:factory``, a state dict + ``arch``, or (with
-    ``trust``) a whole pickled model."""
-    import torch
-
-    import converters
-    example = torch.zeros(2, *example_shape) if example_shape else None
-    if ":" in source and source.rpartition(":")[0].endswith(".py"):
-        model = _load_factory(source)
-        return converters.to_graph(model, example.to(next(model.parameters()).dtype)
-                                   if example is not None else None)
-    if not os.path.isfile(source):
-        raise FileNotFoundError(f"no such file '{source}' (pass file.py:factory, a state dict "
-                                f"with --arch, or a pickled model with --trust)")
-    try:
-        obj = torch.load(source, weights_only=True, map_location="cpu")
-    except Exception as e:
-        if not trust:
-            raise ValueError(
-                f"'{source}' is not a plain state dict ({type(e).__name__}). If it is a "
-                f"whole pickled model you trust, pass --trust (unpickling runs code)") from e
-        obj = torch.load(source, weights_only=False, map_location="cpu")
-    if isinstance(obj, torch.nn.Module):
-        return converters.to_graph(obj, example)
-    obj = _unwrap_state_dict(obj)
-    if not isinstance(obj, dict):
-        raise ValueError(f"'{source}' holds a {type(obj).__name__}, not a state dict")
-    if arch is None:
-        raise ValueError(f"'{source}' is a state dict; say which architecture with --arch "
-                         f"(e.g. --arch 'siren(style=\"dwsnets\", output_offset=0.5)')")
-    return converters.from_state_dict(obj, arch)
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -132,7 +38,8 @@ def summarise(graph) -> str:
 def cmd_convert(args):
     import converters
     from converters.draw import GraphTooLargeError, draw_graph
-    arch = parse_arch(args.arch) if args.arch else None
+    from converters.load import load_graph_source
+    arch = converters.arch.parse(args.arch) if args.arch else None
     shape = [int(s) for s in args.example_shape.split(",")] if args.example_shape else None
     try:
         graph = load_graph_source(args.source, arch, args.trust, shape)
@@ -158,18 +65,13 @@ def cmd_simulate(args):
     import torch
 
     import converters
+    from converters.load import load_graph_source
+
     from . import simulate
-    from converters.models import make_activation
     torch.manual_seed(args.seed)
     if args.arch:
         widths = [int(w) for w in args.arch.split("-")]
-        layers = []
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            layers.append(torch.nn.Linear(a, b))
-            if i < len(widths) - 2:
-                layers.append(make_activation(args.activation) if args.activation != "sin"
-                              else _sine(args.w0))
-        model = torch.nn.Sequential(*layers)
+        model = converters.models.mlp(widths, args.activation, w0=args.w0)
     elif args.model:
         graph = load_graph_source(args.model, None, args.trust,
                                   [int(s) for s in args.example_shape.split(",")]
@@ -199,20 +101,6 @@ def cmd_simulate(args):
         return 1
     print(f"passed (tolerance {args.tol:g})")
     return 0
-
-
-def _sine(w0: float):
-    """A ``sin(w0 * x)`` module (defined here so that importing the CLI needs no torch)."""
-    import torch
-
-    class _Sine(torch.nn.Module):
-        def __init__(self, w0):
-            super().__init__()
-            self.w0 = float(w0)
-
-        def forward(self, x):
-            return torch.sin(self.w0 * x)
-    return _Sine(w0)
 
 
 def cmd_data(args):

