@@ -94,6 +94,33 @@ class Action:
         out.x, out.edge_attr = x, ea
         return out
 
+    def apply_state_dict(self, arch, state_dict: dict) -> dict:
+        """The action on a state dict of architecture ``arch`` (an ``ArchSpec``, or a graph whose
+        ``arch`` is used), computed op by op by each op's action rule (``OpRule.act``) rather than
+        on the graph. Equal, bitwise, to ``to_state_dict(self.apply(graph))``: the two are
+        independent implementations of one action, and the tests hold them to each other."""
+        from .layout import layout
+        from .ops import ParamAction, rule_for
+        from .symmetry import value_parts
+        arch = getattr(arch, "arch", arch)
+        lay = layout(arch)
+        if len(self.perm) != lay.num_nodes:
+            raise ValueError(f"action is for {len(self.perm)} nodes, arch has {lay.num_nodes}")
+        perm, q = self.perm.cpu(), self.q.cpu()
+        perms, qs, sizes = {}, {}, {}
+        for k, ns in enumerate(arch.nodesets):
+            lo, n = lay.offsets[k], ns["size"]
+            local = perm[lo:lo + n] - lo
+            if n and (int(local.min()) < 0 or int(local.max()) >= n):
+                raise ValueError(f"the action moves nodes of '{ns['name']}' out of their node set")
+            perms[k], qs[k], sizes[k] = local, q[lo:lo + n], n
+        a = ParamAction(perms, qs, sizes)
+        parts = value_parts(arch.ops)
+        sd = {k: v.detach().clone() for k, v in state_dict.items()}
+        for op in arch.ops:
+            rule_for(op["op"]).act(op, sd, a, parts)
+        return sd
+
     def apply_dense(self, dense):
         """The action on a dense view (returns a new ``DenseWeights``)."""
         from .dense import from_dense, to_dense

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch_geometric.data import Batch
 
 from .archspec import ArchSpec
 from .graph import ParameterGraph, _structure, archs_of, pad_shape, single_arch
 from .interp import run
 from .layout import kernel_slots, layout
+from .ops import rule_for
 
 
 @dataclass
@@ -49,7 +49,7 @@ class DenseWeights:
         xb = torch.cat(self.b, dim=1)
         for f in lay.features:
             v = xb[:, f.start:f.start + f.size, f.column]
-            out[f.key] = v[:, 0] if f.scalar else v
+            out[f.key] = v[:, 0] if f.scalar else (v[:, :1] if f.shared else v)
         return out
 
 
@@ -97,65 +97,10 @@ def from_dense(dense: DenseWeights) -> Batch:
 
 
 # -- batched forward --------------------------------------------------------------------------
-def _conv_padding(op):
-    """``F.pad`` widths for non-zero padding modes, as ``nn.ConvNd`` computes them."""
-    k, d, pad = op["kernel_size"], op["dilation"], op["padding"]
-    widths = []
-    for i in reversed(range(op["dim"])):
-        if pad == "same":
-            total = d[i] * (k[i] - 1)
-            widths += [total // 2, total - total // 2]
-        elif pad == "valid":
-            widths += [0, 0]
-        else:
-            widths += [pad[i], pad[i]]
-    return widths
-
-
 def _batched_param_op(P, B):
+    """``param_op`` for ``interp.run``: each op with parameters runs batched by its rule."""
     def op_fn(op, ins):
-        t = ins[0]
-        kind, m = op["op"], op.get("module")
-        Bn = t.shape[0]
-        n = Bn // B
-        if kind == "linear":
-            W = P[m + ".weight"]                                        # (B, out, in)
-            y = torch.bmm(t.reshape(B, n, -1), W.transpose(1, 2))
-            if op["bias"]:
-                y = y + P[m + ".bias"][:, None, :]
-            return y.reshape(Bn, -1)
-        if kind == "conv":
-            W = P[m + ".weight"]                                        # (B, out, ipg, *k)
-            sp = t.shape[2:]
-            u = t.reshape(B, n, t.shape[1], *sp).transpose(0, 1).reshape(n, -1, *sp)
-            bias = P[m + ".bias"].reshape(-1) if op["bias"] else None
-            pad = op["padding"]
-            if op["padding_mode"] != "zeros":
-                u = F.pad(u, _conv_padding(op), mode=op["padding_mode"])
-                pad = 0 if not isinstance(pad, str) else "valid"
-            conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[op["dim"]]
-            y = conv(u, W.reshape(-1, *W.shape[2:]), bias, tuple(op["stride"]),
-                     pad if isinstance(pad, (str, int)) else tuple(pad),
-                     tuple(op["dilation"]), op["groups"] * B)
-            out = W.shape[1]
-            return y.reshape(n, B, out, *y.shape[2:]).transpose(0, 1).reshape(Bn, out,
-                                                                               *y.shape[2:])
-        if kind == "batchnorm":
-            C = t.shape[1]
-            shape = (B, 1, C) + (1,) * (t.dim() - 2)
-            u = t.reshape(B, n, *t.shape[1:])
-            mean, var = P[m + ".running_mean"].reshape(shape), P[m + ".running_var"].reshape(shape)
-            gamma, beta = P[m + ".weight"].reshape(shape), P[m + ".bias"].reshape(shape)
-            y = (u - mean) / torch.sqrt(var + op["eps"]) * gamma + beta
-            return y.reshape(t.shape)
-        if kind == "layernorm":
-            C = t.shape[1]
-            u = F.layer_norm(t.reshape(B, n, C), (C,), eps=op["eps"])
-            u = u * P[m + ".weight"][:, None, :]
-            if op["bias"]:
-                u = u + P[m + ".bias"][:, None, :]
-            return u.reshape(Bn, C)
-        raise ValueError(kind)
+        return rule_for(op["op"]).batched(op, ins, P, B)
     return op_fn
 
 

@@ -77,7 +77,7 @@ def _key_shapes(arch: ArchSpec) -> dict:
         if b.weight_key is not None:
             shapes[b.weight_key] = b.param_shape
     for f in lay.features:
-        shapes[f.key] = () if f.scalar else (f.size,)
+        shapes[f.key] = f.param_shape
     return shapes
 
 
@@ -131,6 +131,8 @@ def from_state_dict(state_dict: Mapping[str, torch.Tensor], arch: ArchSpec, *,
             if int(xv.item()) != int(v.item()):
                 raise ValueError(f"'{f.key}' = {int(v.item())} is not exact in {dtype}")
             x[f.start:f.start + f.size, f.column] = xv
+        elif f.shared:   # one value stored on every node of the range
+            x[f.start:f.start + f.size, f.column] = v.to(dtype).expand(f.size)
         else:
             x[f.start:f.start + f.size, f.column] = v.to(dtype)
     return ParameterGraph(x=x, edge_attr=edge_attr, num_nodes=lay.num_nodes, arch=arch,
@@ -161,6 +163,13 @@ def to_state_dict(graph: ParameterGraph, *, strict: bool = True) -> dict:
         sd[b.weight_key] = vals.reshape(b.param_shape).to(dtype).clone()
     for f in lay.features:
         v = graph.x[f.start:f.start + f.size, f.column]
+        if f.shared:
+            if strict and not bool((v == v[0]).all()):
+                raise ValueError(f"'{f.key}' is one value stored on every node of "
+                                 f"'{arch.nodesets[int(graph.layer[f.start])]['name']}', but "
+                                 f"the nodes hold different values (edited unequally)")
+            sd[f.key] = v[:1].to(dtype).clone()
+            continue
         sd[f.key] = (v[0].round().long().clone() if f.scalar else v.to(dtype).clone())
     if strict:
         _check_structural_zeros(graph, lay, kshape)

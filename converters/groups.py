@@ -33,7 +33,10 @@ EDGE_TYPES = ("weight", "residual", "norm")
 EDGE_TYPE_ID = {t: i for i, t in enumerate(EDGE_TYPES)}
 
 # -- activations -----------------------------------------------------------------------------
-#: activation name -> factors of its input that it lets through (sigma(q z) = q' sigma(z))
+#: activation name -> factors of its input that it lets through for every value of its parameters
+#: (sigma(q z) = q sigma(z)); ``converters.ops.activation.activation_bits`` may let more through
+#: for some parameters. New names are appended, so that ids stay stable (the ``act`` node field
+#: stores them).
 ACTIVATIONS = {
     "identity": ANY,
     "relu": POS,

@@ -13,57 +13,14 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 
 import torch
 
+from . import ops
 from .archspec import ArchSpec
 from .groups import ACT_ID, EDGE_TYPE_ID, GROUP_ID, ROLE_ID
+from .ops.base import Block, FeatureSlot, kernel_slots  # noqa: F401 (public names of this module)
 from .symmetry import value_parts
-
-
-@dataclass
-class Block:
-    """The edges one op creates. ``values`` of the op reshape to ``(out, per_dest, K)``."""
-    op: dict
-    start: int
-    stop: int
-    out: int          # destinations (= size of the node set written)
-    per_dest: int     # sources per destination
-    kshape: tuple     # spatial shape of one edge's values (() for a scalar weight)
-    slots: torch.Tensor  # (K,) positions of those values in the padded feature axis
-    weight_key: str | None  # state-dict key of the values (None: structural constant 1)
-
-    @property
-    def param_shape(self):
-        op = self.op
-        if op["op"] == "linear":
-            return (self.out, op["in_features"])
-        if op["op"] == "conv":
-            return (self.out, self.per_dest, *op["kernel_size"])
-        return (self.out,)
-
-
-@dataclass
-class FeatureSlot:
-    key: str      # state-dict key
-    column: int   # column of x
-    start: int    # first node
-    size: int     # number of nodes
-    scalar: bool  # a 0-d buffer broadcast over the nodes (num_batches_tracked)
-
-
-def kernel_slots(kshape, kernel_shape) -> torch.Tensor:
-    """Flat positions of a ``kshape`` kernel centred in a ``kernel_shape`` grid."""
-    kernel_shape = tuple(kernel_shape)
-    if not kernel_shape:
-        return torch.zeros(1, dtype=torch.long)
-    kshape = tuple(kshape) or (1,) * len(kernel_shape)
-    grids = [torch.arange(k) + (K - k) // 2 for k, K in zip(kshape, kernel_shape)]
-    pos = torch.zeros(1, dtype=torch.long)
-    for g, K in zip(grids, kernel_shape):
-        pos = (pos[:, None] * K + g[None, :]).reshape(-1)
-    return pos
 
 
 class Layout:
@@ -80,61 +37,26 @@ class Layout:
         self.fx = len(arch.node_features)
         parts = value_parts(arch.ops)
 
+        self.sizes, self.parts = sizes, parts
+        self.col = {name: i for i, name in enumerate(arch.node_features)}
         src_all, dst_all, etype_all, blocks = [], [], [], []
         features: list[FeatureSlot] = []
-        col = {name: i for i, name in enumerate(arch.node_features)}
         e = 0
-        for op in arch.param_ops:
-            kind, ns = op["op"], op["ns"]
-            off, size = self.offsets[ns], sizes[ns]
-            if kind in ("linear", "conv"):
-                in_sets = parts[op["in"][0]]
-                if len(set(in_sets)) != len(in_sets):   # one (src, dst) pair would be two edges
-                    raise ValueError(f"'{op['module']}' reads node sets {list(in_sets)}: a node "
-                                     f"set may enter a layer only once")
-                chan_nodes = torch.cat([torch.arange(self.offsets[p], self.offsets[p + 1])
-                                        for p in in_sets])
-                groups = op.get("groups", 1)
-                ipg = len(chan_nodes) // groups
-                opg = size // groups
-                o = torch.arange(size)
-                src = chan_nodes[((o // opg) * ipg)[:, None] + torch.arange(ipg)[None, :]]
-                per_dest = ipg
-                kshape = tuple(op["kernel_size"]) if kind == "conv" else tuple(op["spatial"])
-                key = op["module"] + ".weight"
-                etype = EDGE_TYPE_ID["weight"]
-                if op["bias"]:
-                    features.append(FeatureSlot(op["module"] + ".bias", col["bias"], off, size,
-                                                False))
-            elif kind in ("batchnorm", "layernorm"):
-                pre = self.offsets[op["pre"]]
-                src = (pre + torch.arange(size))[:, None]
-                per_dest, kshape, key = 1, (), op["module"] + ".weight"
-                etype = EDGE_TYPE_ID["norm"]
-                if kind == "batchnorm" or op["bias"]:
-                    features.append(FeatureSlot(op["module"] + ".bias", col["bias"], off, size,
-                                                False))
-                if kind == "batchnorm":
-                    m = op["module"]
-                    features += [FeatureSlot(m + ".running_mean", col["bn_mean"], pre, size, False),
-                                 FeatureSlot(m + ".running_var", col["bn_var"], pre, size, False),
-                                 FeatureSlot(m + ".num_batches_tracked", col["bn_count"], off,
-                                             size, True)]
-            elif kind == "add":
-                a, b = (self.offsets[parts[v][0]] for v in op["in"])
-                src = torch.stack([a + torch.arange(size), b + torch.arange(size)], 1)
-                per_dest, kshape, key = 2, (), None
-                etype = EDGE_TYPE_ID["residual"]
-            else:  # pragma: no cover
-                raise AssertionError(kind)
-            n_e = src.numel()
-            dst_local = torch.arange(size).repeat_interleave(per_dest)
-            src_all.append(src.reshape(-1))
-            dst_all.append(off + dst_local)
-            etype_all.append(torch.full((n_e,), etype, dtype=torch.long))
-            blocks.append(Block(op, e, e + n_e, size, per_dest, kshape,
-                                kernel_slots(kshape, arch.kernel_shape), key))
-            e += n_e
+        for op in arch.ops:   # a driver loop: each op's rule says where its parameters live
+            rule = ops.rule_for(op["op"])
+            if "ns" in op and op["op"] != "input":
+                ed = rule.edges(op, self)
+                size, per_dest = ed.src.shape
+                n_e = ed.src.numel()
+                dst_local = torch.arange(size).repeat_interleave(per_dest)
+                src_all.append(ed.src.reshape(-1))
+                dst_all.append(self.offsets[op["ns"]] + dst_local)
+                etype_all.append(torch.full((n_e,), EDGE_TYPE_ID[ed.etype], dtype=torch.long))
+                blocks.append(Block(op, e, e + n_e, size, per_dest, ed.kshape,
+                                    kernel_slots(ed.kshape, arch.kernel_shape), ed.key,
+                                    tuple(ed.param_shape)))
+                e += n_e
+            features += rule.features(op, self)
         self.num_edges = e
         self.blocks = blocks
         self.features = features

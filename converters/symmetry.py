@@ -3,7 +3,10 @@
 A neuron's group is the intersection of what every consumer of its value allows
 (docs/design.md 3.2). We walk the ops backwards, tracking for every value the set of
 factors q with which its channels may be multiplied (``groups.ANY/POS/NEG/ONE`` bits) without
-changing the network function, given that the consumer compensates where it can:
+changing the network function, given that the consumer compensates where it can. Each op kind's
+rule lives with the rest of its knowledge in ``converters.ops`` (``OpRule.constrain`` and
+``OpRule.couple``); this module is the driver loop and the generic part (fixed inputs and outputs,
+classes of aligned and tied node sets). What the rules say:
 
 - a Linear / Conv / eval BatchNorm consumer absorbs any factor (its weight columns, its gamma);
 - an activation lets through the factors it commutes with (ReLU: q > 0; tanh, sin: signs;
@@ -18,128 +21,46 @@ changing the network function, given that the consumer compensates where it can:
 """
 from __future__ import annotations
 
+from . import ops as _ops
 from .errors import UnsupportedLayerError
-from .groups import ACTIVATIONS, ANY, NEG, ONE, POS, GROUPS, group_from_bits
-
-NS_OPS = ("input", "linear", "conv", "batchnorm", "layernorm", "add")
-
-
-class _UnionFind:
-    def __init__(self, n):
-        self.p = list(range(n))
-
-    def find(self, a):
-        while self.p[a] != a:
-            self.p[a] = self.p[self.p[a]]
-            a = self.p[a]
-        return a
-
-    def union(self, a, b):
-        self.p[self.find(a)] = self.find(b)
-
-    def classes(self):
-        """Class id (0..K-1, in order of first member) for every element."""
-        ids, out = {}, []
-        for a in range(len(self.p)):
-            out.append(ids.setdefault(self.find(a), len(ids)))
-        return out
+from .groups import ANY, NEG, POS, GROUPS, group_from_bits
+from .ops.base import SymmetryState, UnionFind as _UnionFind  # noqa: F401 (old import path)
 
 
-def value_parts(ops) -> dict:
+def value_parts(ops_list) -> dict:
     """For every value id, the node sets making up its channel dimension, in order."""
     parts = {}
-    for op in ops:
-        kind = op["op"]
-        if kind == "output":
+    for op in ops_list:
+        if op["op"] == "output":
             continue
-        if kind in NS_OPS:
-            parts[op["out"]] = [op["ns"]]
-        elif kind == "cat":
-            parts[op["out"]] = [ns for v in op["in"] for ns in parts[v]]
-        else:
-            parts[op["out"]] = list(parts[op["in"][0]])
+        parts[op["out"]] = _ops.rule_for(op["op"]).out_parts(op, parts)
     return parts
 
 
-def analyse(ops, sizes: dict, names: dict) -> list:
-    """Node-set records (see ``ArchSpec``) for the op list ``ops``.
+def analyse(ops_list, sizes: dict, names: dict) -> list:
+    """Node-set records (see ``ArchSpec``) for the op list ``ops_list``.
 
-    ``sizes`` and ``names`` map node-set id -> channel count / readable name.
+    ``sizes`` and ``names`` map node-set id -> channel count / readable name. A driver loop: every
+    op's rule restricts the factors allowed on its inputs (``OpRule.constrain``, walking
+    backwards) and couples node sets (``OpRule.couple``, forwards); the rest is generic.
     """
     n_sets = len(sizes)
-    parts = value_parts(ops)
-    out_op = [op for op in ops if op["op"] == "output"]
+    parts = value_parts(ops_list)
+    out_op = [op for op in ops_list if op["op"] == "output"]
     if len(out_op) != 1:
         raise UnsupportedLayerError("<graph>", "output", "exactly one output tensor is supported")
     out_v = out_op[0]["in"][0]
 
-    # backward pass: allowed factor bits per value
-    allow = {v: ANY for v in parts}
-    allow[out_v] = ONE
-    act_of = {}  # value id -> (activation name, params, w0 so far) seen downstream
-    for op in reversed(ops):
-        kind, ins = op["op"], op.get("in", [])
-        if kind in ("output", "input"):
-            continue
-        o = op["out"]
-        if kind in ("linear", "conv", "batchnorm"):
-            continue  # absorbs any factor
-        if kind == "layernorm":
-            allow[ins[0]] &= ONE
-        elif kind == "act":
-            allow[ins[0]] &= ACTIVATIONS[op["name"]] & allow[o]
-            act_of.setdefault(ins[0], (op["name"], dict(op.get("params", {}))))
-        elif kind == "pool":
-            bits = POS if "max" in op["fn"] else ANY
-            allow[ins[0]] &= bits & allow[o]
-            if o in act_of:
-                act_of.setdefault(ins[0], act_of[o])
-        elif kind in ("flatten", "mean"):
-            allow[ins[0]] &= allow[o]
-            if o in act_of:
-                act_of.setdefault(ins[0], act_of[o])
-        elif kind == "scalar":
-            if op["fn"] in ("mul", "div") and not (op["fn"] == "div" and op["reverse"]):
-                allow[ins[0]] &= allow[o]
-                if o in act_of:  # fold a constant factor into the activation (SIREN w0)
-                    name, params = act_of[o]
-                    if name == "sin" and op["fn"] == "mul":
-                        params = {**params, "w0": params.get("w0", 1.0) * op["const"]}
-                    act_of.setdefault(ins[0], (name, params))
-            else:
-                allow[ins[0]] &= ONE
-        elif kind == "add":
-            for v in ins:
-                allow[v] &= allow[o]
-        elif kind == "cat":
-            for v in ins:
-                allow[v] &= allow[o]
-        else:  # pragma: no cover - the tracer only emits the kinds above
-            raise UnsupportedLayerError(op.get("name", "?"), kind, "unknown op in ArchSpec")
-
-    producer = {op["ns"]: i for i, op in enumerate(ops) if op["op"] in NS_OPS}
-    ns_value = {op["ns"]: op["out"] for op in ops if op["op"] in NS_OPS}
+    s = SymmetryState(parts, sizes, out_v)
+    for op in reversed(ops_list):
+        _ops.rule_for(op["op"]).constrain(op, s)
+    for op in ops_list:
+        _ops.rule_for(op["op"]).couple(op, s)
+    allow, act_of, align, tie, cuts = s.allow, s.act_of, s.align, s.tie, s.cuts
+    ops = ops_list   # noqa: F841
+    producer = {op["ns"]: i for i, op in enumerate(ops) if "ns" in op}
+    ns_value = {op["ns"]: op["out"] for op in ops if "ns" in op}
     bits = [allow[ns_value[k]] for k in range(n_sets)]
-
-    align, tie = _UnionFind(n_sets), _UnionFind(n_sets)
-    cuts = [set() for _ in range(n_sets)]
-    for op in ops:
-        if op["op"] in ("batchnorm", "layernorm"):
-            align.union(op["pre"], op["ns"])
-        elif op["op"] == "add":
-            a, b = (parts[v][0] for v in op["in"])
-            for m in (a, b):
-                align.union(m, op["ns"])
-                tie.union(m, op["ns"])
-        elif op["op"] == "conv" and op["groups"] > 1:
-            g = op["groups"]
-            ipg, opg = op["in_channels"] // g, op["out_channels"] // g
-            cuts[op["ns"]].update(range(opg, op["out_channels"], opg))
-            pos = 0
-            for ns in parts[op["in"][0]]:
-                cuts[ns].update(c - pos for c in range(ipg, op["in_channels"], ipg)
-                                if pos < c < pos + sizes[ns])
-                pos += sizes[ns]
 
     fixed = [False] * n_sets
     fixed[0] = True

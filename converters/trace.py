@@ -1,81 +1,37 @@
 """Trace any ``torch.nn`` model with ``torch.fx`` into an ``ArchSpec``.
 
-The tracer treats ``torch.nn`` layers as leaves and traces through user modules. Every traced op
-must be in the table below; anything else raises ``UnsupportedLayerError`` naming the fx node or
-module path, because a silently wrong graph is worse than none (docs/design.md 2.3).
+The tracer treats ``torch.nn`` layers as leaves and traces through user modules. Every traced
+module, function and method is handed to the op rule that reads it (``converters.ops``: each rule
+lists its fx forms); anything else raises ``UnsupportedLayerError`` naming the fx node or module
+path, because a silently wrong graph is worse than none (docs/design.md 2.3). The ``_Builder``
+below is the rules' view of the trace: values, node sets, and the helpers that emit ops.
 """
 from __future__ import annotations
 
-import inspect
-import math
-import operator
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .archspec import ArchSpec
 from .errors import UnsupportedLayerError
+from . import ops
+from .groups import NODE_FEATURES
+from .ops.alias import ALIAS_FNS, dropout_args
 from .symmetry import analyse
 
-_ACT_MODULES = {nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh",
-                nn.Sigmoid: "sigmoid", nn.GELU: "gelu", nn.SiLU: "silu"}
-_ALIAS_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-                  nn.AlphaDropout)
-_POOL_MODULES = {nn.MaxPool1d: "max_pool1d", nn.MaxPool2d: "max_pool2d", nn.MaxPool3d: "max_pool3d",
-                 nn.AvgPool1d: "avg_pool1d", nn.AvgPool2d: "avg_pool2d", nn.AvgPool3d: "avg_pool3d",
-                 nn.AdaptiveAvgPool1d: "adaptive_avg_pool1d",
-                 nn.AdaptiveAvgPool2d: "adaptive_avg_pool2d",
-                 nn.AdaptiveAvgPool3d: "adaptive_avg_pool3d",
-                 nn.AdaptiveMaxPool1d: "adaptive_max_pool1d",
-                 nn.AdaptiveMaxPool2d: "adaptive_max_pool2d",
-                 nn.AdaptiveMaxPool3d: "adaptive_max_pool3d"}
-_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-_BN = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}
-
-_FN_ACTS = {torch.relu: "relu", F.relu: "relu", torch.tanh: "tanh", F.tanh: "tanh",
-            torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.sin: "sin", F.gelu: "gelu",
-            F.silu: "silu", F.leaky_relu: "leaky_relu"}
-_METHOD_ACTS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "tanh_": "tanh",
-                "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "sin": "sin", "sin_": "sin"}
-_POOL_PARAMS = {
-    "max_pool": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
-    "avg_pool": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
-                 "divisor_override"),
-    "adaptive_avg_pool": ("output_size",),
-    "adaptive_max_pool": ("output_size", "return_indices"),
-}
-_POOL_NAMES = set(_POOL_MODULES.values())
-
-
-def _pool_params(fn_name):
-    params = _POOL_PARAMS[fn_name[:-2]]
-    return params[:-1] if fn_name == "avg_pool1d" else params  # no divisor_override in 1d
-
-
-def _is_pool_fn(fn, name):
-    name = name.lstrip("_")
-    if name not in _POOL_NAMES:
-        return None
-    homes = (F, torch._C._nn, torch)
-    known = {getattr(h, n, None) for h in homes for n in (name, "_" + name)}
-    return name if fn in known else None
-_ALIAS_FNS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
-_ALIAS_METHODS = {"contiguous", "clone", "detach"}
-_NON_TENSOR_METHODS = {"size", "dim"}
-
-
-def _jsonable(v):
-    if isinstance(v, torch.Size):
-        v = tuple(v)
-    if isinstance(v, (tuple, list)):
-        return [_jsonable(x) for x in v]
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    raise TypeError(f"cannot record argument {v!r}")
+_REFUSALS = [
+    ((nn.RNNBase, nn.RNNCellBase), "recurrent layers are not supported"),
+    ((nn.MultiheadAttention,), "attention is not supported"),
+    ((nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
+      nn.TransformerDecoderLayer), "transformer layers are not supported"),
+    ((nn.Embedding, nn.EmbeddingBag), "embedding tables (integer inputs) are not supported"),
+    ((nn.modules.conv._ConvTransposeNd,), "transposed convolutions are not supported"),
+    ((nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm),
+     "only BatchNorm and LayerNorm over features are supported"),
+]
 
 
 @dataclass
@@ -95,24 +51,9 @@ def _refuse_autograd_function(cls, *args, **kwargs):
     raise _NoAutogradFunction(f"custom autograd.Function {cls.__qualname__}")
 
 
-_SUPPORTED_LEAVES = (set(_ACT_MODULES) | set(_ALIAS_MODULES) | set(_POOL_MODULES) | set(_CONV)
-                     | set(_BN) | {nn.Flatten, nn.Linear, nn.LayerNorm})
-_REFUSALS = [
-    ((nn.RNNBase, nn.RNNCellBase), "recurrent layers are not supported"),
-    ((nn.MultiheadAttention,), "attention is not supported"),
-    ((nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
-      nn.TransformerDecoderLayer), "transformer layers are not supported"),
-    ((nn.Embedding, nn.EmbeddingBag), "embedding tables (integer inputs) are not supported"),
-    ((nn.PReLU,), "PReLU (a learned activation slope) is not supported"),
-    ((nn.modules.conv._ConvTransposeNd,), "transposed convolutions are not supported"),
-    ((nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm),
-     "only BatchNorm and LayerNorm over features are supported"),
-]
-
-
 def _refusal(m: nn.Module) -> Optional[str]:
     """Why the ``torch.nn`` layer ``m`` cannot be converted, or None when it is supported."""
-    if type(m) in _SUPPORTED_LEAVES:
+    if ops.module_rule(type(m)) is not None:
         return None
     for types, why in _REFUSALS:
         if isinstance(m, types):
@@ -227,23 +168,17 @@ def _signature(gm: fx.GraphModule):
 
 
 def _guess_input(gm: fx.GraphModule, module: nn.Module, dtype) -> torch.Tensor:
+    """An example input for ``module``, from the first traced layer whose rule can tell one
+    (``OpRule.example_input``)."""
     for node in gm.graph.nodes:
         if node.op == "call_module":
             m = gm.get_submodule(node.target)
-            if isinstance(m, nn.Linear):
-                return torch.zeros(2, m.in_features, dtype=dtype)
-            if type(m) in _CONV:
-                for s in (32, 28, 64, 224, 16, 8):
-                    x = torch.zeros(2, m.in_channels, *([s] * _CONV[type(m)]), dtype=dtype)
-                    try:
-                        with torch.no_grad():
-                            module(x)
-                        return x
-                    except Exception:
-                        continue
+            rule = ops.module_rule(type(m))
+            done, x = rule.example_input(m, module, dtype) if rule else (False, None)
+            if x is not None:
+                return x
+            if done:
                 break
-            if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1:
-                return torch.zeros(2, m.normalized_shape[0], dtype=dtype)
     raise UnsupportedLayerError(type(module).__name__, "input shape",
                                 "cannot infer the input shape: pass example_input=")
 
@@ -297,13 +232,6 @@ def trace_arch(module: nn.Module, example_input: Optional[torch.Tensor] = None) 
     return spec
 
 
-def _dropout_args(fn, args, kwargs) -> tuple:
-    """(p, training) of a functional dropout call, with the function's defaults."""
-    bound = inspect.signature(fn).bind(*args, **kwargs)
-    bound.apply_defaults()
-    return bound.arguments.get("p"), bound.arguments.get("training")
-
-
 def _refuse_training_mode(gm_train: fx.GraphModule, module: nn.Module, modes: dict) -> None:
     """Refuse a model whose current mode computes something else than its eval-mode function
     (the one the graph holds): a BatchNorm in training mode (batch statistics) or an active
@@ -323,10 +251,10 @@ def _refuse_training_mode(gm_train: fx.GraphModule, module: nn.Module, modes: di
                 raise UnsupportedLayerError(str(node.target), type(m).__name__,
                                             f"in training mode it drops units at random "
                                             f"(p={m.p}); {advice}")
-        elif node.op == "call_function" and node.target in _ALIAS_FNS:
+        elif node.op == "call_function" and any(node.target is f for f in ALIAS_FNS):
             stack = node.meta.get("nn_module_stack") or {}
             owner = next(reversed(stack.values()))[0] if stack else ""
-            p, training = _dropout_args(node.target, node.args, node.kwargs)
+            p, training = dropout_args(node.target, node.args, node.kwargs)
             if modes.get(owner, False) and training is True and p != 0:
                 where, _ = _node_site(gm_train, node)
                 raise UnsupportedLayerError(where, node.target.__name__,
@@ -344,6 +272,8 @@ class _Builder:
         self.used_modules = {}
         self.used_params = {}
         self.bn_of = {}   # node set -> the BatchNorm that reads it
+        self.feature_owner = {}   # (node set, node-feature column) -> the module filling it
+        self.rules = ops.RULES
 
     # -- helpers -------------------------------------------------------------------------------
     def fail(self, node, what, why):
@@ -367,6 +297,11 @@ class _Builder:
             self.fail(node, str(node.target), f"argument {arg!r} is not a traced tensor")
         return self.vals[arg]
 
+    @staticmethod
+    def value(vid, parts, chan, rank, flat) -> _Val:
+        """A traced value: id, node sets along its channels, channel count, rank, flatten block."""
+        return _Val(vid, parts, chan, rank, flat)
+
     def emit(self, node, op, val_in, *, chan=None, flat="same", rank=None, parts=None):
         """Append a chain op that keeps the node sets of ``val_in``."""
         vid = self.new_vid()
@@ -383,6 +318,12 @@ class _Builder:
         self.ops.append({**op, "in": [v.vid for v in ins], "out": vid, "ns": ns})
         self.vals[node] = _Val(vid, [ns], size, len(self.shape(node)), None)
         return ns
+
+    def single_set(self, node, what, x) -> int:
+        """The one node set of value ``x`` (refused after a concatenation or a flatten)."""
+        if len(x.parts) != 1 or x.flat is not None:
+            self.fail(node, what, "its input must be the channels of one layer (no cat/flatten)")
+        return x.parts[0]
 
     def claim_module(self, node, m):
         path = node.target
@@ -410,15 +351,7 @@ class _Builder:
         return self.finish()
 
     def on_placeholder(self, node):
-        shape = self.shape(node)
-        if len(shape) < 2:
-            self.fail(node, "input", f"input must be (batch, channels, ...), got shape {shape}")
-        vid = self.new_vid()
-        self.sizes[0], self.names[0] = shape[1], "input"
-        self.ops.append({"op": "input", "out": vid, "ns": 0, "channels": shape[1],
-                         "rank": len(shape) - 1})
-        self.vals[node] = _Val(vid, [0], shape[1], len(shape), None)
-        self.input_shape = list(shape[1:])
+        self.rules["input"].trace_placeholder(self, node)
 
     def on_get_attr(self, node):
         self.fail(node, f"get_attr {node.target}",
@@ -426,289 +359,37 @@ class _Builder:
                   "(e.g. F.linear with raw parameters, or a tensor created in forward)")
 
     def on_output(self, node):
-        arg = node.args[0]
-        if not isinstance(arg, fx.Node):
-            self.fail(node, "output", "the model must return a single tensor")
-        val = self.tensor_arg(node, arg)
-        if val.flat is not None:
-            self.fail(node, "output", "a flattened feature map cannot be the output")
-        self.ops.append({"op": "output", "in": [val.vid]})
-        self.out_val = val
+        self.rules["output"].trace_output(self, node)
 
-    # call_module --------------------------------------------------------------------------
+    # -- dispatch to the op rules ------------------------------------------------------------
     def on_call_module(self, node):
         m = self.gm.get_submodule(node.target)
         t = type(m)
         x = self.tensor_arg(node, node.args[0]) if node.args else None
         if len(node.args) != 1 or node.kwargs:
             self.fail(node, t.__name__, "modules must be called with one tensor")
-        if t in _ALIAS_MODULES:
-            self.vals[node] = x
-            return
-        if t in _ACT_MODULES:
-            params = {}
-            if t is nn.LeakyReLU:
-                params["negative_slope"] = float(m.negative_slope)
-            if t is nn.GELU:
-                params["approximate"] = m.approximate
-            self.emit(node, {"op": "act", "name": _ACT_MODULES[t], "params": params}, x)
-            return
-        if t in _POOL_MODULES:
-            fn = _POOL_MODULES[t]
-            kwargs = {k: getattr(m, k) for k in _pool_params(fn) if hasattr(m, k)}
-            self.pool(node, fn, x, kwargs)
-            return
-        if t is nn.Flatten:
-            self.flatten(node, x, m.start_dim, m.end_dim)
-            return
-        if t is nn.Linear:
-            self.claim_module(node, m)
-            self.linear(node, m, x)
-            return
-        if t in _CONV:
-            self.claim_module(node, m)
-            self.conv(node, m, x, _CONV[t])
-            return
-        if t in _BN:
-            self.claim_module(node, m)
-            self.batchnorm(node, m, x, _BN[t])
-            return
-        if t is nn.LayerNorm:
-            self.claim_module(node, m)
-            self.layernorm(node, m, x)
-            return
-        self.fail(node, t.__name__, _refusal(m) or "not supported")
+        rule = ops.module_rule(t)
+        if rule is None:
+            self.fail(node, t.__name__, _refusal(m) or "not supported")
+        rule.trace_module(self, node, m, x)
 
-    def linear(self, node, m, x):
-        if x.rank != 2:
-            self.fail(node, "Linear", "only (batch, features) inputs are supported")
-        spatial = list(x.flat) if x.flat is not None else []
-        if m.in_features != x.chan * math.prod(spatial):
-            self.fail(node, "Linear", f"in_features {m.in_features} != {x.chan} channels x "
-                                      f"{math.prod(spatial)}")
-        op = {"op": "linear", "module": node.target, "in_features": m.in_features,
-              "out_features": m.out_features, "bias": m.bias is not None, "spatial": spatial}
-        self.new_nodeset(node, op, [x], m.out_features, node.target)
-
-    def conv(self, node, m, x, d):
-        if x.flat is not None or x.rank != d + 2:
-            self.fail(node, type(m).__name__, f"expects (batch, channels, {d} spatial dims)")
-        op = {"op": "conv", "module": node.target, "dim": d, "in_channels": m.in_channels,
-              "out_channels": m.out_channels, "kernel_size": list(m.kernel_size),
-              "stride": list(m.stride), "padding": _jsonable(m.padding),
-              "dilation": list(m.dilation), "groups": m.groups, "padding_mode": m.padding_mode,
-              "bias": m.bias is not None}
-        self.new_nodeset(node, op, [x], m.out_channels, node.target)
-
-    def single_set(self, node, what, x):
-        if len(x.parts) != 1 or x.flat is not None:
-            self.fail(node, what, "its input must be the channels of one layer (no cat/flatten)")
-        return x.parts[0]
-
-    def batchnorm(self, node, m, x, d):
-        pre = self.single_set(node, type(m).__name__, x)
-        if not (m.affine and m.track_running_stats):
-            self.fail(node, type(m).__name__, "BatchNorm needs affine=True and "
-                                              "track_running_stats=True")
-        if x.rank not in (d + 1, d + 2) or (d == 1 and x.rank not in (2, 3)):
-            self.fail(node, type(m).__name__, "unexpected input rank")
-        other = self.bn_of.setdefault(pre, node.target)
-        if other != node.target:   # both would keep their running statistics on these neurons
-            self.fail(node, type(m).__name__, f"the neurons of '{self.names[pre]}' are already "
-                                              f"normalised by the BatchNorm '{other}'; two "
-                                              f"BatchNorms of one layer are unsupported")
-        op = {"op": "batchnorm", "module": node.target, "dim": d, "num_features": m.num_features,
-              "eps": float(m.eps), "momentum": m.momentum, "pre": pre}
-        self.new_nodeset(node, op, [x], m.num_features, node.target)
-
-    def layernorm(self, node, m, x):
-        pre = self.single_set(node, "LayerNorm", x)
-        if tuple(m.normalized_shape) != (x.chan,) or x.rank != 2:
-            self.fail(node, "LayerNorm", "only LayerNorm over the features of (batch, features)")
-        if not m.elementwise_affine:
-            self.fail(node, "LayerNorm", "LayerNorm needs elementwise_affine=True")
-        op = {"op": "layernorm", "module": node.target, "normalized_shape": [x.chan],
-              "eps": float(m.eps), "bias": m.bias is not None, "pre": pre}
-        self.new_nodeset(node, op, [x], x.chan, node.target)
-
-    def pool(self, node, fn, x, kwargs):
-        d = int(fn[-2])
-        if x.flat is not None or x.rank != d + 2:
-            self.fail(node, fn, f"expects (batch, channels, {d} spatial dims)")
-        if kwargs.pop("return_indices", False):
-            self.fail(node, fn, "return_indices=True is unsupported")
-        kwargs = {k: _jsonable(v) for k, v in kwargs.items()}
-        self.emit(node, {"op": "pool", "fn": fn, "kwargs": kwargs}, x)
-
-    def flatten(self, node, x, start, end):
-        rank = x.rank
-        start, end = start % rank, end % rank
-        if start == 0:
-            self.fail(node, "flatten", "flattening the batch dimension is unsupported")
-        if start == end:
-            self.vals[node] = x
-            return
-        if start == 1:
-            if end != rank - 1 or x.flat is not None:
-                self.fail(node, "flatten", "only flatten(1) of a whole feature map is supported")
-            spatial = list(self.shape(node.args[0])[2:])
-            self.emit(node, {"op": "flatten", "start_dim": 1, "end_dim": -1}, x, flat=spatial)
-        else:  # merges spatial dims only: channels untouched
-            self.emit(node, {"op": "flatten", "start_dim": start, "end_dim": end}, x)
-
-    # call_function / call_method ---------------------------------------------------------
     def on_call_function(self, node):
-        self.function(node, node.target, node.args, node.kwargs, name=getattr(
-            node.target, "__name__", str(node.target)))
+        name = getattr(node.target, "__name__", str(node.target))
+        rule = ops.function_rule(node.target, name)
+        if rule is None:
+            self.fail(node, f"function {name}", "not supported")
+        rule.trace_function(self, node, node.target, node.args, node.kwargs, name)
 
     def on_call_method(self, node):
         name = node.target
-        if name in _NON_TENSOR_METHODS:
-            self.vals[node] = None
-            return
-        if name.endswith("_") and name in _METHOD_ACTS:
+        rule = ops.method_rule(name)
+        if rule is None:
+            self.fail(node, f"method .{name}()", "not supported")
+        if name.endswith("_"):
             src = node.args[0]
             if isinstance(src, fx.Node) and len(src.users) > 1:
                 self.fail(node, name, "in-place op on a tensor that is used elsewhere")
-        if name in _METHOD_ACTS:
-            self.emit(node, {"op": "act", "name": _METHOD_ACTS[name], "params": {}},
-                      self.tensor_arg(node, node.args[0]))
-            return
-        if name in _ALIAS_METHODS:
-            self.vals[node] = self.tensor_arg(node, node.args[0])
-            return
-        fn = {"add": operator.add, "add_": operator.add, "mul": operator.mul,
-              "sub": operator.sub, "div": operator.truediv, "flatten": torch.flatten,
-              "mean": torch.mean}.get(name)
-        if name.endswith("_") and fn is not None:
-            src = node.args[0]
-            if isinstance(src, fx.Node) and len(src.users) > 1:
-                self.fail(node, name, "in-place op on a tensor that is used elsewhere")
-        if fn is not None:
-            self.function(node, fn, node.args, node.kwargs, name=name)
-            return
-        if name in ("view", "reshape"):
-            self.reshape(node)
-            return
-        self.fail(node, f"method .{name}()", "not supported")
-
-    def reshape(self, node):
-        x = self.tensor_arg(node, node.args[0])
-        src, out = self.shape(node.args[0]), self.shape(node)
-        if src == out:
-            self.vals[node] = x
-        elif len(out) == 2 and out[0] == src[0] and len(src) > 2:
-            self.flatten(node, x, 1, -1)
-        else:
-            self.fail(node, "view/reshape", f"reshape {src} -> {out} mixes channels")
-
-    def function(self, node, fn, args, kwargs, name):
-        if fn in _FN_ACTS:
-            x = self.tensor_arg(node, args[0])
-            act = _FN_ACTS[fn]
-            params = {}
-            if act == "leaky_relu":
-                slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
-                params["negative_slope"] = float(slope)
-            if act == "gelu":
-                params["approximate"] = kwargs.get("approximate", "none")
-            self.emit(node, {"op": "act", "name": act, "params": params}, x)
-            return
-        if fn in _ALIAS_FNS:
-            p, training = _dropout_args(fn, args, kwargs)
-            if training is not False and p != 0:   # F.dropout's default is training=True
-                self.fail(node, name, f"this dropout (p={p}) is active in eval mode too "
-                                      f"(training={training!r}); pass training=self.training")
-            self.vals[node] = self.tensor_arg(node, args[0])
-            return
-        pool = _is_pool_fn(fn, name)
-        if pool is not None:
-            names = _pool_params(pool)
-            if len(args) - 1 > len(names):
-                self.fail(node, pool, "unexpected arguments")
-            kwargs = {**dict(zip(names, args[1:])), **kwargs}
-            self.pool(node, pool, self.tensor_arg(node, args[0]), kwargs)
-            return
-        if fn is torch.flatten:
-            x = self.tensor_arg(node, args[0])
-            start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
-            end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
-            self.flatten(node, x, start, end)
-            return
-        if fn is torch.mean:
-            self.mean(node, args, kwargs)
-            return
-        if fn is torch.cat:
-            self.cat(node, args, kwargs)
-            return
-        if fn in (operator.add, operator.iadd, torch.add, operator.mul, operator.imul, torch.mul,
-                  operator.sub, operator.isub, torch.sub, operator.truediv, torch.div):
-            self.arith(node, fn, args, kwargs)
-            return
-        self.fail(node, f"function {name}", "not supported")
-
-    def mean(self, node, args, kwargs):
-        x = self.tensor_arg(node, args[0])
-        dim = args[1] if len(args) > 1 else kwargs.get("dim")
-        keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
-        dims = [dim] if isinstance(dim, int) else list(dim or [])
-        dims = [d % x.rank for d in dims]
-        if not dims or 0 in dims or 1 in dims or x.flat is not None:
-            self.fail(node, "mean", "only means over spatial dimensions are supported")
-        self.emit(node, {"op": "mean", "dim": dims, "keepdim": bool(keepdim)}, x)
-
-    def cat(self, node, args, kwargs):
-        tensors = args[0]
-        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-        vals = [self.tensor_arg(node, t) for t in tensors]
-        rank = vals[0].rank
-        if dim % rank != 1 or any(v.flat is not None for v in vals):
-            self.fail(node, "cat", "only concatenation along the channel dimension is supported")
-        seen = set()
-        for p in (p for v in vals for p in v.parts):
-            if p in seen:   # cat([h, h]), cat([h, relu(h)]), cat([cat([h, g]), h]), ...
-                self.fail(node, "cat", f"the neurons of '{self.names[p]}' appear twice in one "
-                                       f"concatenation; a neuron feeds a layer through one edge, "
-                                       f"so the graph cannot represent it (concatenate distinct "
-                                       f"layers)")
-            seen.add(p)
-        vid = self.new_vid()
-        self.ops.append({"op": "cat", "in": [v.vid for v in vals], "out": vid, "dim": 1})
-        self.vals[node] = _Val(vid, [p for v in vals for p in v.parts],
-                               sum(v.chan for v in vals), rank, None)
-
-    def arith(self, node, fn, args, kwargs):
-        if kwargs.get("alpha", 1) != 1 or len(args) != 2:
-            self.fail(node, str(fn), "only binary arithmetic without alpha is supported")
-        a, b = args
-        ta, tb = isinstance(a, fx.Node) and self.vals.get(a) is not None, \
-            isinstance(b, fx.Node) and self.vals.get(b) is not None
-        kind = {operator.add: "add", operator.iadd: "add", torch.add: "add",
-                operator.mul: "mul", operator.imul: "mul", torch.mul: "mul",
-                operator.sub: "sub", operator.isub: "sub", torch.sub: "sub",
-                operator.truediv: "div", torch.div: "div"}[fn]
-        if ta and tb:
-            if kind != "add":
-                self.fail(node, kind, "only additions of two tensors (residuals) are supported")
-            va, vb = self.vals[a], self.vals[b]
-            sa, sb = self.single_set(node, "add", va), self.single_set(node, "add", vb)
-            if sa == sb:
-                self.fail(node, "add", "adding a layer to itself is unsupported")
-            if self.shape(a) != self.shape(b):
-                self.fail(node, "add", "broadcasting additions are unsupported")
-            name = f"add:{node.name}"
-            self.new_nodeset(node, {"op": "add"}, [va, vb], va.chan, name)
-            return
-        if not (ta or tb):
-            self.fail(node, kind, "arithmetic on non-tensors")
-        const = b if ta else a
-        if not isinstance(const, (int, float)) or isinstance(const, bool):
-            self.fail(node, kind, f"only Python numbers may be combined with a layer, got "
-                                  f"{type(const).__name__}")
-        x = self.vals[a] if ta else self.vals[b]
-        if x.flat is not None and kind in ("add", "sub"):
-            self.fail(node, kind, "adding constants to a flattened map is unsupported")
-        self.emit(node, {"op": "scalar", "fn": kind, "const": float(const), "reverse": not ta}, x)
+        rule.trace_method(self, node, name)
 
     # -- finish --------------------------------------------------------------------------------
     def finish(self) -> ArchSpec:
@@ -719,11 +400,12 @@ class _Builder:
             raise UnsupportedLayerError(type(self.module).__name__, "state_dict",
                                         f"parameters/buffers not used by forward: {unused[:5]}")
         nodesets = analyse(self.ops, self.sizes, self.names)
-        feats = ["bias"]
-        if any(op["op"] == "batchnorm" for op in self.ops):
-            feats += ["bn_mean", "bn_var", "bn_count"]
-        kshapes = [op["kernel_size"] for op in self.ops if op["op"] == "conv"]
-        kshapes += [op["spatial"] for op in self.ops if op["op"] == "linear" and op["spatial"]]
+        columns = list(NODE_FEATURES)
+        used_cols = {c for op in self.ops for c in self.rules[op["op"]].feature_columns(op)}
+        # a prefix of the global column order, so that column k means the same in every graph
+        feats = columns[:max([1] + [columns.index(c) + 1 for c in used_cols])]
+        kshapes = [k for k in (self.rules[op["op"]].kernel(op) for op in self.ops)
+                   if k is not None]
         ranks = {len(k) for k in kshapes}
         if len(ranks) > 1:
             raise UnsupportedLayerError(type(self.module).__name__, "kernels",

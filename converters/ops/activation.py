@@ -1,0 +1,159 @@
+"""Elementwise activations: one op kind ``act``, one table row per activation.
+
+A row says how the activation is written (modules, functions, ``Tensor`` methods), its
+parameters, how to compute it, and which factors ``q`` of its input it lets through:
+``sigma(q z) = q' sigma(z)`` for every ``z`` with ``q'`` depending only on ``q``, and the consumer
+of ``sigma``'s output absorbs ``q'``. For the graph's group vocabulary the activation must be
+*equivariant*: ``q' = q`` (the neuron's factor travels through unchanged). Derivations in
+docs/design.md ("Symmetry of each op kind").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.fx as fx
+
+from ..groups import ANY, NEG, ONE, POS  # noqa: F401
+from .base import OpRule, bind
+
+
+def _clamp_bits(p: dict) -> int:
+    lo, hi = p.get("min"), p.get("max")
+    if (lo == 0 and hi is None) or (lo is None and hi == 0):
+        return POS              # max(z, 0) and min(z, 0) are positively homogeneous
+    if lo is not None and hi is not None and lo == -hi:
+        return NEG              # clamp(-z, -c, c) = -clamp(z, -c, c): odd
+    return ONE
+
+
+def _hardtanh_bits(p: dict) -> int:
+    return NEG if p["min_val"] == -p["max_val"] else ONE
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation: its name (in ``groups.ACTIVATIONS``), how it is computed, its parameters
+    (name -> default, in positional order after the input), the fx forms it is read from, and the
+    factor bits it lets through (``bits(params)``)."""
+    name: str
+    fn: Callable
+    bits: Callable[[dict], int]
+    defaults: dict = field(default_factory=dict)
+    modules: tuple = ()
+    functions: dict = field(default_factory=dict)  # callable -> positional names (None: default)
+    methods: dict = field(default_factory=dict)    # method name -> positional names, fixed params
+
+    def apply(self, x: torch.Tensor, params) -> torch.Tensor:
+        return self.fn(x, **{k: params[k] for k in self.defaults})
+
+
+def _const(b: int) -> Callable[[dict], int]:
+    return lambda p: b
+
+
+def _table() -> dict:
+    rows = [
+        Activation("identity", lambda x: x, _const(ANY)),
+        Activation("relu", lambda x: torch.relu(x), _const(POS), {}, (nn.ReLU,),
+                   {torch.relu: None, F.relu: None}, {"relu": None, "relu_": None}),
+        Activation("leaky_relu", lambda x, negative_slope: F.leaky_relu(x, negative_slope),
+                   _const(POS), {"negative_slope": 0.01}, (nn.LeakyReLU,), {F.leaky_relu: None}),
+        Activation("tanh", lambda x: torch.tanh(x), _const(NEG), {}, (nn.Tanh,),
+                   {torch.tanh: None, F.tanh: None}, {"tanh": None, "tanh_": None}),
+        Activation("sin", lambda x: torch.sin(x), _const(NEG), {}, (),
+                   {torch.sin: None}, {"sin": None, "sin_": None}),
+        Activation("sigmoid", lambda x: torch.sigmoid(x), _const(ONE), {}, (nn.Sigmoid,),
+                   {torch.sigmoid: None, F.sigmoid: None}, {"sigmoid": None, "sigmoid_": None}),
+        Activation("gelu", lambda x, approximate: F.gelu(x, approximate=approximate),
+                   _const(ONE), {"approximate": "none"}, (nn.GELU,), {F.gelu: None}),
+        Activation("silu", lambda x: F.silu(x), _const(ONE), {}, (nn.SiLU,), {F.silu: None}),
+    ]
+    return {r.name: r for r in rows}
+
+
+#: activation name -> ``Activation``
+ACTS = _table()
+
+
+def activation(name: str, params, x: torch.Tensor) -> torch.Tensor:
+    """``sigma(x)`` for the activation ``name`` with ``params`` (SIREN's w0 is a separate op)."""
+    row = ACTS.get(name)
+    if row is None:
+        raise ValueError(f"unknown activation {name!r}")
+    return row.apply(x, params)
+
+
+def activation_bits(name: str, params) -> int:
+    """The factor bits activation ``name`` with ``params`` lets through."""
+    return ACTS[name].bits(params)
+
+
+_MODULE_ROW = {t: r for r in ACTS.values() for t in r.modules}
+
+
+class Act(OpRule):
+    """``act``: an elementwise activation ``name`` in ``groups.ACTIVATIONS`` with ``params``.
+    Lets through the factors it commutes with (``activation_bits``) and passes on its consumers'
+    constraints; the neuron's ``act`` field names it."""
+
+    kind = "act"
+    modules = tuple(_MODULE_ROW)
+    doc = "``name`` in ``groups.ACTIVATIONS`` with ``params``"
+
+    def matches_function(self, fn, name):
+        return any(fn is f for r in ACTS.values() for f in r.functions)
+
+    def matches_method(self, name):
+        return any(name in r.methods for r in ACTS.values())
+
+    def _params(self, t, node, row: Activation, args, kwargs, names=None) -> dict:
+        names = tuple(row.defaults) + ("inplace",) if names is None else names
+        try:
+            params = bind(tuple(args), dict(kwargs), names, row.defaults)
+        except TypeError as e:
+            t.fail(node, row.name, str(e))
+        for k, v in params.items():
+            if isinstance(v, fx.Node):
+                t.fail(node, row.name, f"'{k}' must be a Python constant, not a traced tensor")
+            if isinstance(v, bool) or not (v is None or isinstance(v, (int, float, str))):
+                t.fail(node, row.name, f"'{k}' = {v!r} is not a Python number")
+            if isinstance(v, int):
+                params[k] = float(v)
+        return params
+
+    def _emit(self, t, node, row, params, x):
+        t.emit(node, {"op": "act", "name": row.name, "params": params}, x)
+
+    def trace_module(self, t, node, m, x):
+        row = _MODULE_ROW[type(m)]
+        params = {k: getattr(m, k) for k in row.defaults}
+        params = {k: float(v) if isinstance(v, (int, float)) else v for k, v in params.items()}
+        self._emit(t, node, row, params, x)
+
+    def trace_function(self, t, node, fn, args, kwargs, name):
+        row = next(r for r in ACTS.values() if any(fn is f for f in r.functions))
+        names = next(v for f, v in row.functions.items() if f is fn)
+        x = t.tensor_arg(node, args[0])
+        self._emit(t, node, row, self._params(t, node, row, args[1:], kwargs, names), x)
+
+    def trace_method(self, t, node, name):
+        row = next(r for r in ACTS.values() if name in r.methods)
+        x = t.tensor_arg(node, node.args[0])
+        params = self._params(t, node, row, node.args[1:], node.kwargs, row.methods[name])
+        self._emit(t, node, row, params, x)
+
+    def constrain(self, op, s):
+        i = op["in"][0]
+        s.restrict(i, activation_bits(op["name"], op["params"]) & s.allow[op["out"]])
+        s.act_of.setdefault(i, (op["name"], dict(op.get("params", {}))))
+
+    def apply(self, op, ins):
+        return activation(op["name"], op["params"], ins[0])
+
+
+def activation_row(name: str) -> Optional[Activation]:
+    return ACTS.get(name)

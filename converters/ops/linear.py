@@ -1,0 +1,107 @@
+"""``nn.Linear``: one node set of ``out_features`` neurons, one edge per weight."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .base import Edges, FeatureSlot, OpRule
+
+
+def channel_edges(op: dict, lay, groups: int = 1) -> torch.Tensor:
+    """(out, in_channels / groups) global source ids of a weight layer writing ``op["ns"]`` from
+    the channels of its input value (several node sets after a concatenation); a grouped layer
+    reads only its group's block of input channels."""
+    in_sets = lay.parts[op["in"][0]]
+    if len(set(in_sets)) != len(in_sets):   # one (src, dst) pair would be two edges
+        raise ValueError(f"'{op['module']}' reads node sets {list(in_sets)}: a node "
+                         f"set may enter a layer only once")
+    chan_nodes = torch.cat([torch.arange(lay.offsets[p], lay.offsets[p + 1]) for p in in_sets])
+    size = lay.sizes[op["ns"]]
+    ipg, opg = len(chan_nodes) // groups, size // groups
+    o = torch.arange(size)
+    return chan_nodes[((o // opg) * ipg)[:, None] + torch.arange(ipg)[None, :]]
+
+
+def bias_slot(op: dict, lay) -> list:
+    """The bias of a layer writing ``op["ns"]`` (none for a bias-free layer)."""
+    if not op["bias"]:
+        return []
+    ns = op["ns"]
+    return [FeatureSlot(op["module"] + ".bias", lay.col["bias"], lay.offsets[ns], lay.sizes[ns],
+                        False)]
+
+
+def act_bias(op: dict, sd: dict, a) -> None:
+    """Bias of node set ``op["ns"]`` under the action: times the neuron's factor, moved."""
+    if op.get("bias", True) and op["module"] + ".bias" in sd:
+        ns, key = op["ns"], op["module"] + ".bias"
+        sd[key] = a.moved(a.scaled(sd[key], a.q(ns)), a.perm(ns))
+
+
+class Linear(OpRule):
+    """``linear``: ``y = x W^T + b`` on ``(batch, features)``; after a flatten of a ``(C, *S)``
+    map, one edge per (channel, neuron) holding the ``S`` block of weights that reads the channel
+    (``spatial`` = S). Absorbs any factor of its input (its weight columns divide by it)."""
+
+    kind = "linear"
+    creates_nodes = True
+    modules = (nn.Linear,)
+    doc = ("``module`` path, ``in_features``, ``out_features``, ``bias``; ``spatial``: the "
+           "block shape when the input was flattened from (C, *spatial), else ``[]``")
+
+    def trace_module(self, t, node, m, x) -> None:
+        t.claim_module(node, m)
+        if x.rank != 2:
+            t.fail(node, "Linear", "only (batch, features) inputs are supported")
+        spatial = list(x.flat) if x.flat is not None else []
+        if m.in_features != x.chan * math.prod(spatial):
+            t.fail(node, "Linear", f"in_features {m.in_features} != {x.chan} channels x "
+                                   f"{math.prod(spatial)}")
+        op = {"op": "linear", "module": node.target, "in_features": m.in_features,
+              "out_features": m.out_features, "bias": m.bias is not None, "spatial": spatial}
+        t.new_nodeset(node, op, [x], m.out_features, node.target)
+
+    def example_input(self, m, model, dtype):
+        return True, torch.zeros(2, m.in_features, dtype=dtype)
+
+    def kernel(self, op):
+        return list(op["spatial"]) if op["spatial"] else None
+
+    def feature_columns(self, op):
+        return ("bias",)
+
+    def constrain(self, op, s):
+        """Absorbs any factor of its input: its weight columns are divided by it."""
+
+    def edges(self, op, lay) -> Edges:
+        return Edges(channel_edges(op, lay), tuple(op["spatial"]), op["module"] + ".weight",
+                     "weight", (op["out_features"], op["in_features"]))
+
+    def features(self, op, lay):
+        return bias_slot(op, lay)
+
+    def to_module(self, op):
+        return nn.Linear(op["in_features"], op["out_features"], bias=op["bias"])
+
+    def batched(self, op, ins, params, B):
+        t, m = ins[0], op["module"]
+        Bn = t.shape[0]
+        n = Bn // B
+        W = params[m + ".weight"]                                        # (B, out, in)
+        y = torch.bmm(t.reshape(B, n, -1), W.transpose(1, 2))
+        if op["bias"]:
+            y = y + params[m + ".bias"][:, None, :]
+        return y.reshape(Bn, -1)
+
+    def act(self, op, sd, a, parts):
+        # W'[p_out(i), p_in(j)] = q_i / q_j W[i, j]; a spatial block moves with its channel
+        S = math.prod(op["spatial"]) if op["spatial"] else 1
+        src = parts[op["in"][0]]
+        p_in = (a.perm_of(src)[:, None] * S + torch.arange(S)[None, :]).reshape(-1)
+        q_in = a.q_of(src).repeat_interleave(S)
+        ns, key = op["ns"], op["module"] + ".weight"
+        ratio = a.q(ns)[:, None] / q_in[None, :]
+        sd[key] = a.moved(a.moved(a.scaled(sd[key], ratio), a.perm(ns), 0), p_in, 1)
+        act_bias(op, sd, a)
