@@ -34,9 +34,9 @@ EDGE_TYPE_ID = {t: i for i, t in enumerate(EDGE_TYPES)}
 
 # -- activations -----------------------------------------------------------------------------
 #: activation name -> factors of its input that it lets through for every value of its parameters
-#: (sigma(q z) = q sigma(z)); ``converters.ops.activation.activation_bits`` may let more through
-#: for some parameters. New names are appended, so that ids stay stable (the ``act`` node field
-#: stores them).
+#: (sigma(q z) = q sigma(z)); an activation whose group depends on its parameters (hardtanh,
+#: clamp) may let more through for some (``converters.ops.activation.activation_bits``). New names
+#: are appended, so that ids stay stable (the ``act`` node field stores them).
 ACTIVATIONS = {
     "identity": ANY,
     "relu": POS,
@@ -46,6 +46,18 @@ ACTIVATIONS = {
     "sigmoid": ONE,
     "gelu": ONE,
     "silu": ONE,
+    "relu6": ONE,
+    "hardtanh": ONE,     # NEG when min_val = -max_val
+    "elu": ONE,
+    "selu": ONE,
+    "celu": ONE,
+    "softplus": ONE,
+    "hardswish": ONE,
+    "hardsigmoid": ONE,
+    "mish": ONE,
+    "logsigmoid": ONE,
+    "clamp": ONE,        # POS for clamp(min=0) or clamp(max=0), NEG for clamp(-c, c)
+    "abs": POS,
 }
 ACT_ID = {a: i for i, a in enumerate(ACTIVATIONS)}
 

@@ -18,7 +18,7 @@ CASES = {
     "conv": ["cnn_grouped", "conv1d", "conv3d", "depthwise"],
     "batchnorm": ["resnet", "conv1d", "residual_mlp"],
     "layernorm": ["layernorm"],
-    "act": ["mlp_mixed", "siren_nfn"],
+    "act": ["mlp_mixed", "siren_nfn", "acts_perm", "acts_clamp"],
     "pool": ["cnn_grouped", "conv3d", "depthwise"],
     "flatten": ["cnn_grouped", "resnet"],
     "mean": ["conv1d", "depthwise"],

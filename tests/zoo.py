@@ -145,6 +145,48 @@ class DepthwiseCNN(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class ElementwiseActs(nn.Module):
+    """Every elementwise activation without a factor symmetry, each on its own layer: modules
+    first, then functional and method forms."""
+
+    def __init__(self):
+        super().__init__()
+        mods = [nn.ReLU6(), nn.Hardtanh(-0.5, 2.0), nn.ELU(0.7), nn.SELU(), nn.CELU(1.3),
+                nn.Softplus(2.0, 5.0), nn.Hardswish(), nn.Hardsigmoid(), nn.Mish(),
+                nn.LogSigmoid()]
+        self.acts = nn.ModuleList(mods)
+        self.layers = nn.ModuleList([nn.Linear(3, 5)] + [nn.Linear(5, 5) for _ in range(19)])
+        self.out = nn.Linear(5, 2)
+
+    def forward(self, x):
+        fns = [F.relu6, lambda h: F.hardtanh(h, -2.0, 1.0), lambda h: F.elu(h, alpha=0.5),
+               torch.selu, lambda h: F.celu(h, 0.8), lambda h: F.softplus(h, beta=0.5),
+               F.hardswish, F.hardsigmoid, F.mish, F.logsigmoid]
+        for act, layer in zip(list(self.acts) + fns, self.layers):
+            x = act(layer(x))
+        return self.out(x)
+
+
+class ClampAbs(nn.Module):
+    """``torch.clamp`` with constants (its group depends on the bounds) and ``abs``."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(3, 4)] + [nn.Linear(4, 4) for _ in range(6)])
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        l0, l1, l2, l3, l4, l5, l6 = self.layers
+        x = torch.clamp(l0(x), -1.0, 3.0)         # perm
+        x = l1(x).clamp(min=0)                    # scale (a ReLU)
+        x = torch.clip(l2(x), -1.5, 1.5)          # sign (odd)
+        x = torch.abs(l3(x))                      # scale
+        x = l4(x).clamp_max(0.0)                  # scale (min(z, 0))
+        x = l5(x).abs()                           # scale
+        x = torch.clamp_min(l6(x), 0.25)          # perm
+        return self.out(x)
+
+
 def _randomise_bn(model, generator):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -179,6 +221,8 @@ ZOO = {
     "layernorm": (LayerNormMLP, (4,)),
     "residual_mlp": (ResidualMLP, (3,)),
     "depthwise": (DepthwiseCNN, (2, 8, 8)),
+    "acts_perm": (ElementwiseActs, (3,)),
+    "acts_clamp": (ClampAbs, (3,)),
 }
 
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.fx as fx
 
-from ..groups import ANY, NEG, ONE, POS  # noqa: F401
+from ..groups import ANY, NEG, ONE, POS
 from .base import OpRule, bind
 
 
@@ -71,6 +71,37 @@ def _table() -> dict:
         Activation("gelu", lambda x, approximate: F.gelu(x, approximate=approximate),
                    _const(ONE), {"approximate": "none"}, (nn.GELU,), {F.gelu: None}),
         Activation("silu", lambda x: F.silu(x), _const(ONE), {}, (nn.SiLU,), {F.silu: None}),
+        # -- no factor commutes (saturation, an offset or a curvature at 0) ------------------
+        Activation("relu6", lambda x: F.relu6(x), _const(ONE), {}, (nn.ReLU6,),
+                   {F.relu6: None}),
+        Activation("hardtanh", lambda x, min_val, max_val: F.hardtanh(x, min_val, max_val),
+                   _hardtanh_bits, {"min_val": -1.0, "max_val": 1.0}, (nn.Hardtanh,),
+                   {F.hardtanh: None}),
+        Activation("elu", lambda x, alpha: F.elu(x, alpha), _const(ONE), {"alpha": 1.0},
+                   (nn.ELU,), {F.elu: None}),
+        Activation("selu", lambda x: F.selu(x), _const(ONE), {}, (nn.SELU,),
+                   {F.selu: None, torch.selu: None}),
+        Activation("celu", lambda x, alpha: F.celu(x, alpha), _const(ONE), {"alpha": 1.0},
+                   (nn.CELU,), {F.celu: None, torch.celu: None}),
+        Activation("softplus", lambda x, beta, threshold: F.softplus(x, beta, threshold),
+                   _const(ONE), {"beta": 1.0, "threshold": 20.0}, (nn.Softplus,),
+                   {F.softplus: None}),
+        Activation("hardswish", lambda x: F.hardswish(x), _const(ONE), {}, (nn.Hardswish,),
+                   {F.hardswish: None}),
+        Activation("hardsigmoid", lambda x: F.hardsigmoid(x), _const(ONE), {},
+                   (nn.Hardsigmoid,), {F.hardsigmoid: None}),
+        Activation("mish", lambda x: F.mish(x), _const(ONE), {}, (nn.Mish,), {F.mish: None}),
+        Activation("logsigmoid", lambda x: F.logsigmoid(x), _const(ONE), {}, (nn.LogSigmoid,),
+                   {F.logsigmoid: None}),
+        Activation("clamp", lambda x, min, max: torch.clamp(x, min, max), _clamp_bits,
+                   {"min": None, "max": None}, (),
+                   {torch.clamp: None, torch.clip: None, torch.clamp_min: ("min",),
+                    torch.clamp_max: ("max",)},
+                   {"clamp": None, "clamp_": None, "clip": None, "clip_": None,
+                    "clamp_min": ("min",), "clamp_min_": ("min",), "clamp_max": ("max",),
+                    "clamp_max_": ("max",)}),
+        Activation("abs", lambda x: torch.abs(x), _const(POS), {}, (),
+                   {torch.abs: None}, {"abs": None, "abs_": None}),
     ]
     return {r.name: r for r in rows}
 
