@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from converters.groups import GROUPS
 from converters.layout import layout
 
-from .engine import EdgeValues, Mapped, evaluated, fused_linear
+from .engine import EdgeValues, Mapped, fused_linear
 from .sparse import group_index
 
 
