@@ -169,7 +169,7 @@ def test_bad_input_names_the_culprit(tmp_path, mnist_dir, digits):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no SIRENs"):
         load_dataset(tmp_path / "empty", "nfn-siren")
-    with pytest.raises(DataError, match="missing folder"):
+    with pytest.raises(DataError, match="holds no mnist-inrs/ folder"):
         load_dataset(tmp_path / "empty", "dwsnets-mnist")
     # a truncated and a wrong-keyed checkpoint inside an otherwise good data set
     splits = json.loads((mnist_dir / "mnist_splits.json").read_text())
@@ -401,8 +401,9 @@ def test_cli_data_commands_take_either_folder(tmp_path, mnist_dir, capsys):
 @pytest.mark.parametrize("argv, culprit", [
     (["data", "targets", "--data", "{tmp}"], "no images.npz in '{tmp}'"),
     (["data", "targets", "--data", "{tmp}/nosuch"], "missing folder: '{tmp}/nosuch'"),
-    (["data", "splits", "--path", "{tmp}"], "missing folder: '{tmp}/mnist-inrs'"),
-    (["data", "splits", "--path", "{tmp}/nosuch"], "missing folder: '{tmp}/nosuch/mnist-inrs'"),
+    (["data", "splits", "--path", "{tmp}"], "'{tmp}' holds no mnist-inrs/ folder"),
+    (["data", "splits", "--path", "{tmp}/nosuch/mnist-inrs"],
+     "missing folder: '{tmp}/nosuch/mnist-inrs'"),
 ])
 def test_cli_data_errors_are_one_line(tmp_path, argv, culprit):
     from scalegmn.cli import main

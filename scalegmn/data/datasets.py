@@ -178,8 +178,11 @@ def _data_folders(path, inner: str, looks_inner: Callable[[Path], bool]):
         return root, root / inner
     if root.is_dir() and (root.name == inner or looks_inner(root)):
         return root.parent, root
-    raise DataError(f"missing folder: '{root / inner}' (pass the folder that holds {inner}/, "
-                    f"or {inner}/ itself)")
+    if not root.is_dir():
+        raise DataError(f"missing folder: '{root}' (pass the folder that holds {inner}/, or "
+                        f"{inner}/ itself)")
+    raise DataError(f"'{root}' holds no {inner}/ folder and is not one (pass the folder that "
+                    f"holds {inner}/, or {inner}/ itself)")
 
 
 def dwsnets_mnist_folders(path):
