@@ -428,3 +428,43 @@ def test_bad_progress_interval_names_the_variable(monkeypatch):
     monkeypatch.setenv("SCALEGMN_PROGRESS_INTERVAL", "soon")
     with pytest.raises(ValueError, match="SCALEGMN_PROGRESS_INTERVAL.*'soon'"):
         bar(3, "x")
+
+
+def test_formats_are_looked_up_in_one_table(tmp_path):
+    """Every public format is registered in scalegmn.data.base.FORMATS by its own loader
+    module; load_dataset looks it up there; an unknown one is refused listing them all."""
+    from scalegmn.data import FORMATS, base, datasets
+    assert FORMATS is base.FORMATS
+    assert {n: f.__name__ for n, f in FORMATS.items()}.items() >= {
+        "dwsnets-mnist": "dwsnets_mnist", "dwsnets-fmnist": "dwsnets_fmnist",
+        "nfn-siren": "nfn_siren", "cnn-zoo": "cnn_zoo", "folder": "folder"}.items()
+    with pytest.raises(ValueError, match=r"unknown format 'mnist'; choose from \[.*'cnn-zoo', "
+                                         r"'dwsnets-fmnist', 'dwsnets-mnist', 'folder', "
+                                         r"'nfn-siren'"):
+        load_dataset(tmp_path, "mnist")
+    with pytest.raises(ValueError, match="registered already.*datasets.folder"):
+        base.register_format("folder")(lambda path, split=None: None)
+    assert base.FORMATS["folder"] is datasets.folder
+
+
+def test_inr_items_record_the_image_they_were_fitted_to(mnist_dir, digits, tmp_path):
+    """dwsnets-mnist reads the image index from the mnist_png_*_{index} folders, nfn-siren
+    from net{idx}.pth; items of other layouts refuse to guess (the error names the file)."""
+    X, y = digits
+    for split in ("train", "val", "test"):
+        ds = load_dataset(mnist_dir, "dwsnets-mnist", split)
+        for i, it in enumerate(ds.items):
+            assert ds.image(i) == int(it.source.parent.parent.name.rsplit("_", 1)[1])
+            assert int(ds[i].y) == int(y[ds.image(i)])
+    G.generate_nfn_siren(tmp_path, "d", X[:6], y[:6], steps=2, chunk=8, progress=False)
+    nfn = load_dataset(tmp_path / "siren_d_wts", "nfn-siren", "test", split_points=(2, 4))
+    assert [nfn.image(i) for i in range(len(nfn))] == [4, 5]
+    own = tmp_path / "own"
+    own.mkdir()
+    torch.save(C.to_state_dict(ds[0]), own / "net.pt")
+    (own / "arch.json").write_text(ds[0].arch.to_json())
+    (own / "labels.csv").write_text("file,label\nnet.pt,3\n")
+    folder = load_dataset(own, "folder")
+    assert len(folder) == 1
+    with pytest.raises(ValueError, match="cannot tell which image '.*' was fitted to"):
+        folder.image(0)

@@ -474,3 +474,26 @@ def test_set_accepts_floats_yaml_reads_as_strings():
     assert load_config("mnist_inr_scalegmn", ["train.lr=-2.5E+2"]).train.lr == -250.0
     with pytest.raises(ValueError, match="train.lr"):
         load_config("mnist_inr_scalegmn", ["train.lr=fast"])
+
+
+def test_editing_targets_follow_the_image_each_item_records(tmp_path, inr_dir, monkeypatch):
+    """The loop takes each network's source image from its data set item (set by the loader
+    that knows the layout), never from the file's path: a format registered here whose items
+    name other images than their folders gets those images' targets."""
+    from scalegmn.data import base, datasets
+    from scalegmn.data.generate import editing_targets
+
+    def shifted(path, split="train", **kw):
+        ds = datasets.dwsnets_mnist(path, split, **kw)
+        ds.items = [it._replace(image=(it.image + 7) % 40) for it in ds.items]
+        return ds
+    monkeypatch.setitem(base.FORMATS, "shifted-inrs", shifted)
+    cfg = load_config(write_config(tmp_path / "e.yaml", inr_dir, data__format="shifted-inrs"),
+                      ["task=inr_editing", "data.limit=4"])
+    runner = Runner(cfg, tmp_path / "run", dry_run=True, log=lambda *a: None)
+    want = editing_targets(np.load(inr_dir / "mnist-inrs" / "images.npz")["images"], "dilate")
+    ds = shifted(inr_dir, "train")
+    assert len(runner.data["train"]) == 4
+    for g, item in zip(runner.data["train"], ds.items):
+        assert item.image != int(item.source.parent.parent.name.rsplit("_", 1)[1])
+        assert torch.equal(g.target[0], torch.tensor(want[item.image], dtype=torch.float32))

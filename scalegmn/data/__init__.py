@@ -4,13 +4,13 @@
     >>> loader = ds.loader(batch_size=64, shuffle=True)     # yields PyG Batches
 """
 __all__ = ["DWSNETS", "NFN", "SirenConvention", "coordinates", "render", "DataError",
-           "GraphDataset", "load_dataset", "load_state_dict"]
+           "GraphDataset", "load_dataset", "load_state_dict", "FORMATS"]
 
 # imported on first use (torch loads with them), so that ``scalegmn data --help`` is instant
 _LAZY = {**{k: ".conventions" for k in ("DWSNETS", "NFN", "SirenConvention", "coordinates",
                                         "render")},
-         **{k: ".datasets" for k in ("DataError", "GraphDataset", "load_dataset",
-                                     "load_state_dict")}}
+         **{k: ".base" for k in ("DataError", "GraphDataset", "load_state_dict")},
+         "load_dataset": ".formats", "FORMATS": ".formats"}
 
 
 def __getattr__(name: str):

@@ -1,120 +1,29 @@
-"""Loaders for the public weight-space data sets, read exactly as published.
+"""Loaders for the public INR data sets (``dwsnets-mnist``, ``dwsnets-fmnist``, ``nfn-siren``)
+and a user's own checkpoints (``folder``), read exactly as published.
 
 Every data set is a ``torch.utils.data.Dataset`` of ``ParameterGraph``s with a target ``y``; items
-are built lazily from the files (state dicts are loaded with ``weights_only=True``).
+are built lazily from the files (state dicts are loaded with ``weights_only=True``). Each loader
+registers itself in ``base.FORMATS``; read a data set with ``scalegmn.data.load_dataset``.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
 import converters
 
+from .base import (DataError, FileDataset, GraphDataset, InrItem, Item, load_state_dict,
+                   register_format)
 from .conventions import DWSNETS, NFN, SirenConvention
+
+__all__ = ["DataError", "GraphDataset", "load_state_dict", "dwsnets_mnist", "dwsnets_fmnist",
+           "nfn_siren", "folder", "dwsnets_mnist_folders"]
 
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """A data set file that cannot be used; the message names the file."""
-
-
-def load_state_dict(path) -> dict:
-    """``torch.load(path, weights_only=True)`` with a clear error naming the file."""
-    try:
-        sd = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:
-        raise DataError(f"cannot read '{path}': {type(e).__name__}: {e}") from e
-    if not isinstance(sd, dict):
-        raise DataError(f"'{path}' holds a {type(sd).__name__}, not a state dict")
-    return sd
-
-
-class GraphDataset(torch.utils.data.Dataset):
-    """Base class: ``items`` is a list of ``(source, label)``; ``_state_dict(source)`` reads one.
-
-    ``on_bad="raise"`` (default) raises ``DataError`` naming the file when an item is read;
-    ``"skip"`` checks every item at construction, drops unreadable ones with one warning giving
-    their count, and keeps the rest. ``transform`` is applied to each graph (e.g. augmentation).
-    ``source`` says which folder and index file were read (set by the loaders).
-    """
-
-    source: str = ""
-
-    def __init__(self, items, arch_for, convention=None, transform: Optional[Callable] = None,
-                 on_bad: str = "raise", name: str = "dataset"):
-        if on_bad not in ("raise", "skip"):
-            raise ValueError("on_bad must be 'raise' or 'skip'")
-        self.items, self.arch_for, self.convention = list(items), arch_for, convention
-        self.transform, self.name = transform, name
-        self.skipped = []
-        if on_bad == "skip":
-            good = []
-            for it in self.items:
-                try:
-                    self._graph(it)
-                    good.append(it)
-                except DataError as e:
-                    self.skipped.append(str(e))
-            if self.skipped:
-                warnings.warn(f"{name}: skipped {len(self.skipped)} unreadable item(s), e.g. "
-                              f"{self.skipped[0]}")
-            self.items = good
-
-    def __len__(self):
-        return len(self.items)
-
-    def _state_dict(self, source):  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _graph(self, item):
-        source, label = item[0], item[1]
-        sd = self._state_dict(source)
-        if label is None:   # stored inside the file (DWSNets FMNIST)
-            if "label" not in sd:
-                raise DataError(f"'{source}' has no 'label' entry")
-            label = int(sd.pop("label"))
-        arch = self.arch_for(item)
-        try:
-            g = converters.from_state_dict(sd, arch)
-        except (KeyError, ValueError) as e:
-            raise DataError(f"'{source}': {e}") from e
-        g.y = torch.tensor([label], dtype=torch.float32 if isinstance(label, float)
-                           else torch.long)
-        if self.convention is not None:
-            g.convention = self.convention.style   # the full convention is in arch.meta
-        return g
-
-    def __getitem__(self, i):
-        g = self._graph(self.items[i])
-        return self.transform(g) if self.transform is not None else g
-
-    @property
-    def labels(self) -> list:
-        """Targets of all items (reads the files when labels are stored inside them)."""
-        return [it[1] if it[1] is not None else int(self._state_dict(it[0])["label"])
-                for it in self.items]
-
-    def loader(self, batch_size=64, shuffle=False, **kwargs):
-        """A DataLoader yielding ``Batch``es (``converters.batch_graphs`` collation)."""
-        return converters.GraphLoader(self, batch_size=batch_size, shuffle=shuffle, **kwargs)
-
-
-class _FileDataset(GraphDataset):
-    def __init__(self, items, arch, convention=None, **kw):
-        self._arch = arch
-        super().__init__(items, lambda it: self._arch, convention, **kw)
-
-    def _state_dict(self, source):
-        return load_state_dict(source)
 
 
 def _siren_arch(convention: SirenConvention, sd_paths, last_key):
@@ -204,11 +113,23 @@ def _find_splits(outer: Path, inner: Path, split_file, hint: str) -> Path:
 
 
 # -- DWSNets INRs ---------------------------------------------------------------------------------
+_MNIST_PNG = re.compile(r"mnist_png_.*_(\d+)")
+
+
+def _mnist_png_image(path: Path) -> Optional[int]:
+    """The image index of a DWSNets MNIST INR: its folder ``mnist_png_{kind}_{label}_{index}``
+    (``.../checkpoints/model_final.pth``) ends in it; ``None`` for another layout."""
+    m = _MNIST_PNG.fullmatch(path.parent.parent.name)
+    return int(m.group(1)) if m else None
+
+
+@register_format("dwsnets-mnist")
 def dwsnets_mnist(path, split="train", split_file="mnist_splits.json", **kw) -> GraphDataset:
     """``path`` is the folder holding ``mnist-inrs/``, or ``mnist-inrs/`` itself;
     ``mnist_splits.json`` (``{split: {"path": [...], "label": [...]}}``) is looked for beside
     ``mnist-inrs/`` (DWSNets, ``scalegmn data``), then inside it (the published ScaleGMN
-    layout). Labels are digits 0-9; ``.source`` names the folder and splits file used."""
+    layout). Labels are digits 0-9; ``.source`` names the folder and splits file used. Items are
+    ``InrItem``s whose ``image`` is read from the ``mnist_png_*_{index}`` folder names."""
     outer, inner = dwsnets_mnist_folders(path)
     splits = _find_splits(outer, inner, split_file,
                           f"write one with `scalegmn data splits --path {outer}`")
@@ -216,12 +137,14 @@ def dwsnets_mnist(path, split="train", split_file="mnist_splits.json", **kw) -> 
     paths = [_resolve(outer, p, "mnist-inrs", inner) for p in entry["path"]]
     labels = [int(lb) for lb in entry["label"]]
     arch = _siren_arch(DWSNETS, paths, "seq.0.weight")
-    ds = _FileDataset(list(zip(paths, labels)), arch, DWSNETS, name="dwsnets-mnist", **kw)
+    items = [InrItem(p, lb, _mnist_png_image(p)) for p, lb in zip(paths, labels)]
+    ds = FileDataset(items, arch, DWSNETS, name="dwsnets-mnist", **kw)
     ds.source = f"INRs in '{inner}', splits from '{splits}'"
     log.info("dwsnets-mnist %s: %s", split, ds.source)
     return ds
 
 
+@register_format("dwsnets-fmnist")
 def dwsnets_fmnist(path, split="train", split_file="fmnist_inrs/splits.json", **kw):
     """``path`` holds ``fmnist_inrs/{train,test}/model_{idx}.pth`` (each with a ``label`` entry)
     and ``fmnist_inrs/splits.json`` (``{split: [paths]}``); ``fmnist_inrs/`` itself is accepted
@@ -234,7 +157,8 @@ def dwsnets_fmnist(path, split="train", split_file="fmnist_inrs/splits.json", **
              for p in _read_split(splits, split, "splits file")]
     arch = _siren_arch(DWSNETS, paths, "seq.0.weight")
     # labels live inside the files and are read with each item
-    ds = _FileDataset([(p, None) for p in paths], arch, DWSNETS, name="dwsnets-fmnist", **kw)
+    ds = FileDataset([InrItem(p, None) for p in paths], arch, DWSNETS, name="dwsnets-fmnist",
+                     **kw)
     ds.source = f"INRs in '{inner}', splits from '{splits}'"
     log.info("dwsnets-fmnist %s: %s", split, ds.source)
     return ds
@@ -246,11 +170,13 @@ _NFN_AUG = re.compile(r"^randinit_smaller_aug(\d+)_(\d)s$")
 _NFN_IDX = re.compile(r"^net(\d+)\.pth$")
 
 
+@register_format("nfn-siren")
 def nfn_siren(path, split="train", split_points=(45000, 50000), extra_aug=0, **kw):
     """``path`` is a ``siren_{mnist,fashion,cifar}_wts`` folder: ``randinit_smaller_{label}s/
     net{idx}.pth`` (and ``randinit_smaller_aug{k}_{label}s/`` re-fits). Split by ``idx``:
     train < split_points[0] <= val < split_points[1] <= test; ``extra_aug`` adds the first k
-    augmented copies to train only (the base folders are matched strictly, as ScaleGMN does)."""
+    augmented copies to train only (the base folders are matched strictly, as ScaleGMN does).
+    Items are ``InrItem``s whose ``image`` is ``idx``."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"missing folder: '{root}'")
@@ -271,7 +197,7 @@ def nfn_siren(path, split="train", split_points=(45000, 50000), extra_aug=0, **k
         for f in sorted(sub.iterdir()):
             mi = _NFN_IDX.match(f.name)
             if mi and keep[split](int(mi.group(1))):
-                items.append((f, label, int(mi.group(1))))
+                items.append(InrItem(f, label, int(mi.group(1))))
     if not items:
         raise DataError(f"no SIRENs for split '{split}' under '{root}' (expected "
                         f"randinit_smaller_<label>s/net<idx>.pth)")
@@ -279,10 +205,11 @@ def nfn_siren(path, split="train", split_points=(45000, 50000), extra_aug=0, **k
     sd = load_state_dict(items[0][0])
     last = max(int(k.split(".")[1]) for k in sd if k.startswith("net."))
     arch = _siren_arch(NFN, [it[0] for it in items], f"net.{last}.weight")
-    return _FileDataset(items, arch, NFN, name="nfn-siren", **kw)
+    return FileDataset(items, arch, NFN, name="nfn-siren", **kw)
 
 
 # -- a user's own checkpoints ----------------------------------------------------------------
+@register_format("folder")
 def folder(path, split=None, labels_file="labels.csv", arch_file="arch.json", **kw):
     """``path`` holds state-dict files, ``arch.json`` (an ``ArchSpec``, e.g. from
     ``scalegmn convert --arch-out``) and ``labels.csv`` with rows ``file,label[,split]``
@@ -300,21 +227,8 @@ def folder(path, split=None, labels_file="labels.csv", arch_file="arch.json", **
             continue
         label = r[1].strip()
         label = int(label) if re.fullmatch(r"-?\d+", label) else float(label)
-        items.append((root / r[0].strip(), label))
+        items.append(Item(root / r[0].strip(), label))
     if not items:
         raise DataError(f"'{root / labels_file}' lists no files" +
                         (f" for split '{split}'" if split else ""))
-    return _FileDataset(items, arch, None, name="folder", **kw)
-
-
-def load_dataset(path, format: str, split: str = "train", **options) -> GraphDataset:
-    """Read a data set as published. Formats: ``dwsnets-mnist``, ``dwsnets-fmnist``,
-    ``nfn-siren``, ``cnn-zoo``, ``folder`` (see each loader for its options)."""
-    from .zoo import cnn_zoo
-    readers = {"dwsnets-mnist": dwsnets_mnist, "dwsnets-fmnist": dwsnets_fmnist,
-               "nfn-siren": nfn_siren, "cnn-zoo": cnn_zoo, "folder": folder}
-    if format not in readers:
-        raise ValueError(f"unknown format {format!r}; choose from {sorted(readers)}")
-    if not os.path.exists(path):
-        raise DataError(f"missing folder: '{path}'")
-    return readers[format](path, split=split, **options)
+    return FileDataset(items, arch, None, name="folder", **kw)

@@ -13,13 +13,14 @@ import io
 import logging
 import random
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 import converters
 
-from .datasets import DataError, GraphDataset
+from .base import DataError, GraphDataset, register_format
 
 #: (varname, TF shape) of the released zoo's rows, bias before kernel in each layer
 ZOO_LAYOUT = [("sequential/conv2d/bias:0", (16,)), ("sequential/conv2d/kernel:0", (3, 3, 1, 16)),
@@ -113,14 +114,24 @@ def read_split_file(path) -> list:
     return out
 
 
+class ZooItem(NamedTuple):
+    """One network of a zoo: its row of ``weights.npy``, its ``test_accuracy`` and its
+    activation (which of the data set's architectures it has)."""
+    row: int
+    target: float
+    activation: str
+
+
 class ZooDataset(GraphDataset):
-    """Rows of a memory-mapped ``weights.npy``; targets are ``test_accuracy``."""
+    """Rows of a memory-mapped ``weights.npy``; targets are ``test_accuracy``; items are
+    ``ZooItem``s."""
 
     def __init__(self, weights, layout, rows, acts, targets, **kw):
         self.weights, self.layout = weights, layout
         self.archs = {a: converters.arch.cnn_zoo(activation=a) for a in set(acts)}
-        items = [(int(r), float(t), a) for r, t, a in zip(rows, targets, acts)]
-        super().__init__(items, lambda it: self.archs[it[2]], None, name="cnn-zoo", **kw)
+        items = [ZooItem(int(r), float(t), a) for r, t, a in zip(rows, targets, acts)]
+        super().__init__(items, lambda it: self.archs[it.activation], None, name="cnn-zoo",
+                         **kw)
 
     def _state_dict(self, row):
         vals = np.asarray(self.weights[row])
@@ -129,6 +140,7 @@ class ZooDataset(GraphDataset):
         return row_to_state_dict(vals, self.layout)
 
 
+@register_format("cnn-zoo")
 def cnn_zoo(path, split="train", activation=None, protocol="split_then_filter",
             min_accuracy=None, split_file=None, step=86, **kw) -> ZooDataset:
     """Read a zoo folder (``weights.npy``, ``layout.csv``, ``metrics.csv.gz``, a split file).

@@ -57,51 +57,22 @@ def load_splits(cfg: RunConfig, progress=True, log=None) -> dict:
         if log is not None and split == "train":
             log(f"data: {getattr(ds, 'source', '') or path}")
         if cfg.task == "inr_editing" and targets is None and ds.items:
-            source = _images_of(ds.items[0][0], path)
+            source = ds.images_file(path)
             targets = _editing_targets(source, cfg.data.editing)
             if log is not None:
                 log(f"editing targets: {cfg.data.editing} of the images in '{source}'")
         n = len(ds) if cfg.data.limit is None else min(len(ds), cfg.data.limit)
         out[split] = [ds[i] for i in range(n)]
-        if targets is not None:
-            for g, item in zip(out[split], ds.items):
-                g.target = torch.tensor(targets[_image_index(item)],
-                                        dtype=torch.float32).unsqueeze(0)
+        if targets is not None:       # each item records its image (set by its loader)
+            for i, g in enumerate(out[split]):
+                g.target = torch.tensor(targets[ds.image(i)], dtype=torch.float32).unsqueeze(0)
     return out
-
-
-def _images_of(network_file, root) -> Path:
-    """The ``images.npz`` the generators saved for a data set: the nearest one above one of its
-    network files, up to the data folder ``root`` (another data set's images beside it in
-    ``root`` are never taken)."""
-    folder = Path(network_file).parent
-    top = Path(root).resolve()
-    while True:
-        if (folder / "images.npz").is_file():
-            return folder / "images.npz"
-        if folder.resolve() == top or folder.parent == folder:
-            break
-        folder = folder.parent
-    raise ValueError(f"INR editing needs the source images: no images.npz between "
-                     f"'{network_file}' and '{root}' (scalegmn data mnist-inrs/fmnist-inrs/"
-                     f"nfn-siren write one with the networks)")
 
 
 def _editing_targets(images_file, kind):
     """Editing targets of every source image in ``images_file``."""
     from ..data.generate import editing_targets
     return editing_targets(np.load(images_file)["images"], kind)
-
-
-def _image_index(item) -> int:
-    """The source image of a data set item: DWSNets folders end in ``_{index}``; NFN items
-    carry their ``idx``."""
-    source = Path(item[0])
-    if "mnist_png_" in str(source):
-        return int(source.parent.parent.name.split("_")[-1])
-    if len(item) > 2:
-        return int(item[2])
-    raise ValueError(f"cannot tell which image '{source}' was fitted to")
 
 
 def batches(graphs, batch_size, order=None, rank=0, world=1):
@@ -169,15 +140,39 @@ def malloc_policy(cfg: RunConfig) -> str:
 
 
 class Runner:
-    def __init__(self, cfg: RunConfig, out_dir, resume=False, dry_run=False, log=print):
+    """One training run: ``fit()`` trains, validates, checkpoints and tests (module docstring).
+
+    Construction prepares everything, one step per method: the process (``_set_up_process``),
+    the data (``_load_data``), the model (``_build_model``), data parallelism
+    (``_distribute``), the optimiser and its schedule (``_optimisation``), and, unless
+    ``dry_run``, the run directory with a checked resume (``_open_run_dir``).
+    """
+
+    def __init__(self, cfg: RunConfig, out_dir, resume: bool = False, dry_run: bool = False,
+                 log=print):
         cfg = copy.deepcopy(cfg)      # the inferred out_dim is written into it
         self.cfg, self.out, self.log = cfg, Path(out_dir), log
-        # data parallel under torchrun: only rank 0 logs and writes
+        self._set_up_process()
+        self.task = TASK_CLASSES[cfg.task]()
+        example = self._load_data()
+        self.model = self._build_model(example)
+        self.train_model = self._distribute()
+        self.opt, self.sched = self._optimisation()
+        self.start_epoch, self.best, self.step = 0, None, 0
+        self.summary_text = self._summary(example)
+        self.log(self.summary_text)
+        if not dry_run:
+            self._open_run_dir(resume)
+
+    # construction, one job each ---------------------------------------------------------------
+    def _set_up_process(self):
+        """Rank and world size (under torchrun only rank 0 logs and writes), the allocator
+        policy, threads and determinism, dtype and device, and the seeds."""
+        cfg = self.cfg
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1 and self.rank != 0:
-            log = self.log = (lambda *a, **k: None)
-        self.task = TASK_CLASSES[cfg.task]()
+            self.log = (lambda *a, **k: None)
         allocator.apply(malloc_policy(cfg))
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -187,50 +182,67 @@ class Runner:
         self.dtype = getattr(torch, cfg.train.dtype)
         self.device = torch.device(cfg.train.device)
         set_seed(cfg.train.seed)
-        self.data = load_splits(cfg, cfg.train.progress, self.log)
+
+    def _load_data(self):
+        """``self.data`` ({split: graphs}); returns an example batch of the first two training
+        networks (what the model is built for)."""
+        self.data = load_splits(self.cfg, self.cfg.train.progress, self.log)
         if not self.data["train"]:
             raise ValueError("the training split is empty")
-        example = converters.batch_graphs(self.data["train"][:2])
+        return converters.batch_graphs(self.data["train"][:2])
+
+    def _build_model(self, example) -> torch.nn.Module:
+        """The backend's model for ``example``, on the run's device and dtype. ``model.out_dim``
+        1 means "from the data": the value found is written into the config (saved with the
+        run)."""
+        cfg = self.cfg
         if self.task.name != "inr_editing" and cfg.model.out_dim == 1:
-            # 1 means "from the data"; the value found is saved with the run
             cfg.model.out_dim = self.task.out_dim(self.data["train"])
         mcfg = dict(cfg.model.__dict__)
         mcfg.pop("backend"), mcfg.pop("task")
-        self.model = build(cfg.model.backend, self.task.model_task, spec=example, **mcfg)
-        self.model.to(self.device, self.dtype)
-        # data parallel under torchrun: every rank sees the same global batch order and takes
-        # its share; DistributedDataParallel averages the gradients (gloo on CPU)
-        self.train_model = self.model
-        if self.world > 1:
-            import torch.distributed as dist
-            if not dist.is_initialized():
-                dist.init_process_group("gloo" if self.device.type == "cpu" else "nccl")
-            self.train_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, find_unused_parameters=True)
-            if cfg.data.batch_size % self.world:
-                raise ValueError(f"config key 'data.batch_size' ({cfg.data.batch_size}) must be "
-                                 f"divisible by the {self.world} processes")
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
-                                     weight_decay=cfg.train.weight_decay)
-        w = max(cfg.train.warmup_steps, 1)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / w))
-        self.start_epoch, self.best, self.step = 0, None, 0
-        self.summary_text = self._summary(example)
-        self.log(self.summary_text)
-        if dry_run:
-            return
-        # a resume is checked completely before anything in the run directory is written
-        if resume and (self.out / "checkpoints" / "last.pt").exists():
-            self._load(self.out / "checkpoints" / "last.pt")
+        model = build(cfg.model.backend, self.task.model_task, spec=example, **mcfg)
+        return model.to(self.device, self.dtype)
+
+    def _distribute(self) -> torch.nn.Module:
+        """The module the training step calls: the model itself, or under torchrun the model in
+        DistributedDataParallel (every rank sees the same global batch order and takes its
+        share; the gradients are averaged, gloo on CPU)."""
+        if self.world == 1:
+            return self.model
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            dist.init_process_group("gloo" if self.device.type == "cpu" else "nccl")
+        wrapped = torch.nn.parallel.DistributedDataParallel(self.model,
+                                                            find_unused_parameters=True)
+        bs = self.cfg.data.batch_size
+        if bs % self.world:
+            raise ValueError(f"config key 'data.batch_size' ({bs}) must be divisible by the "
+                             f"{self.world} processes")
+        return wrapped
+
+    def _optimisation(self):
+        """``(optimiser, schedule)``: AdamW and a linear warm-up over ``train.warmup_steps``."""
+        t = self.cfg.train
+        opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        w = max(t.warmup_steps, 1)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / w))
+
+    def _open_run_dir(self, resume: bool):
+        """Resume from ``checkpoints/last.pt`` if asked (checked completely before anything in
+        the run directory is written), then create the directory, write the resolved
+        ``config.yaml`` and drop metrics rows past the resumed epoch (rank 0)."""
+        last = self.out / "checkpoints" / "last.pt"
+        if resume and last.exists():
+            self._load(last)
             self.log(f"resumed from epoch {self.start_epoch}")
         elif resume:
             self.log(f"nothing to resume in {self.out} (no checkpoints/last.pt): starting fresh")
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "checkpoints").mkdir(exist_ok=True)
         if self.rank == 0:
+            cfg = self.cfg.to_dict()
             atomic_write(self.out / "config.yaml",
-                         lambda fh: fh.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False)),
-                         mode="w")
+                         lambda fh: fh.write(yaml.safe_dump(cfg, sort_keys=False)), mode="w")
             self._trim_metrics()
 
     def _summary(self, example):
