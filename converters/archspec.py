@@ -5,7 +5,8 @@ An ``ArchSpec`` is a straight-line program over *values* (tensors), one op per s
 output of a Linear/Conv, the output of a normalisation, the sum of a residual add. Every node of a
 ``ParameterGraph`` belongs to exactly one node set; every edge is produced by exactly one op.
 
-Ops (``op`` key; ``in``/``out`` are value ids, ``ns`` the node set an op creates):
+Ops (``op`` key; ``in``/``out`` are value ids, ``ns`` the node set an op creates; each kind's
+rule, with everything the converter knows about it, is in ``converters.ops``):
 
 ========== ==============================================================================
 input      the network input; creates node set 0 (``channels`` nodes)
@@ -16,6 +17,7 @@ conv       ``module``, ``dim``, channels, ``kernel_size``, ``stride``, ``padding
 batchnorm  eval-mode BatchNorm; ``pre`` (node set read) and ``ns`` (node set written)
 layernorm  LayerNorm over the channel (last) dimension; ``pre`` and ``ns``
 act        ``name`` in ``groups.ACTIVATIONS`` with ``params``
+prelu      ``module``, ``num_parameters``: PReLU; its slopes are node features of its input
 pool       ``fn`` (a ``torch.nn.functional`` pooling function) with ``kwargs``
 flatten    ``start_dim``, ``end_dim``;  mean: ``dim``, ``keepdim``
 scalar     ``fn`` in mul/div/add/sub with ``const`` and ``reverse`` (const on the left)

@@ -58,6 +58,7 @@ ACTIVATIONS = {
     "logsigmoid": ONE,
     "clamp": ONE,        # POS for clamp(min=0) or clamp(max=0), NEG for clamp(-c, c)
     "abs": POS,
+    "prelu": POS,
 }
 ACT_ID = {a: i for i, a in enumerate(ACTIVATIONS)}
 
@@ -70,5 +71,6 @@ NODE_FEATURES = {
     "bn_mean": "neuron",    # running mean of a BatchNorm reading this neuron
     "bn_var": "invariant",  # running variance of that BatchNorm
     "bn_count": "invariant",  # num_batches_tracked of the BatchNorm producing this neuron
+    "prelu_weight": "invariant",  # slope of the PReLU applied to this neuron
 }
 FEATURE_TYPES = ("neuron", "inverse", "invariant")

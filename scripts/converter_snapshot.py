@@ -45,11 +45,13 @@ def _models():
                                    torch.rand(4, 2, generator=gen))
     out["models/siren/nfn"] = (init(C.models.Siren((2, 16, 16, 3), 20.0, 0.0, "nfn")),
                                torch.rand(4, 2, generator=gen))
-    out["models/cnn_zoo/relu"] = (init(C.models.cnn_zoo()), torch.randn(2, 1, 28, 28, generator=gen))
+    out["models/cnn_zoo/relu"] = (init(C.models.cnn_zoo()),
+                                  torch.randn(2, 1, 28, 28, generator=gen))
     out["models/cnn_zoo/tanh1"] = (init(C.models.cnn_zoo(stride=1, activation="tanh")),
                                    torch.randn(2, 1, 28, 28, generator=gen))
     torch.manual_seed(0)
-    out["models/resnet18"] = (C.models.ResNet18(10).eval(), torch.randn(1, 3, 32, 32, generator=gen))
+    out["models/resnet18"] = (C.models.ResNet18(10).eval(),
+                              torch.randn(1, 3, 32, 32, generator=gen))
     return out
 
 
@@ -81,9 +83,11 @@ def compare(a_path: str, b_path: str) -> int:
     a, b = torch.load(a_path, weights_only=False), torch.load(b_path, weights_only=False)
     print(f"A: {a.pop('converters')}\nB: {b.pop('converters')}")
     bad = 0
-    if set(a) != set(b):
-        print("different model sets:", sorted(set(a) ^ set(b)))
+    if set(a) - set(b):
+        print("missing in B:", sorted(set(a) - set(b)))
         bad += 1
+    if set(b) - set(a):
+        print("new in B (not compared):", sorted(set(b) - set(a)))
     n_tensors = 0
     for name in sorted(set(a) & set(b)):
         for key in sorted(set(a[name]) | set(b[name])):

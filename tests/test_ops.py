@@ -19,6 +19,7 @@ CASES = {
     "batchnorm": ["resnet", "conv1d", "residual_mlp"],
     "layernorm": ["layernorm"],
     "act": ["mlp_mixed", "siren_nfn", "acts_perm", "acts_clamp"],
+    "prelu": ["prelu_mlp", "prelu_cnn"],
     "pool": ["cnn_grouped", "conv3d", "depthwise"],
     "flatten": ["cnn_grouped", "resnet"],
     "mean": ["conv1d", "depthwise"],

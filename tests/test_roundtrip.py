@@ -48,8 +48,11 @@ def test_graph_is_well_formed(name):
                  if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd,
                                    torch.nn.modules.batchnorm._BatchNorm))
                  and m.bias is not None) + ln_bias
-    assert on_edges + biases == n_params
-    assert g.x.shape[0] == N and g.x.shape[1] == (1 if n_bn == 0 else 4)
+    slopes = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.PReLU))
+    assert on_edges + biases + slopes == n_params
+    # node features: a prefix of the global columns, as long as the last one used
+    n_prelu = sum(isinstance(m, torch.nn.PReLU) for m in model.modules())
+    assert g.x.shape[0] == N and g.x.shape[1] == (5 if n_prelu else 1 if n_bn == 0 else 4)
     # edges run forward in layer order (a DAG) and are stored layer-major
     assert (g.layer[g.edge_index[0]] < g.layer[g.edge_index[1]]).all()
     assert (torch.diff(g.layer[g.edge_index[1]]) >= 0).all()

@@ -187,6 +187,37 @@ class ClampAbs(nn.Module):
         return self.out(x)
 
 
+class PReLUMLP(nn.Module):
+    """A single-slope and a per-neuron PReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.act1 = nn.Linear(3, 6), nn.PReLU()
+        self.l2, self.act2 = nn.Linear(6, 5), nn.PReLU(5)
+        self.out = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.out(self.act2(self.l2(self.act1(self.l1(x)))))
+
+
+class PReLUCNN(nn.Module):
+    """Per-channel PReLU after a convolution and after an eval BatchNorm, a single-slope one
+    after a 1x1 convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.a1 = nn.Conv2d(2, 4, 3, padding=1), nn.PReLU(4)
+        self.c2, self.bn, self.a2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.PReLU(4)
+        self.c3, self.a3 = nn.Conv2d(4, 3, 1), nn.PReLU()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = self.a1(self.c1(x))
+        h = self.a2(self.bn(self.c2(h)))
+        h = self.a3(self.c3(h))
+        return self.fc(h.mean((2, 3)))
+
+
 def _randomise_bn(model, generator):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -223,6 +254,8 @@ ZOO = {
     "depthwise": (DepthwiseCNN, (2, 8, 8)),
     "acts_perm": (ElementwiseActs, (3,)),
     "acts_clamp": (ClampAbs, (3,)),
+    "prelu_mlp": (PReLUMLP, (3,)),
+    "prelu_cnn": (PReLUCNN, (2, 6, 6)),
 }
 
 

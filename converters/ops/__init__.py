@@ -19,6 +19,7 @@ from .endpoints import Input, Output
 from .linear import Linear
 from .norm import BatchNorm, LayerNorm
 from .pool import Mean, Pool
+from .prelu import PReLU
 from .reshape import Flatten
 from .residual import Add
 from .scalar import Scalar
@@ -78,7 +79,7 @@ def supported_modules() -> set:
     return set(_MODULE_RULE)
 
 
-for _rule in (Input(), Output(), Linear(), Conv(), BatchNorm(), LayerNorm(), Act(),
+for _rule in (Input(), Output(), Linear(), Conv(), BatchNorm(), LayerNorm(), Act(), PReLU(),
               Pool(), Flatten(), Mean(), Scalar(), Add(), Cat(), Alias()):
     register(_rule)
 
