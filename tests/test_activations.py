@@ -162,3 +162,37 @@ def test_scalegmn_stays_equivariant_on_graphs_with_the_new_activations():
         editor = scalegmn.build(backend, "equivariant", spec=same, **small)
         assert_equivariant(editor, same, n_actions=2)
         assert_sensitive(editor, same, "unclaimed")
+
+
+class InplaceReuse(nn.Module):
+    """An in-place activation whose input is read again: the model's second reader sees the
+    activated values (in-place), so a graph reading the pre-activation would be wrong."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.form = form
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(4, 2)
+        self.act = nn.ReLU6(inplace=True) if form == "module" else None
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.form == "module":
+            r = self.act(h)
+        elif self.form == "function":
+            r = F.elu(h, 0.5, True)
+        else:
+            r = F.relu(h, inplace=True)
+        return self.b(r) + self.c(h)
+
+
+@pytest.mark.parametrize("form", ["module", "function", "keyword"])
+def test_an_inplace_activation_of_a_reused_tensor_is_refused(form):
+    what = {"module": "'act' (ReLU6)", "function": "(elu)", "keyword": "(relu)"}[form]
+    with pytest.raises(C.UnsupportedLayerError) as info:
+        C.to_graph(InplaceReuse(form).eval(), torch.zeros(2, 3))
+    assert what in str(info.value) and "in-place op on a tensor that is used elsewhere" in str(
+        info.value), str(info.value)
+    # in place on a tensor read once is fine
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU6(inplace=True), nn.Linear(4, 2)).eval()
+    x = torch.randn(5, 3)
+    assert torch.equal(C.to_module(C.to_graph(model, x))(x), model(x))

@@ -141,12 +141,23 @@ class Act(OpRule):
     def matches_method(self, name):
         return any(name in r.methods for r in ACTS.values())
 
+    @staticmethod
+    def _check_inplace(t, node, inplace, what: str) -> None:
+        """An in-place activation changes its input for every other reader too, which the graph
+        (readers see the pre-activation) would not: refused unless the input has no other."""
+        src = node.args[0] if node.args else None
+        if inplace and isinstance(src, fx.Node) and len(src.users) > 1:
+            t.fail(node, what, "in-place op on a tensor that is used elsewhere")
+
     def _params(self, t, node, row: Activation, args, kwargs, names=None) -> dict:
         names = tuple(row.defaults) + ("inplace",) if names is None else names
         try:
-            params = bind(tuple(args), dict(kwargs), names, row.defaults)
+            params = bind(tuple(args), dict(kwargs), names, {**row.defaults, "inplace": False},
+                          ignore=())
         except TypeError as e:
             t.fail(node, row.name, str(e))
+        self._check_inplace(t, node, params.pop("inplace", False),
+                            getattr(node.target, "__name__", str(node.target)))
         for k, v in params.items():
             if isinstance(v, fx.Node):
                 t.fail(node, row.name, f"'{k}' must be a Python constant, not a traced tensor")
@@ -161,6 +172,7 @@ class Act(OpRule):
 
     def trace_module(self, t, node, m, x):
         row = _MODULE_ROW[type(m)]
+        self._check_inplace(t, node, getattr(m, "inplace", False), type(m).__name__)
         params = {k: getattr(m, k) for k in row.defaults}
         params = {k: float(v) if isinstance(v, (int, float)) else v for k, v in params.items()}
         self._emit(t, node, row, params, x)
