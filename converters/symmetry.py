@@ -57,9 +57,8 @@ def analyse(ops_list, sizes: dict, names: dict) -> list:
     for op in ops_list:
         _ops.rule_for(op["op"]).couple(op, s)
     allow, act_of, align, tie, cuts = s.allow, s.act_of, s.align, s.tie, s.cuts
-    ops = ops_list   # noqa: F841
-    producer = {op["ns"]: i for i, op in enumerate(ops) if "ns" in op}
-    ns_value = {op["ns"]: op["out"] for op in ops if "ns" in op}
+    producer = {op["ns"]: i for i, op in enumerate(ops_list) if "ns" in op}
+    ns_value = {op["ns"]: op["out"] for op in ops_list if "ns" in op}
     bits = [allow[ns_value[k]] for k in range(n_sets)]
 
     fixed = [False] * n_sets

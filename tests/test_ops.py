@@ -86,3 +86,17 @@ def test_action_rules_refuse_an_action_of_another_graph():
     with pytest.raises(ValueError, match="out of their node set"):
         C.Action(swap, torch.ones(g1.num_nodes, dtype=torch.float64)).apply_state_dict(
             g1.arch, make("mlp_relu")[0].state_dict())
+
+
+def test_a_rule_that_says_nothing_lets_no_factor_through():
+    """The default constraint is the safe one: a new rule that forgets ``constrain`` claims too
+    small a group (``perm``), never too large."""
+    from converters.groups import ANY, ONE
+    from converters.ops.base import SymmetryState
+    s = SymmetryState({0: [0], 1: [0], 2: [0]}, {0: 3}, out_value=2)
+    s.allow[1] = ANY
+    OpRule().constrain({"op": "new", "in": [0], "out": 1}, s)
+    assert s.allow[0] == ONE
+    s2 = SymmetryState({0: [0], 1: [0], 2: [0]}, {0: 3}, out_value=2)
+    ops.RULES["linear"].constrain({"op": "linear", "in": [0], "out": 1, "ns": 1}, s2)
+    assert s2.allow[0] == ANY                    # a layer with weights absorbs every factor

@@ -10,7 +10,7 @@ docs/design.md ("Symmetry of each op kind").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -196,7 +196,3 @@ class Act(OpRule):
 
     def apply(self, op, ins):
         return activation(op["name"], op["params"], ins[0])
-
-
-def activation_row(name: str) -> Optional[Activation]:
-    return ACTS.get(name)
