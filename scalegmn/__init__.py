@@ -7,6 +7,7 @@
     torch.Size([2, 10])
 """
 from . import allocator
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 __all__ = ["ModelConfig", "backends", "build", "count_parameters", "register"]
@@ -15,15 +16,4 @@ __all__ = ["ModelConfig", "backends", "build", "count_parameters", "register"]
 _LAZY = {"ModelConfig": ".config", "backends": ".registry", "build": ".registry",
          "count_parameters": ".registry", "register": ".registry"}
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

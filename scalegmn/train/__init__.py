@@ -1,12 +1,8 @@
 """Training: configs, the loop, tasks, reports and robustness evaluation."""
+from ..lazy import lazy_exports
 from .config import RunConfig, list_configs, load_config
 
 __all__ = ["RunConfig", "Runner", "list_configs", "load_config"]
 
-
-def __getattr__(name: str):
-    # the loop (and torch with it) is imported on first use: listing configs stays instant
-    if name == "Runner":
-        from .loop import Runner
-        return Runner
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the loop (and torch with it) is imported on first use: listing configs stays instant
+__getattr__, __dir__ = lazy_exports(__name__, {"Runner": ".loop"}, globals())
