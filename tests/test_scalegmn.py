@@ -414,3 +414,13 @@ def test_reference_evaluation_is_the_same_function(batches, backend):
     assert output_error(y1, y0) < 1e-12 and set(g1) == set(g0)
     for k in g0:
         assert float((g1[k] - g0[k]).abs().max()) <= 1e-11 * max(1.0, float(g0[k].abs().max()))
+
+
+def test_repr_names_each_part_and_its_group():
+    """``print(net)`` says what each part is: layer kind and groups, ScaleEq/ScaleInv groups."""
+    b = batch_of("siren_nfn", 1)
+    text = repr(scalegmn.build("scalegmn-b", "invariant", spec=b, out_dim=2,
+                               backward_edges="division_free", **SMALL))
+    assert "bidirectional, backward_edges=division_free, groups=['fixed', 'sign']" in text
+    assert "ScaleEq(\n" in text and "group=sign, fused=True" in text
+    assert "readout=full_graph" in text and "n_in=2, n_out=3" in text

@@ -118,6 +118,11 @@ class InputEmbedding(nn.Module):
         if not cfg.edge_type_embeddings:
             self.pe_edge.requires_grad_(False).fill_(1.0)
 
+    def extra_repr(self) -> str:
+        i = self.info
+        return (f"n_in={i.n_in}, n_out={i.n_out}, node_sets={i.n_layers}, kernel={i.kernel_shape}, "
+                f"input_norm={self.input_norm}")
+
     @torch.no_grad()
     def scale_from(self, batch) -> None:
         """Set ``x_scale``, ``e_scale``, ``eb_scale`` to 1 / median |value| per node set over

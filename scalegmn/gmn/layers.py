@@ -91,6 +91,10 @@ class ScaleGMNLayer(nn.Module):
         for lin in (self.A_v, self.A_e) + ((self.B_v, self.B_e) if bidir else ()):
             norm_preserving(lin)
 
+    def extra_repr(self) -> str:
+        kind = f"bidirectional, backward_edges={self.mode}" if self.bidir else "forward"
+        return f"{kind}, groups={list(self.msg.keys())}, update_edges={self.edge is not None}"
+
     # -- the equations --------------------------------------------------------------------------
     def message(self, eng: Engine, Ae: EdgeValues, h: torch.Tensor) -> torch.Tensor:
         """The ScaleGMN message function, summed: ``m_i = sum_j MSG_g(i)((A_e e_ij) *

@@ -54,6 +54,9 @@ class Readout(nn.Module):
         else:
             self.head = MLP(io, d, cfg.out_dim, cfg.layer_norm, cfg.dropout)
 
+    def extra_repr(self) -> str:
+        return f"readout={self.kind}"
+
     @property
     def reads_io_only(self) -> bool:
         return self.kind == "last_layer"

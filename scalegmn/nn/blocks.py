@@ -95,6 +95,9 @@ class ScaleInv(nn.Module):
         self.rho = (MLP(d, d, d, layer_norm) if group in ("sign", "linear")
                     and sign_mode == "symmetrize" else None)
 
+    def extra_repr(self) -> str:
+        return f"group={self.group}, sign={self.sign_mode}, scale={self.scale_mode}"
+
     def _sign(self, x):
         if self.sign_mode == "symmetrize":
             # rho(x) + rho(-x), sharing rho's linear maps between the two branches:
@@ -136,6 +139,9 @@ class ScaleEq(nn.Module):
             self.phi = MLP(d_in, d_hidden, d_out, layer_norm, dropout)
 
         self.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return f"group={self.group}, fused={self.fused}"
 
     def reset_parameters(self):
         """Start close to the linear map ``Gamma`` (``phi`` near 1, ``Gamma`` norm-preserving),
