@@ -6,7 +6,7 @@ Conventions: a node state ``x`` of a neuron in group ``g`` transforms as ``x -> 
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -36,7 +36,7 @@ def _inv_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 class MLP(nn.Module):
-    """``Linear -> [LayerNorm] -> SiLU (or ReLU) -> Dropout -> Linear``: (..., d_in) -> (..., d_out).
+    """``Linear -> [LayerNorm] -> SiLU (or ReLU) -> Dropout -> Linear``: (..., d_in) -> (..., d_out)
 
     No symmetry: used only on invariant inputs or on ``fixed`` nodes."""
 
