@@ -49,10 +49,11 @@ def sparse_engine(archs: tuple, perm_only: bool, device: str,
                         checkpoint)
 
 
+@functools.lru_cache(maxsize=32)
 def dense_engine(arch, batch_size: int, perm_only: bool, device: str,
                  lean_chunk: int = 0) -> DenseEngine:
-    """The dense engine of ``batch_size`` networks of ``arch`` on ``device`` (its per-op blocks
-    are cached per architecture and device)."""
+    """The dense engine of ``batch_size`` networks of ``arch`` on ``device`` (cached; its per-op
+    blocks are cached per architecture and device)."""
     groups = tuple(node_groups((arch,), perm_only).tolist())
     return DenseEngine(arch, batch_size, groups, lean_chunk, torch.device(device))
 
