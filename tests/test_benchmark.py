@@ -56,7 +56,7 @@ def test_tiny_suite_end_to_end_with_resume_and_skip(tmp_path, monkeypatch):
         assert set(rob) == {"none", "perm", "perm+sign"}
     # 3. the page: both rows with n, published numbers and their source, robustness, times
     page = (tmp_path / "docs" / "results.md").read_text()
-    assert "2 of 2 runs finished" in page
+    assert "2 of 2 runs finished" in page and "1 seed(s) per backend" in page
     rows = {ln.split("|")[1].strip(): ln for ln in page.splitlines()
             if ln.startswith("| `") and "1/1" in ln}
     assert set(rows) == {"`scalegmn`", "`mlp`"}

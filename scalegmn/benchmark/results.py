@@ -226,7 +226,9 @@ def render(runs, out, path, suite: str = "", data_dir=None) -> str:
         L += [f"## {info.title}", ""]
         L += [f"Data: `{data.name}` ({data.n:,} networks" if data.n else
               f"Data: `{data.name}` (all networks", ]
-        L[-1] += (f"); {', '.join(map(str, epochs))} epoch(s); metric: "
+        seeds = max(len(rs) for rs in backends.values())
+        L[-1] += (f"); {', '.join(map(str, epochs))} epoch(s); {seeds} seed(s) per backend; "
+                  "metric: "
                   f"{_METRIC_NAMES.get(info.metric, info.metric)}"
                   + (f" in {info.unit}" if info.unit else "")
                   + ("" if info.higher_is_better else " (lower is better)") + ".")
