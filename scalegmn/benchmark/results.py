@@ -145,6 +145,7 @@ def plot_task(task: str, backends: dict, path: Path):
         return None
     axes[0].set_title("train loss")
     axes[1].set_title(f"validation {_METRIC_NAMES.get(info.metric, info.metric)}"
+                      .replace("validation test ", "validation ")
                       + (f" ({info.unit})" if info.unit else ""))
     if info.chance is not None:
         axes[1].axhline(info.chance * info.scale, color="0.3", ls=":", lw=1.2, label="chance")
