@@ -1,8 +1,6 @@
 """Drawing a parameter graph (networkx + matplotlib): one column per node set."""
 from __future__ import annotations
 
-import torch
-
 from .groups import EDGE_TYPES, GROUPS
 
 _COLOURS = {"fixed": "#555555", "perm": "#8c6bb1", "sign": "#e6550d", "scale": "#3182bd",

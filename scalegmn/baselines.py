@@ -7,7 +7,6 @@ import torch.nn as nn
 from converters.graph import archs_of, pad_shape
 
 from .edits import edit_output
-from .nn import MLP
 from .spec import SpecInfo
 
 

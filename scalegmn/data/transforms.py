@@ -9,7 +9,6 @@ from typing import Optional
 import torch
 
 import converters
-from converters.groups import GROUP_ID, ROLES
 
 
 class RandomAction:

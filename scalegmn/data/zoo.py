@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
-import io
 import logging
 import random
 from pathlib import Path

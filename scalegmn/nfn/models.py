@@ -22,7 +22,7 @@ from ..edits import edit_output
 from ..spec import SpecInfo
 from .layers import (EntryNormPool, MonomialLinear, NeuronSetLinear, PolyInvariant, PolyLinear,
                      mean_pool, weight_statistics)
-from .weightspace import Chain, WeightSpace, read, write
+from .weightspace import Chain, read, write
 
 
 def head(d_in, d_hidden, d_out, dropout=0.0):
