@@ -29,7 +29,12 @@ def group_from_bits(bits: int) -> int:
 ROLES = ("input", "hidden", "output", "other")
 ROLE_ID = {r: i for i, r in enumerate(ROLES)}
 
-EDGE_TYPES = ("weight", "residual", "norm")
+#: "recurrent": a hidden -> gate weight of a recurrent layer (``weight_hh``: they make cycles);
+#: "state": the structural edge (value 1) from a unit's candidate (LSTM g, GRU n) to its hidden
+#: unit (docs/design.md 3.5). New names are appended, so that ids stay stable.
+EDGE_TYPES = ("weight", "residual", "norm", "recurrent", "state")
+#: edge types whose value is a structural constant 1 (never a parameter, never edited)
+STRUCTURAL_EDGE_TYPES = ("residual", "state")
 EDGE_TYPE_ID = {t: i for i, t in enumerate(EDGE_TYPES)}
 
 # -- activations -----------------------------------------------------------------------------
@@ -72,5 +77,6 @@ NODE_FEATURES = {
     "bn_var": "invariant",  # running variance of that BatchNorm
     "bn_count": "invariant",  # num_batches_tracked of the BatchNorm producing this neuron
     "prelu_weight": "invariant",  # slope of the PReLU applied to this neuron
+    "bias_hh": "neuron",    # a recurrent layer's second bias (``bias_hh``) of a gate neuron
 }
 FEATURE_TYPES = ("neuron", "inverse", "invariant")

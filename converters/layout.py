@@ -44,13 +44,12 @@ class Layout:
         e = 0
         for op in arch.ops:   # a driver loop: each op's rule says where its parameters live
             rule = ops.rule_for(op["op"])
-            if "ns" in op and op["op"] != "input":
-                ed = rule.edges(op, self)
+            for ed in (rule.edge_blocks(op, self) if "ns" in op and op["op"] != "input" else ()):
                 size, per_dest = ed.src.shape
                 n_e = ed.src.numel()
                 dst_local = torch.arange(size).repeat_interleave(per_dest)
                 src_all.append(ed.src.reshape(-1))
-                dst_all.append(self.offsets[op["ns"]] + dst_local)
+                dst_all.append(self.offsets[op["ns"] if ed.dst is None else ed.dst] + dst_local)
                 etype_all.append(torch.full((n_e,), EDGE_TYPE_ID[ed.etype], dtype=torch.long))
                 blocks.append(Block(op, e, e + n_e, size, per_dest, ed.kshape,
                                     kernel_slots(ed.kshape, arch.kernel_shape), ed.key,

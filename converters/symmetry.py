@@ -59,7 +59,11 @@ def analyse(ops_list, sizes: dict, names: dict) -> list:
     allow, act_of, align, tie, cuts = s.allow, s.act_of, s.align, s.tie, s.cuts
     producer = {op["ns"]: i for i, op in enumerate(ops_list) if "ns" in op}
     ns_value = {op["ns"]: op["out"] for op in ops_list if "ns" in op}
-    bits = [allow[ns_value[k]] for k in range(n_sets)]
+    for i, op in enumerate(ops_list):   # node sets inside an op (a recurrent layer's gates)
+        for k in _ops.rule_for(op["op"]).inner_sets(op):
+            producer[k] = i
+    bits = [allow[ns_value[k]] if k in ns_value else s.ns_allow.get(k, ANY)
+            for k in range(n_sets)]
 
     fixed = [False] * n_sets
     fixed[0] = True
@@ -85,7 +89,8 @@ def analyse(ops_list, sizes: dict, names: dict) -> list:
         is_fixed = cls_fixed[align_id[k]]
         group = "fixed" if is_fixed else GROUPS[group_from_bits(tie_bits[tie_id[k]])]
         role = "input" if k == 0 else "output" if k in out_sets else "hidden"
-        act, act_params = act_of.get(ns_value[k], ("identity", {}))
+        act, act_params = (act_of.get(ns_value[k], ("identity", {})) if k in ns_value
+                           else s.ns_act.get(k, ("identity", {})))
         if k in out_sets:
             act, act_params = "identity", {}
         records.append({

@@ -247,6 +247,10 @@ def _refuse_training_mode(gm_train: fx.GraphModule, module: nn.Module, modes: di
                 raise UnsupportedLayerError(str(node.target), type(m).__name__,
                                             f"in training mode it normalises with the batch's "
                                             f"statistics; {advice}")
+            if isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1:
+                raise UnsupportedLayerError(str(node.target), type(m).__name__,
+                                            f"in training mode it drops units between layers "
+                                            f"(dropout={m.dropout}); {advice}")
             if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
                 raise UnsupportedLayerError(str(node.target), type(m).__name__,
                                             f"in training mode it drops units at random "
@@ -294,7 +298,9 @@ class _Builder:
 
     def tensor_arg(self, node, arg):
         if not isinstance(arg, fx.Node) or arg not in self.vals or self.vals[arg] is None:
-            self.fail(node, str(node.target), f"argument {arg!r} is not a traced tensor")
+            why = self.__dict__.get("untraced", {}).get(arg)   # a rule said why (ops.recurrent)
+            self.fail(node, str(node.target), f"argument {arg!r} is not a traced tensor"
+                                              + (f": {why}" if why else ""))
         return self.vals[arg]
 
     @staticmethod

@@ -26,6 +26,8 @@ CASES = {
     "scalar": ["siren_dws"],
     "add": ["resnet", "residual_mlp"],
     "cat": ["cat"],
+    "rnn": ["lstm", "gru_state", "rnn_tanh", "rnn_relu"],
+    "select": ["lstm", "gru_state", "rnn_tanh", "rnn_relu"],
 }
 TOL = 1e-9
 

@@ -43,7 +43,11 @@ def test_graph_is_well_formed(name):
     n_bn = sum(m.num_features for m in model.modules()
                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
     ln_bias = sum(m.bias.numel() for m in model.modules() if isinstance(m, torch.nn.LayerNorm))
-    on_edges = int(g.edge_mask[g.edge_type != 1].sum())
+    structural = ((g.edge_type == C.EDGE_TYPES.index("residual"))
+                  | (g.edge_type == C.EDGE_TYPES.index("state")))
+    on_edges = int(g.edge_mask[~structural].sum())
+    rnns = [m for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
+    ln_bias += sum(p.numel() for m in rnns for k, p in m.named_parameters() if "bias" in k)
     biases = sum(m.bias.numel() for m in model.modules()
                  if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd,
                                    torch.nn.modules.batchnorm._BatchNorm))
@@ -52,10 +56,15 @@ def test_graph_is_well_formed(name):
     assert on_edges + biases + slopes == n_params
     # node features: a prefix of the global columns, as long as the last one used
     n_prelu = sum(isinstance(m, torch.nn.PReLU) for m in model.modules())
-    assert g.x.shape[0] == N and g.x.shape[1] == (5 if n_prelu else 1 if n_bn == 0 else 4)
-    # edges run forward in layer order (a DAG) and are stored layer-major
-    assert (g.layer[g.edge_index[0]] < g.layer[g.edge_index[1]]).all()
-    assert (torch.diff(g.layer[g.edge_index[1]]) >= 0).all()
+    n_cols = (6 if any(m.bias for m in rnns) else 5 if n_prelu else 1 if n_bn == 0 else 4)
+    assert g.x.shape[0] == N and g.x.shape[1] == n_cols
+    # edges run forward in layer order (a DAG) and are stored layer-major; a recurrent layer's
+    # hidden -> gate edges run backward (cycles), the others forward
+    fwd = g.edge_type != C.EDGE_TYPES.index("recurrent")
+    assert (g.layer[g.edge_index[0]] < g.layer[g.edge_index[1]])[fwd].all()
+    assert bool(fwd.all()) == (not rnns)
+    if not rnns:
+        assert (torch.diff(g.layer[g.edge_index[1]]) >= 0).all()
     # inputs and outputs are fixed and indexed
     inp = g.role == C.ROLES.index("input")
     out = g.role == C.ROLES.index("output")

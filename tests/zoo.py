@@ -218,6 +218,28 @@ class PReLUCNN(nn.Module):
         return self.fc(h.mean((2, 3)))
 
 
+class RecurrentHead(nn.Module):
+    """A recurrent layer (``nn.RNN``/``LSTM``/``GRU``, batch first) and a linear head reading
+    the last time step of its output (``out[:, -1]``) or the last layer's final state
+    (``h_n[-1]``)."""
+
+    def __init__(self, cls, read="out", **kw):
+        super().__init__()
+        self.rnn = cls(4, 6, batch_first=True, **kw)
+        self.head = nn.Linear(6, 3)
+        self.read = read
+
+    def forward(self, x):
+        if self.read == "out":
+            out, _ = self.rnn(x)
+            return self.head(out[:, -1])
+        if isinstance(self.rnn, nn.LSTM):
+            out, (h, c) = self.rnn(x)
+        else:
+            out, h = self.rnn(x)
+        return self.head(h[-1])
+
+
 def _randomise_bn(model, generator):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -256,6 +278,10 @@ ZOO = {
     "acts_clamp": (ClampAbs, (3,)),
     "prelu_mlp": (PReLUMLP, (3,)),
     "prelu_cnn": (PReLUCNN, (2, 6, 6)),
+    "lstm": (lambda: RecurrentHead(nn.LSTM, num_layers=2), (7, 4)),
+    "gru_state": (lambda: RecurrentHead(nn.GRU, "state", num_layers=2, bias=False), (5, 4)),
+    "rnn_tanh": (lambda: RecurrentHead(nn.RNN, "state"), (6, 4)),
+    "rnn_relu": (lambda: RecurrentHead(nn.RNN, num_layers=2, nonlinearity="relu"), (6, 4)),
 }
 
 

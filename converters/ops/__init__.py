@@ -20,6 +20,7 @@ from .linear import Linear
 from .norm import BatchNorm, LayerNorm
 from .pool import Mean, Pool
 from .prelu import PReLU
+from .recurrent import Recurrent, Select
 from .reshape import Flatten
 from .residual import Add
 from .scalar import Scalar
@@ -81,6 +82,8 @@ def supported_modules() -> set:
 
 for _rule in (Input(), Output(), Linear(), Conv(), BatchNorm(), LayerNorm(), Act(), PReLU(),
               Pool(), Flatten(), Mean(), Scalar(), Add(), Cat(), Alias()):
+    register(_rule)
+for _rule in (Recurrent(), Select()):   # recurrent layers and indexing their results
     register(_rule)
 
 __all__ = ["RULES", "FORMS", "register", "rule_for", "module_rule", "function_rule",

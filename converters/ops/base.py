@@ -84,6 +84,9 @@ class Edges:
     key: Optional[str]
     etype: str
     param_shape: tuple
+    #: the first node set the edges enter (None: the op's ``ns``); ``src`` may run over several
+    #: consecutive node sets (a recurrent layer's gates, one row block of its weight each)
+    dst: Optional[int] = None
 
 
 def kernel_slots(kshape, kernel_shape) -> torch.Tensor:
@@ -140,6 +143,14 @@ class SymmetryState:
         self.act_of: dict = {}
         self.align, self.tie = UnionFind(n), UnionFind(n)
         self.cuts = [set() for _ in range(n)]
+        #: node sets an op creates that are no value's channels (``OpRule.inner_sets``: a
+        #: recurrent layer's gates and hidden states): their factor bits and activation
+        self.ns_allow: dict = {}
+        self.ns_act: dict = {}
+
+    def restrict_set(self, ns: int, bits: int) -> None:
+        """Allow only the factors ``bits`` on the node set ``ns`` (an inner node set)."""
+        self.ns_allow[ns] = self.ns_allow.get(ns, ANY) & bits
 
     def restrict(self, v: int, bits: int) -> None:
         """Allow only the factors ``bits`` on value ``v``'s channels."""
@@ -247,6 +258,11 @@ class OpRule:
             return [op["ns"]]
         return list(parts[op["in"][0]])
 
+    def inner_sets(self, op: dict) -> list:
+        """Node sets the op creates besides ``op["ns"]`` (their factors and activations go in
+        ``SymmetryState.ns_allow`` / ``ns_act``). Default: none."""
+        return []
+
     def feature_columns(self, op: dict) -> tuple:
         """Names (in ``groups.NODE_FEATURES``) of the node-feature columns the op fills."""
         return ()
@@ -271,6 +287,11 @@ class OpRule:
         """The edges into the node set the op writes (``lay``: the ``Layout`` being built, with
         ``offsets``, ``sizes`` and ``parts``)."""
         raise NotImplementedError(f"op '{self.kind}' creates no edges")
+
+    def edge_blocks(self, op: dict, lay) -> list:
+        """Every ``Edges`` block the op creates, in edge order. Default: ``[edges(op, lay)]``;
+        an op writing several node sets returns one block per weight tensor (``Edges.dst``)."""
+        return [self.edges(op, lay)]
 
     def features(self, op: dict, lay) -> list:
         """The ``FeatureSlot``s of the op's node-feature parameters."""
