@@ -1,11 +1,11 @@
 """ScaleGMN options that reproduce the published model's choices where ours differ.
 
-``ModelConfig`` keys (defaults: ours), applied by ``apply`` once a ScaleGMN is built:
+``ScaleGMNConfig`` keys (defaults: ours), applied by ``apply`` once a ScaleGMN is built:
 
-- ``layer_scales: false``: no per-node-set input scales (ours learns one scalar per node set for
-  biases, weights and backward values; the published model embeds the raw values with one
-  linear map shared by all layers). Set ``data_scale: false`` with it: otherwise the data
-  scaling is computed and then replaced by 1.
+- ``layer_scales: false``: the per-node-set input scales are not learned (ours learns one
+  scalar per node set for biases, weights and backward values); they stay at their initial
+  value: the data scales with ``data_scale: true``, 1 with ``data_scale: false``. The published
+  model embeds the raw values with one linear map shared by all layers: both ``false``.
 - ``init: torch_default``: PyTorch's initialisation of every ``Linear`` and ``LayerNorm``
   (the published model's; ours starts each ScaleEq gate near 1 and each bias-free map
   norm-preserving, so that states keep their magnitude through the layers).
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-#: ModelConfig values of the published style
+#: ScaleGMNConfig values of the published style
 PUBLISHED_STYLE = {"layer_scales": False, "data_scale": False, "init": "torch_default",
                    "backward_edge_updates": "scale_only"}
 
@@ -41,9 +41,11 @@ def apply(model: nn.Module, cfg) -> nn.Module:
             if getattr(layer, "edge_bw", None) is not None:
                 layer.edge_bw = None
     if not cfg.layer_scales:
+        # frozen at their initial value (the data scales, or 1 without ``data_scale``); the two
+        # options are independent: neither silently undoes the other
         emb = getattr(model, "embedding", model)      # the input embedding's module
         for p in (emb.x_scale, emb.e_scale, emb.eb_scale):
-            p.requires_grad_(False).data.fill_(1.0)
+            p.requires_grad_(False)
     if cfg.init == "torch_default":
         for m in model.modules():
             if isinstance(m, (nn.Linear, nn.LayerNorm)):

@@ -93,9 +93,10 @@ def test_each_option_changes_what_it_says(batches):
 
 def test_bad_option_values_are_refused(batches):
     with pytest.raises(ValueError, match="init"):
-        scalegmn.build("scalegmn", spec=batches["siren_nfn"], init="xavier")
+        scalegmn.build("scalegmn", spec=batches["siren_nfn"], init="xavier", out_dim=1)
     with pytest.raises(ValueError, match="backward_edge_updates"):
-        scalegmn.build("scalegmn", spec=batches["siren_nfn"], backward_edge_updates="some")
+        scalegmn.build("scalegmn", spec=batches["siren_nfn"], backward_edge_updates="some",
+                       out_dim=1)
 
 
 def test_published_style_preset_config():
@@ -108,3 +109,61 @@ def test_published_style_preset_config():
     a, b = cfg.to_dict(), ours.to_dict()
     diff = {k for k in a["model"] if a["model"][k] != b["model"][k]}
     assert diff == set(PUBLISHED_STYLE) and a["train"] == b["train"] and a["data"] == b["data"]
+
+
+def _scales(net):
+    emb = getattr(net, "embedding", net)
+    return [emb.x_scale, emb.e_scale, emb.eb_scale]
+
+
+def test_layer_scales_and_data_scale_are_independent(batches):
+    """``layer_scales: false`` freezes the scales at their initial value; it must not undo
+    ``data_scale`` (before the fix it reset the data scales to 1: the ablation "ours without
+    learned scales" then also lost the data scaling)."""
+    b = batches["siren_nfn"]
+    torch.manual_seed(0)
+    ours = scalegmn.build("scalegmn", "invariant", spec=b, out_dim=2, **SMALL)
+    torch.manual_seed(0)
+    frozen = scalegmn.build("scalegmn", "invariant", spec=b, out_dim=2, **SMALL,
+                            layer_scales=False)
+    for p, q in zip(_scales(ours), _scales(frozen)):
+        assert p.requires_grad and not q.requires_grad
+        assert torch.equal(p, q)
+    assert not torch.all(_scales(frozen)[1] == 1)        # data scales: SIREN weights are small
+    with torch.no_grad():
+        assert torch.equal(ours(b), frozen(b))            # same function at initialisation
+    # no data scaling, learned: the scales start at 1 and are trained
+    learned = scalegmn.build("scalegmn", "invariant", spec=b, out_dim=2, **SMALL,
+                             data_scale=False)
+    for p in _scales(learned):
+        assert p.requires_grad and torch.all(p == 1)
+
+
+def test_frozen_scales_get_no_update(batches):
+    """A training step leaves frozen scales where they were (no gradient, no weight decay)."""
+    b = batches["siren_nfn"]
+    net = scalegmn.build("scalegmn", "invariant", spec=b, out_dim=2, **SMALL,
+                         layer_scales=False).double()
+    before = [p.detach().clone() for p in _scales(net)]
+    head = [p.detach().clone() for p in net.readout.parameters()]
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
+    net(b).square().sum().backward()
+    opt.step()
+    for p, q in zip(_scales(net), before):
+        assert torch.equal(p, q)
+    # control: the step did move the trained parameters
+    assert any(not torch.equal(p, q) for p, q in zip(net.readout.parameters(), head))
+
+
+def test_backward_edge_updates_is_a_no_op_for_the_forward_model(batches):
+    """``backward_edge_updates`` concerns ScaleGMN-B only: the forward ScaleGMN (the backend of
+    the published-style train config) is the same model either way."""
+    b = batches["siren_nfn"]
+    outs = []
+    for opt in ("every_group", "scale_only"):
+        torch.manual_seed(0)
+        net = scalegmn.build("scalegmn", "invariant", spec=b, out_dim=2, **SMALL,
+                             backward_edge_updates=opt).double()
+        with torch.no_grad():
+            outs.append(net(b))
+    assert torch.equal(*outs)
