@@ -45,7 +45,7 @@ class DenseWeights:
             if b.weight_key is None:
                 continue
             slots = kernel_slots(b.kshape, self.kernel_shape)
-            out[b.weight_key] = W[..., slots].reshape(W.shape[0], *b.param_shape)
+            out[b.weight_key] = b.param_from_edges(W[..., slots], lead=1)
         xb = torch.cat(self.b, dim=1)
         for f in lay.features:
             v = xb[:, f.start:f.start + f.size, f.column]

@@ -120,7 +120,7 @@ def from_state_dict(state_dict: Mapping[str, torch.Tensor], arch: ArchSpec, *,
         sd[k] = t.detach()
     edge_attr = torch.zeros(lay.num_edges, lay.fe, dtype=dtype)
     for b in lay.blocks:
-        vals = (sd[b.weight_key].to(dtype).reshape(b.stop - b.start, -1) if b.weight_key
+        vals = (b.edges_from_param(sd[b.weight_key].to(dtype)) if b.weight_key
                 else torch.ones(b.stop - b.start, 1, dtype=dtype))
         edge_attr[b.start:b.stop, b.slots] = vals
     x = torch.zeros(lay.num_nodes, lay.fx, dtype=dtype)
@@ -160,7 +160,7 @@ def to_state_dict(graph: ParameterGraph, *, strict: bool = True) -> dict:
                 raise ValueError(f"residual edges of '{arch.nodesets[b.op['ns']]['name']}' were "
                                  f"edited (must stay 1)")
             continue
-        sd[b.weight_key] = vals.reshape(b.param_shape).to(dtype).clone()
+        sd[b.weight_key] = b.param_from_edges(vals).to(dtype).clone()
     for f in lay.features:
         v = graph.x[f.start:f.start + f.size, f.column]
         if f.shared:

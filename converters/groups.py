@@ -64,6 +64,7 @@ ACTIVATIONS = {
     "clamp": ONE,        # POS for clamp(min=0) or clamp(max=0), NEG for clamp(-c, c)
     "abs": POS,
     "prelu": POS,
+    "rrelu": POS,        # eval mode: a leaky ReLU with slope (lower + upper) / 2
 }
 ACT_ID = {a: i for i, a in enumerate(ACTIVATIONS)}
 

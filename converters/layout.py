@@ -53,7 +53,8 @@ class Layout:
                 etype_all.append(torch.full((n_e,), EDGE_TYPE_ID[ed.etype], dtype=torch.long))
                 blocks.append(Block(op, e, e + n_e, size, per_dest, ed.kshape,
                                     kernel_slots(ed.kshape, arch.kernel_shape), ed.key,
-                                    tuple(ed.param_shape)))
+                                    tuple(ed.param_shape), tuple(ed.edge_view),
+                                    tuple(ed.param_perm)))
                 e += n_e
             features += rule.features(op, self)
         self.num_edges = e

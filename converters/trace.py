@@ -30,7 +30,8 @@ _REFUSALS = [
     ((nn.Embedding, nn.EmbeddingBag), "embedding tables (integer inputs) are not supported"),
     ((nn.modules.conv._ConvTransposeNd,), "transposed convolutions are not supported"),
     ((nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm),
-     "only BatchNorm and LayerNorm over features are supported"),
+     "this normalisation is not supported (BatchNorm, LayerNorm, GroupNorm, InstanceNorm and "
+     "RMSNorm are)"),
 ]
 
 
@@ -255,6 +256,10 @@ def _refuse_training_mode(gm_train: fx.GraphModule, module: nn.Module, modes: di
                 raise UnsupportedLayerError(str(node.target), type(m).__name__,
                                             f"in training mode it drops units at random "
                                             f"(p={m.p}); {advice}")
+            if isinstance(m, nn.RReLU):
+                raise UnsupportedLayerError(str(node.target), "RReLU",
+                                            f"in training mode it draws a random negative "
+                                            f"slope for every element; {advice}")
         elif node.op == "call_function" and any(node.target is f for f in ALIAS_FNS):
             stack = node.meta.get("nn_module_stack") or {}
             owner = next(reversed(stack.values()))[0] if stack else ""

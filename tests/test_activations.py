@@ -55,6 +55,8 @@ CASES = [
     ("clip-odd", Fn(lambda h: torch.clip(h, -2.0, 2.0)), "sign"),
     ("abs", Fn(torch.abs), "scale"),
     ("abs-method", Fn(lambda h: h.abs()), "scale"),
+    ("rrelu", nn.RReLU(0.1, 0.3), "scale"),
+    ("rrelu-default", nn.RReLU(), "scale"),
 ]
 #: activations the zoo tests (test_actions, test_roundtrip) already cover
 COVERED_BY_ZOO = {"identity", "relu", "leaky_relu", "tanh", "sin", "sigmoid", "gelu", "silu"}

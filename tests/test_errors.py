@@ -341,10 +341,8 @@ REFUSED_LAYERS = {
     "LSTM": (lambda: nn.LSTM(16, 16), "recurrent"),
     "GRU": (lambda: nn.GRU(16, 16), "recurrent"),
     "RNN": (lambda: nn.RNN(16, 16), "recurrent"),
-    "InstanceNorm1d": (lambda: nn.InstanceNorm1d(16, affine=True),
-                       "only BatchNorm and LayerNorm"),
-    "ConvTranspose2d": (lambda: nn.ConvTranspose2d(16, 16, 3), "transposed convolution"),
-    "GroupNorm": (lambda: nn.GroupNorm(2, 16), "only BatchNorm and LayerNorm"),
+    "LocalResponseNorm": (lambda: nn.LocalResponseNorm(2), "this normalisation is not supported"),
+    "Upsample": (lambda: nn.Upsample(scale_factor=2), "not supported"),
 }
 
 

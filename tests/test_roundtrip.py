@@ -42,7 +42,10 @@ def test_graph_is_well_formed(name):
     n_params = sum(p.numel() for p in model.parameters())
     n_bn = sum(m.num_features for m in model.modules()
                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
-    ln_bias = sum(m.bias.numel() for m in model.modules() if isinstance(m, torch.nn.LayerNorm))
+    ln_bias = sum(m.bias.numel() for m in model.modules()
+                  if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm,
+                                    torch.nn.modules.instancenorm._InstanceNorm))
+                  and m.bias is not None)
     structural = ((g.edge_type == C.EDGE_TYPES.index("residual"))
                   | (g.edge_type == C.EDGE_TYPES.index("state")))
     on_edges = int(g.edge_mask[~structural].sum())

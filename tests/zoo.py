@@ -218,6 +218,131 @@ class PReLUCNN(nn.Module):
         return self.fc(h.mean((2, 3)))
 
 
+class GroupNormCNN(nn.Module):
+    """GroupNorm with 3 groups of 2 channels (affine), one channel per group (affine), 2 groups
+    without affine parameters and 1 group without them."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.gn1 = nn.Conv2d(2, 6, 3, padding=1), nn.GroupNorm(3, 6, eps=0.1)
+        self.c2, self.gn2 = nn.Conv2d(6, 6, 3, padding=1), nn.GroupNorm(6, 6, eps=0.1)
+        self.c3, self.gn3 = nn.Conv2d(6, 4, 1), nn.GroupNorm(2, 4, eps=0.1, affine=False)
+        self.c4, self.gn4 = nn.Conv2d(4, 4, 1), nn.GroupNorm(1, 4, affine=False)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = F.relu(self.gn1(self.c1(x)))
+        h = torch.tanh(self.gn2(self.c2(h)))
+        h = self.gn3(self.c3(h))
+        h = self.gn4(self.c4(h))
+        return self.fc(h.mean((2, 3)))
+
+
+class GroupNormMLP(nn.Module):
+    """GroupNorm on (batch, features) and one channel per group without affine parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.gn1 = nn.Linear(3, 6), nn.GroupNorm(2, 6)
+        self.l2, self.gn2 = nn.Linear(6, 4), nn.GroupNorm(4, 4, eps=0.5, affine=False)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(self.gn2(self.l2(F.relu(self.gn1(self.l1(x))))))
+
+
+class InstanceNormCNN(nn.Module):
+    """InstanceNorm2d with and without affine parameters, then ReLU, tanh or a convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.in1 = nn.Conv2d(2, 4, 3, padding=1), nn.InstanceNorm2d(4, eps=0.1,
+                                                                             affine=True)
+        self.c2, self.in2 = nn.Conv2d(4, 4, 3, padding=1), nn.InstanceNorm2d(4, eps=0.1)
+        self.c3, self.in3 = nn.Conv2d(4, 3, 1), nn.InstanceNorm2d(3, affine=True)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = F.relu(self.in1(self.c1(x)))
+        h = self.c3(self.in2(self.c2(h)))            # in2's output read by a conv: signs pass
+        h = torch.tanh(self.in3(h))
+        return self.fc(h.mean((2, 3)))
+
+
+class InstanceNorm1dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.in1 = nn.Conv1d(3, 5, 3, padding=1), nn.InstanceNorm1d(5, affine=True)
+        self.c2, self.in2 = nn.Conv1d(5, 4, 3), nn.InstanceNorm1d(4, eps=0.2)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.in2(self.c2(F.leaky_relu(self.in1(self.c1(x)), 0.2))))
+        return self.fc(h.mean(-1))
+
+
+class RMSNormMLP(nn.Module):
+    """RMSNorm with a weight (eps from the dtype), then without one (eps given)."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.n1 = nn.Linear(3, 6), nn.RMSNorm(6)
+        self.l2, self.n2 = nn.Linear(6, 5), nn.RMSNorm(5, eps=0.1, elementwise_affine=False)
+        self.l3 = nn.Linear(5, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = F.relu(self.n1(self.l1(x)))
+        h = self.l3(self.n2(self.l2(h)))              # n2's output read by a linear layer
+        return self.out(torch.tanh(h))
+
+
+class ConvTransposeCNN(nn.Module):
+    """Transposed convolutions: stride, padding, output padding, groups, dilation, no bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.t1 = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.t2 = nn.ConvTranspose2d(6, 3, 2, dilation=2, bias=False)
+        self.t3 = nn.ConvTranspose2d(3, 4, (3, 1), stride=(1, 2), padding=(1, 0))
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = F.relu(self.c1(x))
+        h = torch.tanh(self.t1(h))
+        h = self.t3(self.t2(h))
+        return self.fc(F.relu(h).mean((2, 3)))
+
+
+class ConvTranspose1dNet(nn.Module):
+    """A 1d decoder (transposed convolution first) with an InstanceNorm1d without affine
+    parameters after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.t1 = nn.ConvTranspose1d(3, 4, 3, stride=2, padding=1, output_padding=1)
+        self.norm = nn.InstanceNorm1d(4)
+        self.t2 = nn.ConvTranspose1d(4, 2, 2, groups=2, dilation=3)
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.fc(self.t2(F.relu(self.norm(self.t1(x)))).mean(-1))
+
+
+class ConvTranspose3dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv3d(1, 3, 3, stride=2, padding=1)
+        self.t1 = nn.ConvTranspose3d(3, 2, 3, stride=2, padding=1, output_padding=1)
+        self.in1 = nn.InstanceNorm3d(2, affine=True)
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        h = self.in1(self.t1(F.relu(self.c1(x))))
+        return self.fc(F.relu(h).mean((2, 3, 4)))
+
+
 class RecurrentHead(nn.Module):
     """A recurrent layer (``nn.RNN``/``LSTM``/``GRU``, batch first) and a linear head reading
     the last time step of its output (``out[:, -1]``) or the last layer's final state
@@ -278,6 +403,16 @@ ZOO = {
     "acts_clamp": (ClampAbs, (3,)),
     "prelu_mlp": (PReLUMLP, (3,)),
     "prelu_cnn": (PReLUCNN, (2, 6, 6)),
+    "groupnorm_cnn": (GroupNormCNN, (2, 5, 5)),
+    "groupnorm_mlp": (GroupNormMLP, (3,)),
+    "instnorm_cnn": (InstanceNormCNN, (2, 5, 5)),
+    "instnorm_1d": (InstanceNorm1dNet, (3, 9)),
+    "rmsnorm_mlp": (RMSNormMLP, (3,)),
+    "convt_cnn": (ConvTransposeCNN, (2, 6, 6)),
+    "convt_1d": (ConvTranspose1dNet, (3, 5)),
+    "convt_3d": (ConvTranspose3dNet, (1, 4, 4, 4)),
+    "rrelu_mlp": (lambda: nn.Sequential(nn.Linear(3, 6), nn.RReLU(0.1, 0.3), nn.Linear(6, 5),
+                                        nn.RReLU(), nn.Linear(5, 2)), (3,)),
     "lstm": (lambda: RecurrentHead(nn.LSTM, num_layers=2), (7, 4)),
     "gru_state": (lambda: RecurrentHead(nn.GRU, "state", num_layers=2, bias=False), (5, 4)),
     "rnn_tanh": (lambda: RecurrentHead(nn.RNN, "state"), (6, 4)),

@@ -15,6 +15,7 @@ from .base import (Block, Edges, FeatureSlot, OpRule, ParamAction, SymmetryState
                    kernel_slots)
 from .cat import Cat
 from .conv import Conv
+from .conv_transpose import ConvTranspose
 from .endpoints import Input, Output
 from .linear import Linear
 from .norm import BatchNorm, LayerNorm
@@ -23,6 +24,7 @@ from .prelu import PReLU
 from .recurrent import Recurrent, Select
 from .reshape import Flatten
 from .residual import Add
+from .sample_norm import GroupNorm, InstanceNorm, RMSNorm
 from .scalar import Scalar
 
 #: op kind -> rule
@@ -81,7 +83,8 @@ def supported_modules() -> set:
 
 
 for _rule in (Input(), Output(), Linear(), Conv(), BatchNorm(), LayerNorm(), Act(), PReLU(),
-              Pool(), Flatten(), Mean(), Scalar(), Add(), Cat(), Alias()):
+              Pool(), Flatten(), Mean(), Scalar(), Add(), Cat(), Alias(), ConvTranspose(),
+              GroupNorm(), InstanceNorm(), RMSNorm()):
     register(_rule)
 for _rule in (Recurrent(), Select()):   # recurrent layers and indexing their results
     register(_rule)

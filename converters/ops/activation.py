@@ -102,6 +102,10 @@ def _table() -> dict:
                     "clamp_max_": ("max",)}),
         Activation("abs", lambda x: torch.abs(x), _const(POS), {}, (),
                    {torch.abs: None}, {"abs": None, "abs_": None}),
+        # eval mode only (trace.py refuses a training-mode RReLU): the fixed slope
+        # (lower + upper) / 2, positively homogeneous like LeakyReLU
+        Activation("rrelu", lambda x, lower, upper: F.rrelu(x, lower, upper, False),
+                   _const(POS), {"lower": 1.0 / 8, "upper": 1.0 / 3}, (nn.RReLU,)),
     ]
     return {r.name: r for r in rows}
 

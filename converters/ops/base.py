@@ -52,6 +52,29 @@ class Block:
     slots: torch.Tensor  # (K,) positions of those values in the padded feature axis
     weight_key: str | None  # state-dict key of the values (None: structural constant 1)
     param_shape: tuple = ()   # shape of the state-dict tensor (weight_key)
+    #: when the state-dict tensor is not a plain reshape of the ``(out, per_dest, *kshape)``
+    #: edge values: that tensor viewed as ``edge_view`` and permuted by ``param_perm`` is it
+    #: (``ConvTranspose``'s ``(in, out / groups, *k)`` weight); empty: a reshape
+    edge_view: tuple = ()
+    param_perm: tuple = ()
+
+    def param_from_edges(self, vals: torch.Tensor, lead: int = 0) -> torch.Tensor:
+        """``(*L, out * per_dest, K)`` edge values (``L``: ``lead`` leading dims, e.g. the batch)
+        -> ``(*L, *param_shape)``, the state-dict layout."""
+        L = tuple(vals.shape[:lead])
+        if self.param_perm:
+            dims = tuple(range(lead)) + tuple(lead + p for p in self.param_perm)
+            vals = vals.reshape(*L, *self.edge_view).permute(dims)
+        return vals.reshape(*L, *self.param_shape)
+
+    def edges_from_param(self, t: torch.Tensor, lead: int = 0) -> torch.Tensor:
+        """The inverse of ``param_from_edges``: ``(*L, *param_shape)`` -> ``(*L, E, K)``."""
+        L = tuple(t.shape[:lead])
+        if self.param_perm:
+            inv = sorted(range(len(self.param_perm)), key=lambda i: self.param_perm[i])
+            t = t.reshape(*L, *(self.edge_view[p] for p in self.param_perm))
+            t = t.permute(tuple(range(lead)) + tuple(lead + i for i in inv))
+        return t.reshape(*L, self.stop - self.start, -1)
 
 
 @dataclass
@@ -78,12 +101,14 @@ class Edges:
     """What ``OpRule.edges`` returns: for every destination of the node set the op writes, its
     sources (``src``: (out, per_dest) global node ids), the spatial shape of one edge's values,
     the state-dict key holding them (None: structural constant 1), the edge type name and the
-    shape of that state-dict tensor."""
+    shape of that state-dict tensor (``edge_view``, ``param_perm``: see ``Block``)."""
     src: torch.Tensor
     kshape: tuple
     key: Optional[str]
     etype: str
     param_shape: tuple
+    edge_view: tuple = ()
+    param_perm: tuple = ()
     #: the first node set the edges enter (None: the op's ``ns``); ``src`` may run over several
     #: consecutive node sets (a recurrent layer's gates, one row block of its weight each)
     dst: Optional[int] = None
