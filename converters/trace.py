@@ -37,11 +37,25 @@ _REFUSALS = [
 
 @dataclass
 class _Val:
+    """A traced tensor. Its channels (the neurons of ``parts``) lie along the tensor axes
+    ``caxes`` (most significant first): one axis, 1 for ``(batch, features)`` and conv maps
+    ``(batch, C, *spatial)``, the last one for token-wise data ``(batch, *tokens, features)``;
+    several after a reshape that splits the channel axis (``(batch, T, F) -> (batch, T, H, D)``:
+    ``caxes`` (2, 3), ``csplit`` (H, D): neuron ``h * D + d`` sits at ``[..., h, d]``, so head
+    ``h`` holds the neurons ``h * D`` to ``h * D + D - 1``). Every other axis but the batch is a
+    token (or spatial) axis, over which the channel's weights are shared."""
     vid: int
     parts: list           # node-set ids along the channel dimension
     chan: int             # number of channels
     rank: int
     flat: Optional[list]  # spatial shape folded into the feature dim by a flatten, else None
+    caxes: tuple = (1,)   # tensor axes holding the channels, most significant first
+    csplit: Optional[tuple] = None  # sizes of those axes when several (None: one axis)
+
+    @property
+    def cdim(self) -> Optional[int]:
+        """The channel axis, or None when the channels are split over several axes."""
+        return self.caxes[0] if len(self.caxes) == 1 else None
 
 
 class _NoAutogradFunction(RuntimeError):
@@ -226,7 +240,7 @@ def trace_arch(module: nn.Module, example_input: Optional[torch.Tensor] = None) 
             raise UnsupportedLayerError(
                 where, what, f"running the model on example_input of shape {shape} failed "
                              f"here: {type(f.error).__name__}: {f.error}") from f.error
-        spec = _Builder(gm, module, dtype).build()
+        spec = _build(gm, module, dtype, len(getattr(example_input, "shape", ())))
     finally:
         for name, m in module.named_modules():   # each module back in its own mode
             m.training = modes.get(name, m.training)
@@ -272,9 +286,30 @@ def _refuse_training_mode(gm_train: fx.GraphModule, module: nn.Module, modes: di
                                             f"{advice}")
 
 
+def _build(gm, module, dtype, rank: int) -> ArchSpec:
+    """The ``ArchSpec`` of the traced ``gm``. The input's channel axis is 1 (``(batch, C,
+    ...)``, and ``(batch, features)``); when that reading fails on an input of rank 3 or more,
+    the last axis (token-wise data ``(batch, *tokens, features)``) is tried, and the error of the
+    reading that got further through the model is raised when both fail."""
+    try:
+        return _Builder(gm, module, dtype, 1).build()
+    except UnsupportedLayerError as first:
+        if rank < 3:
+            raise
+        b = _Builder(gm, module, dtype, rank - 1)
+        try:
+            return b.build()
+        except UnsupportedLayerError as second:
+            if getattr(second, "progress", b.progress) > getattr(first, "progress", 1 << 30):
+                raise second from None
+            raise first from None
+
+
 class _Builder:
-    def __init__(self, gm, module, dtype):
+    def __init__(self, gm, module, dtype, chan_dim: int = 1):
         self.gm, self.module, self.dtype = gm, module, dtype
+        self.chan_dim = chan_dim   # the input's channel axis
+        self.progress = 0          # fx nodes read so far
         self.ops, self.sizes, self.names = [], {}, {}
         self.vals = {}
         self.next_vid = 0
@@ -309,26 +344,55 @@ class _Builder:
         return self.vals[arg]
 
     @staticmethod
-    def value(vid, parts, chan, rank, flat) -> _Val:
-        """A traced value: id, node sets along its channels, channel count, rank, flatten block."""
-        return _Val(vid, parts, chan, rank, flat)
+    def value(vid, parts, chan, rank, flat, caxes=(1,), csplit=None) -> _Val:
+        """A traced value: id, node sets along its channels, channel count, rank, flatten block,
+        channel axes (``_Val``)."""
+        return _Val(vid, parts, chan, rank, flat, tuple(caxes), csplit)
 
-    def emit(self, node, op, val_in, *, chan=None, flat="same", rank=None, parts=None):
-        """Append a chain op that keeps the node sets of ``val_in``."""
+    def emit(self, node, op, val_in, *, chan=None, flat="same", rank=None, parts=None,
+             caxes=None, csplit="same"):
+        """Append a chain op that keeps the node sets of ``val_in`` (and, unless given, its
+        channel axes)."""
         vid = self.new_vid()
         self.ops.append({**op, "in": [val_in.vid], "out": vid})
         self.vals[node] = _Val(vid, list(val_in.parts) if parts is None else parts,
                                val_in.chan if chan is None else chan,
                                len(self.shape(node)) if rank is None else rank,
-                               val_in.flat if flat == "same" else flat)
+                               val_in.flat if flat == "same" else flat,
+                               val_in.caxes if caxes is None else tuple(caxes),
+                               val_in.csplit if csplit == "same" else csplit)
 
-    def new_nodeset(self, node, op, ins, size, name):
+    def new_nodeset(self, node, op, ins, size, name, caxes=None):
+        """Append an op writing a new node set of ``size`` neurons; its value's channels lie on
+        ``caxes`` (default: the first input's, one axis: 1 for ``(batch, C, ...)``, the last
+        for token-wise data)."""
         ns = len(self.sizes)
         self.sizes[ns], self.names[ns] = size, name
         vid = self.new_vid()
         self.ops.append({**op, "in": [v.vid for v in ins], "out": vid, "ns": ns})
-        self.vals[node] = _Val(vid, [ns], size, len(self.shape(node)), None)
+        if caxes is None:
+            caxes = ins[0].caxes if ins else (1,)
+        keep = ins and ins[0].caxes == tuple(caxes) and ins[0].chan == size
+        self.vals[node] = _Val(vid, [ns], size, len(self.shape(node)), None, tuple(caxes),
+                               ins[0].csplit if keep else None)
         return ns
+
+    def channel_axis(self, node, what, x, where=None) -> int:
+        """The one channel axis of value ``x``; refused (naming ``node``) when the channels are
+        split over several axes, or when ``where`` ("first": axis 1, "last") says another."""
+        if x.cdim is None:
+            self.fail(node, what, f"its input's channels are split over axes {list(x.caxes)} "
+                                  f"(sizes {list(x.csplit)}); merge them back first")
+        if where == "first" and x.cdim != 1:
+            self.fail(node, what, f"it reads channels on axis 1, but its input's channels "
+                                  f"(features) are on axis {x.cdim} of shape "
+                                  f"{self.shape(node.args[0])}: transpose them to axis 1 first")
+        if where == "last" and x.cdim != x.rank - 1:
+            self.fail(node, what, f"it reads the last axis, but its input's channels are on "
+                                  f"axis {x.cdim} of shape {self.shape(node.args[0])} (for "
+                                  f"token-wise data (batch, ..., features) the features must "
+                                  f"be last: transpose them first)")
+        return x.cdim
 
     def single_set(self, node, what, x) -> int:
         """The one node set of value ``x`` (refused after a concatenation or a flatten)."""
@@ -358,7 +422,12 @@ class _Builder:
                                         f"exactly one input tensor is supported, got "
                                         f"{len(placeholders)}")
         for node in self.gm.graph.nodes:
-            getattr(self, "on_" + node.op)(node)
+            try:
+                getattr(self, "on_" + node.op)(node)
+            except UnsupportedLayerError as e:
+                e.progress = self.progress
+                raise
+            self.progress += 1
         return self.finish()
 
     def on_placeholder(self, node):

@@ -365,6 +365,75 @@ class RecurrentHead(nn.Module):
         return self.head(h[-1])
 
 
+class TokenMLP(nn.Module):
+    """Token-wise layers on ``(batch, tokens, features)``: Linear, LayerNorm, GELU, a residual
+    add, a BatchNorm1d between two transposes, a single-slope PReLU, a concatenation along the
+    features, a mean over the tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.ln, self.l2 = nn.Linear(3, 6), nn.LayerNorm(6), nn.Linear(6, 6)
+        self.bn, self.act = nn.BatchNorm1d(6), nn.PReLU()
+        self.a, self.b = nn.Linear(6, 4), nn.Linear(6, 3)
+        self.out = nn.Linear(7, 2)
+
+    def forward(self, x):
+        h = F.gelu(self.ln(self.l1(x)))
+        h = h + self.l2(h)
+        h = self.act(self.bn(h.transpose(1, 2)).transpose(1, 2))
+        h = torch.cat([torch.relu(self.a(h)), torch.tanh(self.b(h))], dim=-1)
+        return self.out(h).mean(1)
+
+
+class TokenHeads(nn.Module):
+    """The reshapes of attention code on ``(batch, tokens, features)``: features split into
+    (heads, head_dim) with ``view``, heads moved before the tokens and back, merged with
+    ``reshape`` and ``flatten``; ``permute``, ``unsqueeze``/``squeeze``, ``contiguous``, shapes read
+    from ``x.shape`` and ``x.size``."""
+
+    def __init__(self, heads=2):
+        super().__init__()
+        self.h = heads
+        self.l1, self.l2, self.l3 = nn.Linear(5, 6), nn.Linear(6, 6), nn.Linear(6, 4)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        C = self.l1.out_features
+        q = self.l1(x).view(B, T, self.h, C // self.h).transpose(1, 2)      # (B, H, T, D)
+        q = torch.relu(q).transpose(1, 2).contiguous().reshape(B, T, C)
+        k = torch.tanh(self.l2(q)).reshape(B, x.size(1), self.h, -1)       # (B, T, H, D)
+        k = k.permute(0, 2, 1, 3).permute(0, 2, 1, 3).flatten(2)            # (B, T, C)
+        k = self.l3(k).unsqueeze(1).squeeze(1)
+        return self.out(torch.relu(k.unsqueeze(-2)).squeeze(-2))
+
+
+class ConvToTokens(nn.Module):
+    """A 1d convolution over ``(batch, channels, length)``, then its channels moved last and read
+    token-wise by a Linear and a LayerNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 5, 3, padding=1)
+        self.l1, self.ln, self.out = nn.Linear(5, 4), nn.LayerNorm(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).transpose(1, 2)                           # (B, L, 5)
+        return self.out(torch.sigmoid(self.ln(self.l1(h))))
+
+
+class Tokens4d(nn.Module):
+    """``(batch, rows, columns, features)``: Linear on the last axis, the two token axes merged by
+    ``flatten(1, 2)``, then a mean over them."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(4, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.l2(torch.tanh(self.l1(x)).flatten(1, 2).mean(1))
+
+
 def _randomise_bn(model, generator):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -403,6 +472,10 @@ ZOO = {
     "acts_clamp": (ClampAbs, (3,)),
     "prelu_mlp": (PReLUMLP, (3,)),
     "prelu_cnn": (PReLUCNN, (2, 6, 6)),
+    "tokens_mlp": (TokenMLP, (7, 3)),
+    "tokens_heads": (TokenHeads, (4, 5)),
+    "tokens_conv": (ConvToTokens, (3, 8)),
+    "tokens_4d": (Tokens4d, (2, 3, 4)),
     "groupnorm_cnn": (GroupNormCNN, (2, 5, 5)),
     "groupnorm_mlp": (GroupNormMLP, (3,)),
     "instnorm_cnn": (InstanceNormCNN, (2, 5, 5)),

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 from ..errors import UnsupportedLayerError
 from .activation import Act
 from .alias import Alias
+from .axes import Permute, Shape, View
 from .base import (Block, Edges, FeatureSlot, OpRule, ParamAction, SymmetryState, UnionFind,
                    kernel_slots)
 from .cat import Cat
@@ -85,6 +86,8 @@ def supported_modules() -> set:
 for _rule in (Input(), Output(), Linear(), Conv(), BatchNorm(), LayerNorm(), Act(), PReLU(),
               Pool(), Flatten(), Mean(), Scalar(), Add(), Cat(), Alias(), ConvTranspose(),
               GroupNorm(), InstanceNorm(), RMSNorm()):
+    register(_rule)
+for _rule in (View(), Permute(), Shape()):   # token-wise data: axes moved, split, merged
     register(_rule)
 for _rule in (Recurrent(), Select()):   # recurrent layers and indexing their results
     register(_rule)

@@ -8,7 +8,7 @@ from .base import OpRule
 
 
 class Cat(OpRule):
-    """``cat``: ``dim`` 1. Each operand keeps its own node sets and their groups; a node set may
+    """``cat``: ``dim``, the channel axis (1, or the last for token-wise data). Each operand keeps its own node sets and their groups; a node set may
     appear once (a neuron feeds a layer through one edge)."""
 
     kind = "cat"
@@ -20,7 +20,9 @@ class Cat(OpRule):
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         vals = [t.tensor_arg(node, x) for x in tensors]
         rank = vals[0].rank
-        if dim % rank != 1 or any(v.flat is not None for v in vals):
+        cdim = vals[0].cdim
+        if (cdim is None or dim % rank != cdim or any(v.flat is not None for v in vals)
+                or any(v.caxes != vals[0].caxes for v in vals)):
             t.fail(node, "cat", "only concatenation along the channel dimension is supported")
         seen = set()
         for p in (p for v in vals for p in v.parts):
@@ -31,9 +33,9 @@ class Cat(OpRule):
                                     f"layers)")
             seen.add(p)
         vid = t.new_vid()
-        t.ops.append({"op": "cat", "in": [v.vid for v in vals], "out": vid, "dim": 1})
+        t.ops.append({"op": "cat", "in": [v.vid for v in vals], "out": vid, "dim": cdim})
         t.vals[node] = t.value(vid, [p for v in vals for p in v.parts],
-                               sum(v.chan for v in vals), rank, None)
+                               sum(v.chan for v in vals), rank, None, (cdim,))
 
     def out_parts(self, op, parts):
         return [ns for v in op["in"] for ns in parts[v]]

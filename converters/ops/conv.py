@@ -54,6 +54,7 @@ class Conv(OpRule):
         d = _CONV[type(m)]
         if x.flat is not None or x.rank != d + 2:
             t.fail(node, type(m).__name__, f"expects (batch, channels, {d} spatial dims)")
+        t.channel_axis(node, type(m).__name__, x, "first")
         op = {"op": "conv", "module": node.target, "dim": d, "in_channels": m.in_channels,
               "out_channels": m.out_channels, "kernel_size": list(m.kernel_size),
               "stride": list(m.stride), "padding": _jsonable(m.padding),

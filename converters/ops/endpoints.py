@@ -6,7 +6,9 @@ from .base import OpRule
 
 class Input(OpRule):
     """``input``: the network input, node set 0 (one node per input feature or channel);
-    ``channels`` and ``rank`` (dimensions after the batch). Its nodes are ``fixed``."""
+    ``channels`` and ``rank`` (dimensions after the batch); ``chan_dim``, present only when it is
+    not 1: the axis of the channels (the last one for token-wise data ``(batch, *tokens,
+    features)``). Its nodes are ``fixed``."""
 
     kind = "input"
     creates_nodes = True
@@ -16,11 +18,14 @@ class Input(OpRule):
         shape = t.shape(node)
         if len(shape) < 2:
             t.fail(node, "input", f"input must be (batch, channels, ...), got shape {shape}")
-        t.sizes[0], t.names[0] = shape[1], "input"
+        cd = getattr(t, "chan_dim", 1)
+        t.sizes[0], t.names[0] = shape[cd], "input"
         vid = t.new_vid()
-        t.ops.append({"op": "input", "out": vid, "ns": 0, "channels": shape[1],
-                      "rank": len(shape) - 1})
-        t.vals[node] = t.value(vid, [0], shape[1], len(shape), None)
+        op = {"op": "input", "out": vid, "ns": 0, "channels": shape[cd], "rank": len(shape) - 1}
+        if cd != 1:
+            op["chan_dim"] = cd
+        t.ops.append(op)
+        t.vals[node] = t.value(vid, [0], shape[cd], len(shape), None, (cd,))
         t.input_shape = list(shape[1:])
 
 

@@ -41,9 +41,11 @@ def act_bias(op: dict, sd: dict, a) -> None:
 
 
 class Linear(OpRule):
-    """``linear``: ``y = x W^T + b`` on ``(batch, features)``; after a flatten of a ``(C, *S)``
-    map, one edge per (channel, neuron) holding the ``S`` block of weights that reads the channel
-    (``spatial`` = S). Absorbs any factor of its input (its weight columns divide by it)."""
+    """``linear``: ``y = x W^T + b`` on ``(batch, features)`` or token-wise on ``(batch,
+    *tokens, features)`` (one neuron per output feature, its weights shared by every token: the
+    graph is the one of ``(batch, features)``); after a flatten of a ``(C, *S)`` map, one edge
+    per (channel, neuron) holding the ``S`` block of weights that reads the channel (``spatial``
+    = S). Absorbs any factor of its input (its weight columns divide by it)."""
 
     kind = "linear"
     creates_nodes = True
@@ -53,8 +55,8 @@ class Linear(OpRule):
 
     def trace_module(self, t, node, m, x) -> None:
         t.claim_module(node, m)
-        if x.rank != 2:
-            t.fail(node, "Linear", "only (batch, features) inputs are supported")
+        if x.flat is None:
+            t.channel_axis(node, "Linear", x, "last")
         spatial = list(x.flat) if x.flat is not None else []
         if m.in_features != x.chan * math.prod(spatial):
             t.fail(node, "Linear", f"in_features {m.in_features} != {x.chan} channels x "
@@ -90,10 +92,11 @@ class Linear(OpRule):
         Bn = t.shape[0]
         n = Bn // B
         W = params[m + ".weight"]                                        # (B, out, in)
-        y = torch.bmm(t.reshape(B, n, -1), W.transpose(1, 2))
+        # (B * n, *tokens, in): every token of a network's inputs reads its weights
+        y = torch.bmm(t.reshape(B, -1, t.shape[-1]), W.transpose(1, 2))
         if op["bias"]:
             y = y + params[m + ".bias"][:, None, :]
-        return y.reshape(Bn, -1)
+        return y.reshape(*t.shape[:-1], -1)
 
     def act(self, op, sd, a, parts):
         # W'[p_out(i), p_in(j)] = q_i / q_j W[i, j]; a spatial block moves with its channel

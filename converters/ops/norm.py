@@ -48,6 +48,7 @@ class BatchNorm(OpRule):
         if not (m.affine and m.track_running_stats):
             t.fail(node, type(m).__name__, "BatchNorm needs affine=True and "
                                            "track_running_stats=True")
+        t.channel_axis(node, type(m).__name__, x, "first")
         if x.rank not in (d + 1, d + 2) or (d == 1 and x.rank not in (2, 3)):
             t.fail(node, type(m).__name__, "unexpected input rank")
         other = t.bn_of.setdefault(pre, node.target)
@@ -103,7 +104,8 @@ class BatchNorm(OpRule):
 
 
 class LayerNorm(OpRule):
-    """``layernorm``: LayerNorm over the features of ``(batch, features)``. Normalising removes
+    """``layernorm``: LayerNorm over the features of ``(batch, features)`` or, token by token,
+    of ``(batch, *tokens, features)``. Normalising removes
     every per-neuron factor of its input (``perm`` at most; a common positive factor is only
     approximately absorbed because of ``eps``); the post node set takes any factor through
     ``gamma`` and ``beta``."""
@@ -116,8 +118,13 @@ class LayerNorm(OpRule):
     def trace_module(self, t, node, m, x) -> None:
         t.claim_module(node, m)
         pre = t.single_set(node, "LayerNorm", x)
-        if tuple(m.normalized_shape) != (x.chan,) or x.rank != 2:
-            t.fail(node, "LayerNorm", "only LayerNorm over the features of (batch, features)")
+        if x.flat is not None:
+            t.fail(node, "LayerNorm", "its input is a flattened feature map")
+        t.channel_axis(node, "LayerNorm", x, "last")
+        if tuple(m.normalized_shape) != (x.chan,):
+            t.fail(node, "LayerNorm", f"only LayerNorm over the features (normalized_shape "
+                                      f"({x.chan},)) is supported, got "
+                                      f"{tuple(m.normalized_shape)}")
         if not m.elementwise_affine:
             t.fail(node, "LayerNorm", "LayerNorm needs elementwise_affine=True")
         op = {"op": "layernorm", "module": node.target, "normalized_shape": [x.chan],
@@ -152,13 +159,12 @@ class LayerNorm(OpRule):
 
     def batched(self, op, ins, params, B):
         t, m = ins[0], op["module"]
-        Bn, C = t.shape[0], t.shape[1]
-        n = Bn // B
-        u = F.layer_norm(t.reshape(B, n, C), (C,), eps=op["eps"])
+        C = t.shape[-1]                                  # (B * n, *tokens, C)
+        u = F.layer_norm(t.reshape(B, -1, C), (C,), eps=op["eps"])
         u = u * params[m + ".weight"][:, None, :]
         if op["bias"]:
             u = u + params[m + ".bias"][:, None, :]
-        return u.reshape(Bn, C)
+        return u.reshape(t.shape)
 
     def act(self, op, sd, a, parts):
         _act_gamma_beta(op, sd, a, op["bias"])

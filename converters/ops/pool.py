@@ -70,6 +70,7 @@ class Pool(OpRule):
         d = int(fn[-2])
         if x.flat is not None or x.rank != d + 2:
             t.fail(node, fn, f"expects (batch, channels, {d} spatial dims)")
+        t.channel_axis(node, fn, x, "first")
         if kwargs.pop("return_indices", False):
             t.fail(node, fn, "return_indices=True is unsupported")
         kwargs = {k: _jsonable(v) for k, v in kwargs.items()}
@@ -84,8 +85,8 @@ class Pool(OpRule):
 
 
 class Mean(OpRule):
-    """``mean``: a mean over spatial dimensions ``dim`` (``keepdim``); linear, so every factor
-    passes."""
+    """``mean``: a mean over spatial (or token) dimensions ``dim`` (``keepdim``); linear, so
+    every factor passes."""
 
     kind = "mean"
     functions = (torch.mean,)
@@ -101,9 +102,11 @@ class Mean(OpRule):
         keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
         dims = [dim] if isinstance(dim, int) else list(dim or [])
         dims = [d % x.rank for d in dims]
-        if not dims or 0 in dims or 1 in dims or x.flat is not None:
-            t.fail(node, "mean", "only means over spatial dimensions are supported")
-        t.emit(node, {"op": "mean", "dim": dims, "keepdim": bool(keepdim)}, x)
+        if not dims or 0 in dims or set(dims) & set(x.caxes) or x.flat is not None:
+            t.fail(node, "mean", "only means over spatial or token dimensions are supported "
+                                 "(not over the batch or the channels)")
+        caxes = x.caxes if keepdim else tuple(a - sum(d < a for d in dims) for a in x.caxes)
+        t.emit(node, {"op": "mean", "dim": dims, "keepdim": bool(keepdim)}, x, caxes=caxes)
 
     def constrain(self, op, s):
         s.pass_through(op)

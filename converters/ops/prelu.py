@@ -34,6 +34,8 @@ class PReLU(OpRule):
         n = m.num_parameters
         if n not in (1, x.chan):
             t.fail(node, "PReLU", f"num_parameters={n} is neither 1 nor the {x.chan} channels")
+        if n > 1:   # nn.PReLU applies its slopes along axis 1
+            t.channel_axis(node, "PReLU", x, "first")
         other = t.feature_owner.setdefault((ns, "prelu_weight"), node.target)
         if other != node.target:
             t.fail(node, "PReLU", f"the neurons of '{t.names[ns]}' already feed the PReLU "

@@ -1,6 +1,7 @@
 """``flatten`` (``nn.Flatten``, ``torch.flatten``, ``x.flatten``, ``x.view(x.size(0), -1)``,
-``reshape``): merging spatial dimensions, or a whole ``(C, *S)`` map into features for a
-``Linear`` (whose edges then hold ``S`` blocks). No new nodes; every factor passes."""
+``reshape``): merging spatial or token dimensions, merging split channel axes back (heads), or
+a whole ``(C, *S)`` map into features for a ``Linear`` (whose edges then hold ``S`` blocks). Other
+reshapes are ``view`` ops (``converters.ops.axes``). No new nodes; every factor passes."""
 from __future__ import annotations
 
 import torch
@@ -34,10 +35,11 @@ class Flatten(OpRule):
         src, out = t.shape(node.args[0]), t.shape(node)
         if src == out:
             t.vals[node] = x
-        elif len(out) == 2 and out[0] == src[0] and len(src) > 2:
+        elif (len(out) == 2 and out[0] == src[0] and len(src) > 2 and x.caxes == (1,)
+              and x.flat is None):
             self.flatten(t, node, x, 1, -1)
-        else:
-            t.fail(node, "view/reshape", f"reshape {src} -> {out} mixes channels")
+        else:   # any other reshape: token axes, or the channel axis split into heads
+            t.rules["view"].reshape(t, node, x, name)
 
     def flatten(self, t, node, x, start, end):
         rank = x.rank
@@ -47,13 +49,26 @@ class Flatten(OpRule):
         if start == end:
             t.vals[node] = x
             return
-        if start == 1:
+        span, ch = set(range(start, end + 1)), set(x.caxes)
+        if start == 1 and x.caxes == (1,):
             if end != rank - 1 or x.flat is not None:
                 t.fail(node, "flatten", "only flatten(1) of a whole feature map is supported")
             spatial = list(t.shape(node.args[0])[2:])
             t.emit(node, {"op": "flatten", "start_dim": 1, "end_dim": -1}, x, flat=spatial)
-        else:  # merges spatial dims only: channels untouched
-            t.emit(node, {"op": "flatten", "start_dim": start, "end_dim": end}, x)
+        elif x.flat is not None:
+            t.fail(node, "flatten", "only flatten(1) of a whole feature map is supported")
+        elif not span & ch:   # merges spatial or token dims only: channels untouched
+            caxes = tuple(a - (end - start) if a > end else a for a in x.caxes)
+            t.emit(node, {"op": "flatten", "start_dim": start, "end_dim": end}, x, caxes=caxes)
+        elif span == ch and list(x.caxes) == sorted(x.caxes):   # heads merged back, in order
+            t.emit(node, {"op": "flatten", "start_dim": start, "end_dim": end}, x,
+                   caxes=(start,), csplit=None)
+        else:
+            t.fail(node, "flatten", f"flatten({start}, {end}) of shape "
+                                    f"{t.shape(node.args[0])} merges the channel axis "
+                                    f"{list(x.caxes)} with token or spatial axes (only the "
+                                    f"channels of a whole (C, *spatial) map, channel axis 1, "
+                                    f"may be flattened into features)")
 
     def constrain(self, op, s):
         s.pass_through(op)

@@ -51,9 +51,15 @@ class Add(OpRule):
                 t.fail(node, "add", "adding a layer to itself is unsupported")
             if t.shape(a) != t.shape(b):
                 t.fail(node, "add", "broadcasting additions are unsupported")
+            if (va.caxes, va.csplit) != (vb.caxes, vb.csplit):
+                t.fail(node, "add", f"the operands' channels lie on different axes "
+                                    f"({list(va.caxes)} and {list(vb.caxes)})")
             t.new_nodeset(node, {"op": "add"}, [va, vb], va.chan, f"add:{node.name}")
             return
         if not (ta or tb):
+            from .axes import size_arith
+            if size_arith(t, node, args):    # sizes for a reshape: C // heads, T * 2, ...
+                return
             t.fail(node, kind, "arithmetic on non-tensors")
         x = t.vals[a] if ta else t.vals[b]
         t.rules["scalar"].trace_constant(t, node, kind, x, b if ta else a, not ta)
