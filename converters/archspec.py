@@ -137,7 +137,10 @@ class ArchSpec:
             d = self.to_dict()
             shape = d["input"].get("shape")
             if shape:
-                d["input"] = {**d["input"], "shape": [shape[0]] + [None] * (len(shape) - 1)}
+                keep = [None] * len(shape)
+                last = bool(d["ops"]) and d["ops"][0].get("channels_last", False)
+                keep[-1 if last else 0] = shape[-1 if last else 0]   # (time, features) input
+                d["input"] = {**d["input"], "shape": keep}
             cached = json.dumps(d, sort_keys=True, separators=(",", ":"))
             object.__setattr__(self, "_identity", cached)
         return cached

@@ -24,6 +24,9 @@ class SpecInfo:
     n_features: int
     groups: frozenset
     archs: tuple = ()
+    #: rows of the edge-type embedding: the three original types (weight, residual, norm), or
+    #: every type up to the last one the architectures use (recurrent, state)
+    n_edge_types: int = 3
 
     @property
     def fe(self) -> int:
@@ -60,7 +63,9 @@ class SpecInfo:
         return cls(n_in=n_in, n_out=n_out, n_layers=max(len(a.nodesets) for a in uniq),
                    kernel_shape=kshape, n_features=max(len(a.node_features) for a in uniq),
                    groups=frozenset(ns["group"] for a in uniq for ns in a.nodesets),
-                   archs=tuple(uniq))
+                   archs=tuple(uniq), n_edge_types=max(
+                       [3] + [int(layout(a).edge_type.max()) + 1 for a in uniq
+                              if layout(a).num_edges]))
 
 
 @functools.lru_cache(maxsize=64)

@@ -13,8 +13,8 @@ from converters import UnsupportedLayerError
 class WithLSTM(nn.Module):
     def __init__(self):
         super().__init__()
-        self.rnn = nn.LSTM(3, 4, batch_first=True)
-        self.fc = nn.Linear(4, 1)
+        self.rnn = nn.LSTM(3, 4, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(8, 1)
 
     def forward(self, x):
         return self.fc(self.rnn(x)[0][:, -1])
@@ -138,7 +138,7 @@ class Unused(nn.Module):
 
 
 @pytest.mark.parametrize("model, example, where, what", [
-    (WithLSTM(), torch.zeros(2, 5, 3), "rnn", "LSTM"),
+    (WithLSTM(), torch.zeros(2, 5, 3), "rnn", "bidirectional"),
     (WithAttention(), torch.zeros(2, 5, 4), "att", "MultiheadAttention"),
     (WithTransformer(), torch.zeros(2, 5, 4), "enc", "TransformerEncoderLayer"),
     (DataDependent(), torch.zeros(2, 3), "DataDependent", "control flow"),
@@ -338,9 +338,9 @@ REFUSED_LAYERS = {
     "TransformerEncoderLayer": (lambda: nn.TransformerEncoderLayer(16, 2, 32, batch_first=True),
                                 "transformer"),
     "Embedding": (lambda: nn.Embedding(10, 16), "embedding"),
-    "LSTM": (lambda: nn.LSTM(16, 16), "recurrent"),
-    "GRU": (lambda: nn.GRU(16, 16), "recurrent"),
-    "RNN": (lambda: nn.RNN(16, 16), "recurrent"),
+    "LSTMCell": (lambda: nn.LSTMCell(16, 16), "recurrent"),
+    "GRUCell": (lambda: nn.GRUCell(16, 16), "recurrent"),
+    "RNNCell": (lambda: nn.RNNCell(16, 16), "recurrent"),
     "LocalResponseNorm": (lambda: nn.LocalResponseNorm(2), "this normalisation is not supported"),
     "Upsample": (lambda: nn.Upsample(scale_factor=2), "not supported"),
 }

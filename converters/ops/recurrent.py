@@ -323,11 +323,15 @@ class Select(OpRule):
                 return _untraced(t, node, f"h_n of '{op['module']}' holds every layer: index it "
                                           f"(h_n[-1])")
             if idx == 1:
+                items[node] = ("cn", info)
                 return _untraced(t, node, f"the cell state c_n of the LSTM '{op['module']}' is "
                                           f"not a node set of the graph (read the output or "
                                           f"h_n)")
             t.fail(node, "indexing", f"the state of '{op['module']}' is (h_n, c_n): index 0 or "
                                      f"1, got {idx!r}")
+        if what == "cn":
+            t.fail(node, "indexing", f"the cell state c_n of the LSTM '{op['module']}' is not a "
+                                     f"node set of the graph (read the output or h_n)")
         if what == "hn":
             L = op["num_layers"]
             if not isinstance(idx, int) or isinstance(idx, bool) or not -L <= idx < L:

@@ -13,7 +13,7 @@ import functools
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from converters.groups import GROUPS
+from converters.groups import EDGE_TYPE_ID, GROUPS
 from converters.layout import layout
 
 from .engine import EdgeValues, Mapped, fused_linear
@@ -78,6 +78,10 @@ class DenseEngine:
     def __init__(self, arch, batch_size: int, groups_one, lean_chunk: int = 0,
                  device: torch.device | None = None):
         """``groups_one``: the (N,) group ids of one network (a tuple or a host tensor)."""
+        if bool((layout(arch).edge_type == EDGE_TYPE_ID["recurrent"]).any()):
+            raise ValueError(f"the dense engine runs acyclic graphs only; architecture "
+                             f"{arch.hash} has recurrent edges (cycles): use engine='sparse' "
+                             f"(or 'auto')")
         self.B = batch_size
         self.lean_chunk = lean_chunk
         self.keep = None     # side -> op indices that ``message`` evaluates: see ``toward``

@@ -102,7 +102,9 @@ class InputEmbedding(nn.Module):
         self.pe_in = nn.Parameter(torch.randn(info.n_in, d, generator=g) * 0.5)
         self.pe_out = nn.Parameter(torch.randn(info.n_out, d, generator=g) * 0.5)
         self.pe_layer = nn.Parameter(1 + 0.1 * torch.randn(info.n_layers, d, generator=g))
-        self.pe_edge = nn.Parameter(1 + 0.1 * torch.randn(len(EDGE_TYPES), d, generator=g))
+        # one row per edge type up to the last one the architectures use (the recurrent types
+        # only when a recurrent layer is present: other models keep their parameter counts)
+        self.pe_edge = nn.Parameter(1 + 0.1 * torch.randn(info.n_edge_types, d, generator=g))
         # per-layer input scales (a constant factor per node set: equivariant); set from the
         # example data's typical magnitudes when ``spec`` holds values (``data_scale``)
         self.x_scale = nn.Parameter(torch.ones(info.n_layers))

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from converters.graph import archs_of
-from converters.groups import GROUPS
+from converters.groups import EDGE_TYPES, GROUPS
 
 from ..config import ModelConfig
 from ..spec import SpecInfo
@@ -94,6 +94,11 @@ class ScaleGMN(nn.Module):
         """The batch fits the sizes the model was built for (read from its architectures, on
         the host: no device synchronisation)."""
         seen = SpecInfo.of(archs_of(batch))
+        if seen.n_edge_types > self.info.n_edge_types:
+            raise ValueError(f"batch has edges of type '{EDGE_TYPES[seen.n_edge_types - 1]}'; "
+                             f"the model was built for the types "
+                             f"{list(EDGE_TYPES[:self.info.n_edge_types])} (build it from a "
+                             f"spec holding such a network)")
         if seen.n_layers > self.info.n_layers:
             raise ValueError(f"batch has networks with {seen.n_layers} node sets; "
                              f"the model was built for {self.info.n_layers}")

@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-from converters.groups import GROUP_ID, ROLE_ID
+from converters.groups import EDGE_TYPE_ID, GROUP_ID, ROLE_ID
 from converters.layout import layout
 
 from .dense import DenseEngine
@@ -28,6 +28,12 @@ def io_nodes(archs: tuple) -> torch.Tensor:
     """(N,) host bool tensor: the input and output neurons of a batch of ``archs``."""
     role = torch.cat([layout(a).role for a in archs])
     return (role == ROLE_ID["input"]) | (role == ROLE_ID["output"])
+
+
+def is_recurrent(arch) -> bool:
+    """Whether ``arch`` has recurrent (hidden -> gate) edges: its graph has cycles, and a gate
+    layer's edges enter node sets of different groups (the dense engine cannot run it)."""
+    return bool((layout(arch).edge_type == EDGE_TYPE_ID["recurrent"]).any())
 
 
 def _batch_edge_index(archs: tuple) -> torch.Tensor:
@@ -61,7 +67,8 @@ def dense_engine(arch, batch_size: int, perm_only: bool, device: str,
 def engine_for(archs: tuple, kind: str, perm_only: bool, device, checkpoint: bool = False,
                checkpoint_chunk: int = 16) -> Engine:
     """The engine for a batch of ``archs``: ``kind`` ``"dense"`` (one architecture only),
-    ``"sparse"`` or ``"auto"`` (dense when the batch has one architecture). ``checkpoint``:
+    ``"sparse"`` or ``"auto"`` (dense when the batch has one architecture without recurrent
+    edges). ``checkpoint``:
     memory-lean (the dense engine recomputes its edge functions in chunks of
     ``checkpoint_chunk`` networks, the sparse one recomputes whole layers)."""
     one = all(a is archs[0] or a == archs[0] for a in archs[1:])
@@ -69,6 +76,8 @@ def engine_for(archs: tuple, kind: str, perm_only: bool, device, checkpoint: boo
         raise ValueError("the dense engine needs a batch of one architecture; use "
                          "engine='sparse' or 'auto' for mixed batches")
     device = str(device)
+    if kind == "auto" and one and is_recurrent(archs[0]):
+        kind = "sparse"   # graphs with cycles: the dense engine refuses them
     if kind == "dense" or (kind == "auto" and one):
         return dense_engine(archs[0], len(archs), perm_only, device,
                             lean_chunk=checkpoint_chunk if checkpoint else 0)

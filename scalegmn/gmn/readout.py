@@ -7,7 +7,7 @@ import torch.nn as nn
 from torch_geometric.utils import scatter
 
 from converters.graph import archs_of, batch_vector, pad_shape
-from converters.groups import EDGE_TYPES, ROLES
+from converters.groups import EDGE_TYPES, ROLES, STRUCTURAL_EDGE_TYPES
 from converters.layout import kernel_slots
 
 from ..config import ModelConfig
@@ -17,7 +17,8 @@ from ..spec import SpecInfo, feature_mask
 from .engine import Engine
 from .layers import EdgeUpdate
 
-_RESIDUAL = EDGE_TYPES.index("residual")
+#: edge types holding a structural constant 1 (residual, state): never edited
+_STRUCTURAL = [EDGE_TYPES.index(t) for t in STRUCTURAL_EDGE_TYPES]
 
 
 def io_states(batch, h: torch.Tensor, info: SpecInfo) -> tuple:
@@ -98,7 +99,9 @@ class EditHead(nn.Module):
         if have != want:
             slots = kernel_slots(have, want) if want else torch.zeros(1, dtype=torch.long)
             dw = dw[:, slots.to(dw.device)]
-        editable = batch.edge_mask.to(dtype) * (batch.edge_type != _RESIDUAL).to(dtype)[:, None]
+        fixed = torch.isin(batch.edge_type,
+                           torch.tensor(_STRUCTURAL, device=batch.edge_type.device))
+        editable = batch.edge_mask.to(dtype) * (~fixed).to(dtype)[:, None]
         delta_w = dw[:, :fe] * editable
         return edit_output(batch, delta_x, delta_w, self.beta[batch.layer],
                            self.alpha[batch.layer[batch.edge_index[1]]])
