@@ -31,7 +31,7 @@ ROLE_ID = {r: i for i, r in enumerate(ROLES)}
 
 #: "recurrent": a hidden -> gate weight of a recurrent layer (``weight_hh``: they make cycles);
 #: "state": the structural edge (value 1) from a unit's candidate (LSTM g, GRU n) to its hidden
-#: unit (docs/design.md 3.5). New names are appended, so that ids stay stable.
+#: unit (docs/design.md 3.7). New names are appended, so that ids stay stable.
 EDGE_TYPES = ("weight", "residual", "norm", "recurrent", "state")
 #: edge types whose value is a structural constant 1 (never a parameter, never edited)
 STRUCTURAL_EDGE_TYPES = ("residual", "state")

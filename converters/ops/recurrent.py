@@ -1,6 +1,6 @@
 """Recurrent layers: ``nn.RNN`` (tanh or ReLU), ``nn.LSTM``, ``nn.GRU``; and indexing their outputs.
 
-Encoding (docs/design.md 3.5). Per layer ``l`` of ``H`` hidden units the op writes one node set
+Encoding (docs/design.md 3.7). Per layer ``l`` of ``H`` hidden units the op writes one node set
 per gate (PyTorch's row order of ``weight_ih_l{l}``: LSTM ``i, f, g, o``; GRU ``r, z, n``; a
 plain RNN has a single "gate", its hidden state) and, for LSTM and GRU, one node set ``h`` of the
 hidden units. The gate node sets are consecutive, so the ``(G H, in)`` tensor ``weight_ih_l{l}``
