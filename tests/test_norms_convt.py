@@ -42,6 +42,9 @@ GROUPS = {
                  ("fc", "fixed", ())],
     "convt_3d": [("input", "fixed", ()), ("c1", "scale", ()), ("t1", "sign", ()),
                  ("in1", "scale", ()), ("fc", "fixed", ())],
+    # token-wise (batch, tokens, features): n1 over each token's features
+    "rmsnorm_tokens": [("input", "fixed", ()), ("l1", "sign", ()), ("n1", "sign", ()),
+                       ("out", "fixed", ())],
     "rrelu_mlp": [("input", "fixed", ()), ("0", "scale", ()), ("2", "scale", ()),
                   ("4", "fixed", ())],
 }
@@ -238,8 +241,10 @@ def test_conv_transpose_absorbs_any_input_factor_and_its_output_any_consumer_all
      torch.zeros(4, 3), "'1' (InstanceNorm1d)", "expects (batch, channels, 1 spatial dims)"),
     (nn.Sequential(nn.Conv2d(1, 4, 3), nn.InstanceNorm2d(3), nn.Flatten(), nn.Linear(36, 1)),
      torch.zeros(2, 1, 5, 5), "'1' (InstanceNorm2d)", "num_features=3 but its input has 4"),
-    (nn.Sequential(nn.Linear(3, 4), nn.RMSNorm([2, 2]), nn.Linear(4, 1)), torch.zeros(2, 3),
-     "'1'", "RMSNorm"),
+    (nn.Sequential(nn.Linear(4, 4), nn.RMSNorm([3, 4]), nn.Linear(4, 1)), torch.zeros(2, 3, 4),
+     "'1' (RMSNorm)", "only RMSNorm over the features"),
+    (nn.Sequential(nn.Conv1d(3, 4, 1), nn.RMSNorm(4), nn.Flatten(), nn.Linear(16, 1)),
+     torch.zeros(2, 3, 4), "'1' (RMSNorm)", "reads the last axis"),
     (nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.GroupNorm(2, 36), nn.Linear(36, 1)),
      torch.zeros(2, 1, 5, 5), "'2' (GroupNorm)", "no cat/flatten"),
     (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)).train(),

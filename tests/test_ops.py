@@ -30,7 +30,7 @@ CASES = {
     "permute": ["tokens_mlp", "tokens_heads", "tokens_conv"],
     "groupnorm": ["groupnorm_cnn", "groupnorm_mlp"],
     "instancenorm": ["instnorm_cnn", "instnorm_1d", "convt_1d", "convt_3d"],
-    "rmsnorm": ["rmsnorm_mlp"],
+    "rmsnorm": ["rmsnorm_mlp", "rmsnorm_tokens"],
     "conv_transpose": ["convt_cnn", "convt_1d", "convt_3d"],
     "rnn": ["lstm", "gru_state", "rnn_tanh", "rnn_relu"],
     "select": ["lstm", "gru_state", "rnn_tanh", "rnn_relu"],

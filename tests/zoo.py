@@ -297,6 +297,17 @@ class RMSNormMLP(nn.Module):
         return self.out(torch.tanh(h))
 
 
+class RMSNormTokens(nn.Module):
+    """RMSNorm over the features of each token of ``(batch, tokens, features)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.n1, self.out = nn.Linear(3, 5), nn.RMSNorm(5, eps=0.1), nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.n1(self.l1(x)))).mean(1)
+
+
 class ConvTransposeCNN(nn.Module):
     """Transposed convolutions: stride, padding, output padding, groups, dilation, no bias."""
 
@@ -481,6 +492,7 @@ ZOO = {
     "instnorm_cnn": (InstanceNormCNN, (2, 5, 5)),
     "instnorm_1d": (InstanceNorm1dNet, (3, 9)),
     "rmsnorm_mlp": (RMSNormMLP, (3,)),
+    "rmsnorm_tokens": (RMSNormTokens, (4, 3)),
     "convt_cnn": (ConvTransposeCNN, (2, 6, 6)),
     "convt_1d": (ConvTranspose1dNet, (3, 5)),
     "convt_3d": (ConvTranspose3dNet, (1, 4, 4, 4)),

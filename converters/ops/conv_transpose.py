@@ -37,7 +37,8 @@ class ConvTranspose(Conv):
     kind = "conv_transpose"
     modules = tuple(_CONVT)
     doc = ("``module``, ``dim``, channels, ``kernel_size``, ``stride``, ``padding``, "
-           "``output_padding``, ``dilation``, ``groups``, ``bias``; weight ``(in, out/groups, *k)``")
+           "``output_padding``, ``dilation``, ``groups``, ``bias``; weight "
+           "``(in, out/groups, *k)``")
 
     def trace_module(self, t, node, m, x) -> None:
         t.claim_module(node, m)

@@ -15,9 +15,9 @@ The factors each lets through its input, per channel (derivations in docs/design
 - ``InstanceNorm`` (each channel its own statistics) and a ``GroupNorm`` with one channel per
   group: a sign flip per channel (``sign``), absorbed by ``gamma`` (``-gamma``) or passed to the
   output when there is no ``gamma``; any other factor changes the function;
-- ``RMSNorm``: ``x / sqrt(mean(x^2) + eps)``; a sign flip of one channel leaves ``mean(x^2)``
-  unchanged and flips that channel's output: ``sign``; any magnitude change of one channel
-  changes the shared normaliser;
+- ``RMSNorm``: ``x / sqrt(mean(x^2) + eps)`` over the features; a sign flip of one channel
+  leaves ``mean(x^2)`` unchanged and flips that channel's output: ``sign``; any magnitude change
+  of one channel changes the shared normaliser;
 - ``GroupNorm`` with several channels per group: a factor of one channel changes its group's
   mean and variance: no factor (``perm``). Permutations inside a group commute with it (the
   group statistics are symmetric in its channels), and so do permutations of whole groups; the
@@ -168,7 +168,8 @@ class InstanceNorm(_SampleNorm):
 
     kind = "instancenorm"
     modules = tuple(_IN)
-    doc = "``module``, ``dim``, ``num_features``, ``eps``, ``momentum``, ``affine``; ``pre``, ``ns``"
+    doc = ("``module``, ``dim``, ``num_features``, ``eps``, ``momentum``, ``affine``; ``pre``, "
+           "``ns``")
 
     def trace_module(self, t, node, m, x) -> None:
         t.claim_module(node, m)
@@ -204,20 +205,24 @@ class InstanceNorm(_SampleNorm):
 
 
 class RMSNorm(_SampleNorm):
-    """``rmsnorm``: ``RMSNorm`` over the features of ``(batch, features)``:
-    ``x / sqrt(mean(x^2) + eps) * gamma`` (no beta). Module doc: sign flips per channel, all
-    permutations."""
+    """``rmsnorm``: ``RMSNorm`` over the features of ``(batch, features)`` or, token by token,
+    of ``(batch, *tokens, features)``: ``x / sqrt(mean(x^2) + eps) * gamma`` (no beta). Module
+    doc: sign flips per channel, all permutations."""
 
     kind = "rmsnorm"
     modules = (nn.RMSNorm,)
     bias_key = None
-    doc = "``module``, ``normalized_shape``, ``eps`` (None: the dtype's), ``affine``; ``pre``, ``ns``"
+    doc = ("``module``, ``normalized_shape``, ``eps`` (None: the dtype's), ``affine``; "
+           "``pre``, ``ns``")
 
     def trace_module(self, t, node, m, x) -> None:
         t.claim_module(node, m)
-        if tuple(m.normalized_shape) != (x.chan,) or x.rank != 2 or x.flat is not None:
-            t.fail(node, "RMSNorm", "only RMSNorm over the features of (batch, features)")
-        channels_on_axis_1(t, node, "RMSNorm", x)
+        if x.flat is not None:
+            t.fail(node, "RMSNorm", "its input is a flattened feature map")
+        t.channel_axis(node, "RMSNorm", x, "last")
+        if tuple(m.normalized_shape) != (x.chan,):
+            t.fail(node, "RMSNorm", f"only RMSNorm over the features (normalized_shape "
+                                    f"({x.chan},)) is supported, got {tuple(m.normalized_shape)}")
         op = {"op": "rmsnorm", "normalized_shape": [x.chan],
               "eps": None if m.eps is None else float(m.eps),
               "affine": bool(m.elementwise_affine)}
@@ -237,8 +242,8 @@ class RMSNorm(_SampleNorm):
 
     def batched(self, op, ins, params, B):
         t = ins[0]
-        Bn, C = t.shape
-        u = F.rms_norm(t.reshape(B, Bn // B, C), (C,), eps=op["eps"])
+        C = t.shape[-1]                                  # (B * n, *tokens, C)
+        u = F.rms_norm(t.reshape(B, -1, C), (C,), eps=op["eps"])
         if op["affine"]:
             u = u * params[op["module"] + ".weight"][:, None, :]
-        return u.reshape(Bn, C)
+        return u.reshape(t.shape)
