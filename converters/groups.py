@@ -65,6 +65,8 @@ ACTIVATIONS = {
     "abs": POS,
     "prelu": POS,
     "rrelu": POS,        # eval mode: a leaky ReLU with slope (lower + upper) / 2
+    "softmax": ONE,      # over the features or over tokens (act_params "over"): permutations only
+    "log_softmax": ONE,
 }
 ACT_ID = {a: i for i, a in enumerate(ACTIVATIONS)}
 

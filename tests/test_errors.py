@@ -154,7 +154,7 @@ class Unused(nn.Module):
      "RReLU"),
     (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(9, 1)),
      torch.zeros(1, 1, 4, 4), "'3' (Linear)", "example_input of shape (1, 1, 4, 4) failed"),
-    (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=1)), torch.zeros(2, 3), "1", "Softmax"),
+    (nn.Sequential(nn.Linear(3, 4), nn.Softmin(dim=1)), torch.zeros(2, 3), "1", "Softmin"),
     (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv1d(2, 2, 1)), torch.zeros(1, 1, 5, 5),
      "'1' (Conv1d)", "example_input"),
 ])

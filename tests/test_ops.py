@@ -28,6 +28,7 @@ CASES = {
     "cat": ["cat"],
     "view": ["tokens_heads"],
     "permute": ["tokens_mlp", "tokens_heads", "tokens_conv"],
+    "softmax": ["softmax_mlp", "softmax_tokens"],
     "groupnorm": ["groupnorm_cnn", "groupnorm_mlp"],
     "instancenorm": ["instnorm_cnn", "instnorm_1d", "convt_1d", "convt_3d"],
     "rmsnorm": ["rmsnorm_mlp", "rmsnorm_tokens"],

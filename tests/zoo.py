@@ -445,6 +445,35 @@ class Tokens4d(nn.Module):
         return self.l2(torch.tanh(self.l1(x)).flatten(1, 2).mean(1))
 
 
+class SoftmaxMLP(nn.Module):
+    """``nn.Softmax`` over the features in the middle, ``F.log_softmax`` at the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.sm, self.l2, self.l3 = nn.Linear(3, 5), nn.Softmax(dim=1), \
+            nn.Linear(5, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.l2(self.sm(self.l1(x))))
+        return F.log_softmax(self.l3(h), dim=-1)
+
+
+class SoftmaxTokens(nn.Module):
+    """Softmax over the features (``x.softmax(-1)``, ``nn.LogSoftmax(-1)``) and over the tokens
+    (``torch.softmax(h, 1)``, ``x.log_softmax(dim=1)``) of ``(batch, tokens, features)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l3 = nn.Linear(3, 5), nn.Linear(5, 4), nn.Linear(4, 4)
+        self.lsm, self.out = nn.LogSoftmax(-1), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.l1(x).softmax(-1)
+        h = torch.softmax(self.l2(h), 1)
+        h = self.lsm(self.l3(h))
+        return self.out(h.log_softmax(dim=1))
+
+
 def _randomise_bn(model, generator):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -487,6 +516,8 @@ ZOO = {
     "tokens_heads": (TokenHeads, (4, 5)),
     "tokens_conv": (ConvToTokens, (3, 8)),
     "tokens_4d": (Tokens4d, (2, 3, 4)),
+    "softmax_mlp": (SoftmaxMLP, (3,)),
+    "softmax_tokens": (SoftmaxTokens, (6, 3)),
     "groupnorm_cnn": (GroupNormCNN, (2, 5, 5)),
     "groupnorm_mlp": (GroupNormMLP, (3,)),
     "instnorm_cnn": (InstanceNormCNN, (2, 5, 5)),

@@ -27,6 +27,7 @@ from .reshape import Flatten
 from .residual import Add
 from .sample_norm import GroupNorm, InstanceNorm, RMSNorm
 from .scalar import Scalar
+from .softmax import Softmax
 
 #: op kind -> rule
 RULES: dict = {}
@@ -89,6 +90,7 @@ for _rule in (Input(), Output(), Linear(), Conv(), BatchNorm(), LayerNorm(), Act
     register(_rule)
 for _rule in (View(), Permute(), Shape()):   # token-wise data: axes moved, split, merged
     register(_rule)
+register(Softmax())
 for _rule in (Recurrent(), Select()):   # recurrent layers and indexing their results
     register(_rule)
 
