@@ -18,6 +18,14 @@ batchnorm  eval-mode BatchNorm; ``pre`` (node set read) and ``ns`` (node set wri
 layernorm  LayerNorm over the channel (last) dimension; ``pre`` and ``ns``
 act        ``name`` in ``groups.ACTIVATIONS`` with ``params``
 prelu      ``module``, ``num_parameters``: PReLU; its slopes are node features of its input
+conv_transpose  as ``conv`` (no ``padding_mode``) with ``output_padding``; weight
+           ``(in, out / groups, *k)``
+groupnorm  ``module``, ``num_groups``, ``num_channels``, ``eps``, ``affine``; ``pre``, and
+           ``ns`` when affine (else it acts on ``pre`` in place)
+instancenorm  ``module``, ``dim``, ``num_features``, ``eps``, ``momentum``, ``affine``; as
+           groupnorm
+rmsnorm    ``module``, ``normalized_shape``, ``eps`` (None: the dtype's), ``affine``; as
+           groupnorm
 pool       ``fn`` (a ``torch.nn.functional`` pooling function) with ``kwargs``
 flatten    ``start_dim``, ``end_dim``;  mean: ``dim``, ``keepdim``
 scalar     ``fn`` in mul/div/add/sub with ``const`` and ``reverse`` (const on the left)
