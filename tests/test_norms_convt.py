@@ -298,7 +298,9 @@ def test_scalegmn_is_equivariant_on_the_new_layers():
              "rrelu_mlp")
     mixed = C.batch_graphs([C.to_graph(*make(n)) for n in names])
     same = Batch.from_data_list([C.to_graph(*make("convt_cnn", seed=s)) for s in range(3)])
-    other = C.batch_graphs([C.to_graph(*make(n)) for n in ("instnorm_1d", "convt_1d")])
+    other = C.batch_graphs([C.to_graph(*make(n)) for n in ("instnorm_1d", "convt_1d",
+                                                            "rmsnorm_tokens")])
+    three_d = Batch.from_data_list([C.to_graph(*make("convt_3d", seed=s)) for s in range(2)])
     for backend in ("scalegmn", "scalegmn-b"):
         net = scalegmn.build(backend, "invariant", spec=mixed, out_dim=2, **small)
         errors = assert_equivariant(net, mixed, n_actions=2)
@@ -306,6 +308,8 @@ def test_scalegmn_is_equivariant_on_the_new_layers():
         assert_sensitive(net, mixed, "uncoupled")
         net1d = scalegmn.build(backend, "invariant", spec=other, out_dim=2, **small)
         assert_equivariant(net1d, other, n_actions=2)
+        net3d = scalegmn.build(backend, "invariant", spec=three_d, out_dim=2, **small)
+        assert_equivariant(net3d, three_d, n_actions=2)
         editor = scalegmn.build(backend, "equivariant", spec=same, **small)
         assert_equivariant(editor, same, n_actions=2)
         assert_sensitive(editor, same, "unclaimed")
