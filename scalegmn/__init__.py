@@ -10,10 +10,12 @@ from . import allocator
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
-__all__ = ["ModelConfig", "backends", "build", "count_parameters", "register"]
+__all__ = ["ModelConfig", "ScaleGMNConfig", "WeightSpaceConfig", "ExecutionConfig", "backends",
+           "build", "count_parameters", "register"]
 
 # imported on first use, so that ``scalegmn --help`` and argument errors never load torch
-_LAZY = {"ModelConfig": ".config", "backends": ".registry", "build": ".registry",
+_LAZY = {"ModelConfig": ".config", "ScaleGMNConfig": ".config", "WeightSpaceConfig": ".config",
+         "ExecutionConfig": ".config", "backends": ".registry", "build": ".registry",
          "count_parameters": ".registry", "register": ".registry"}
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -17,7 +17,7 @@ Two policies, chosen per process with ``apply``:
 - ``lean`` (``return_freed_memory()``): every block of 64 KiB or more is mapped on allocation and
   unmapped on free (``mallopt(M_MMAP_THRESHOLD, 64 KiB)``, which also stops glibc from raising
   the threshold): RSS follows the live tensors closely (no fragmentation), at the cost of page
-  faults on every large tensor. The memory-lean mode (``ModelConfig.checkpoint``) uses it.
+  faults on every large tensor. The memory-lean mode (``ExecutionConfig.checkpoint``) uses it.
 
 Neither changes a result. They are process-wide, so the library never applies one on import:
 ``scalegmn train`` does (``train.malloc: auto``: ``lean`` with ``model.checkpoint``, else
@@ -96,7 +96,7 @@ def apply(choice: str) -> bool:
 
 def resolve(setting: str, memory_lean: bool) -> str:
     """The policy a setting means: ``auto`` is ``lean`` for the memory-lean mode
-    (``ModelConfig.checkpoint``) and ``keep`` otherwise; the others mean themselves."""
+    (``ExecutionConfig.checkpoint``) and ``keep`` otherwise; the others mean themselves."""
     if setting not in SETTINGS:
         raise ValueError(f"malloc must be one of {SETTINGS}, got {setting!r}")
     if setting != "auto":

@@ -142,9 +142,15 @@ def test_config_list_and_show(capsys):
                  "--show"]) == 0
     out = capsys.readouterr().out
     rows = {ln.split()[0]: ln.split() for ln in out.splitlines()[2:] if ln.split()}
-    for key in config_keys():
+    from scalegmn.train.config import load_config
+    shown = config_keys(model=load_config("mnist_inr_scalegmn").model)
+    for key in shown:
         assert key in rows, key
+    assert "model.channels" not in rows      # a weight-space option: not read by ScaleGMN
     assert rows["train.epochs"][1:3] == ["3", "10"]          # value, default
+    assert main(["train", "--config", "mnist_inr_np", "--show"]) == 0
+    rows = {ln.split()[0] for ln in capsys.readouterr().out.splitlines()[2:] if ln.split()}
+    assert "model.channels" in rows and "model.sign_inv" not in rows
     assert "AdamW learning rate" in out and "MNIST SIRENs" in out
 
 

@@ -97,7 +97,7 @@ def test_controls_change_the_output(batches, backend, task, kind):
 
 def test_control_canonicalisation_off_fails_the_scale_test(batches):
     b = batches["mlp_relu"]
-    net = scalegmn.build("scalegmn", "invariant", spec=b, scale_inv="none", **SMALL)
+    net = scalegmn.build("scalegmn", "invariant", spec=b, scale_inv="none", **SMALL, out_dim=1)
     errors = equivariance_errors(net, b, n_actions=2)
     assert errors["perm"] < 1e-9 and errors["scale"] > 1e-3
     with pytest.raises(AssertionError, match="scale"):
@@ -109,18 +109,21 @@ def test_control_published_bidirectional_bug(batches, readout):
     """Forward weights on backward edges (the published code) break scale invariance on ReLU
     nets, and are harmless on sign nets, as measured on the published code (docs/methods.md 8.1)."""
     buggy = dict(backward_edges="forward", readout=readout, **SMALL)
-    relu = scalegmn.build("scalegmn-b", "invariant", spec=batches["cnn_zoo"], **buggy)
+    relu = scalegmn.build("scalegmn-b", "invariant", spec=batches["cnn_zoo"], **buggy,
+                          out_dim=1)
     assert equivariance_errors(relu, batches["cnn_zoo"], n_actions=2)["scale"] > 1e-4
-    tanh = scalegmn.build("scalegmn-b", "invariant", spec=batches["cnn_zoo_tanh"], **buggy)
+    tanh = scalegmn.build("scalegmn-b", "invariant", spec=batches["cnn_zoo_tanh"], **buggy,
+                          out_dim=1)
     assert_equivariant(tanh, batches["cnn_zoo_tanh"], n_actions=2)
 
 
 def test_gmn_claims_permutations_only(batches):
     b = batches["mlp_relu"]
-    net = scalegmn.build("gmn", "invariant", spec=b, **SMALL)
+    net = scalegmn.build("gmn", "invariant", spec=b, **SMALL, out_dim=1)
     assert net.claimed_groups() == ("fixed", "perm")
     assert set(assert_equivariant(net, b)) == {"perm"}
-    assert scalegmn.build("scalegmn", "invariant", spec=b, **SMALL).claimed_groups() == C.GROUPS
+    net = scalegmn.build("scalegmn", "invariant", spec=b, **SMALL, out_dim=1)
+    assert net.claimed_groups() == C.GROUPS
 
 
 # -- internal states -----------------------------------------------------------------------
@@ -128,7 +131,7 @@ def test_gmn_claims_permutations_only(batches):
 @pytest.mark.parametrize("backend, extra", VARIANTS[:2])
 def test_internal_states_transform_as_stated(batches, name, backend, extra):
     b = batches[name]
-    net = scalegmn.build(backend, "invariant", spec=b, **SMALL, **extra).double().eval()
+    net = scalegmn.build(backend, "invariant", spec=b, **SMALL, **extra, out_dim=1).double().eval()
     bb = b.clone()
     a = C.sample_action(bb, torch.Generator().manual_seed(5), scale_range=(1e-3, 1e3))
     with torch.no_grad():
@@ -185,7 +188,7 @@ def test_no_nan_at_zero_weights_and_states():
     b = Batch.from_data_list([g, g])
     for backend in ("scalegmn", "scalegmn-b"):
         for task in ("invariant", "equivariant"):
-            net = scalegmn.build(backend, task, spec=b, **SMALL).double()
+            net = scalegmn.build(backend, task, spec=b, **SMALL, out_dim=1).double()
             out = net(b)
             y = out if task == "invariant" else torch.cat([out.delta_x.reshape(-1),
                                                            out.delta_edge_attr.reshape(-1)])
@@ -213,20 +216,21 @@ def test_training_reduces_the_loss():
 def test_build_errors_and_counts(batches):
     b = batches["mlp_relu"]
     with pytest.raises(ValueError, match="unknown backend"):
-        scalegmn.build("nope", spec=b)
+        scalegmn.build("nope", spec=b, out_dim=1)
     with pytest.raises(ValueError, match="spec"):
         scalegmn.build("scalegmn")
-    with pytest.raises(ValueError, match="unknown config keys"):
+    with pytest.raises(ValueError, match="unknown config key .model.hidden_size."):
         scalegmn.build("scalegmn", spec=b, hidden_size=3)
     with pytest.raises(ValueError, match="readout"):
         scalegmn.build("scalegmn", spec=b, readout="mean")
-    net = scalegmn.build("scalegmn", spec=b.arch[0], **SMALL)
+    net = scalegmn.build("scalegmn", spec=b.arch[0], **SMALL, out_dim=1)
     counts = scalegmn.count_parameters(net)
     assert counts["trainable"] == sum(p.numel() for p in net.parameters()) > 0
-    tiny = scalegmn.build("scalegmn", spec=C.arch.mlp([2, 3, 1]), **SMALL)
+    tiny = scalegmn.build("scalegmn", spec=C.arch.mlp([2, 3, 1]), **SMALL, out_dim=1)
     with pytest.raises(ValueError, match="input neurons|node sets|output neurons"):
         tiny(b)
-    tanh_only = scalegmn.build("scalegmn", spec=C.arch.mlp([3, 8, 8, 2], "tanh"), **SMALL)
+    tanh_only = scalegmn.build("scalegmn", spec=C.arch.mlp([3, 8, 8, 2], "tanh"), **SMALL,
+                               out_dim=1)
     with pytest.raises(ValueError, match="groups"):
         tanh_only(b)
 
@@ -247,7 +251,7 @@ def test_shipped_paper_configs_build():
 def test_sign_invariant_options(batches, sign_inv, name):
     b = batches[name]
     for task in ("invariant", "equivariant"):
-        net = scalegmn.build("scalegmn-b", task, spec=b, sign_inv=sign_inv, **SMALL)
+        net = scalegmn.build("scalegmn-b", task, spec=b, sign_inv=sign_inv, **SMALL, out_dim=1)
         assert_equivariant(net, b, n_actions=2)
         assert_sensitive(net, b, "unclaimed")
 
@@ -279,7 +283,7 @@ def test_checkpoint_gives_the_same_outputs_and_gradients(batches, name, backend,
         net = scalegmn.build(backend, task, spec=b, out_dim=2, engine=engine, **SMALL,
                              **extra).double()
         y0, g0 = _outputs_and_grads(net, b)
-        net.cfg.checkpoint, net.cfg.checkpoint_chunk = True, 2   # chunks of 2 of 3 networks
+        net.set_execution(checkpoint=True, checkpoint_chunk=2)   # chunks of 2 of 3 networks
         y1, g1 = _outputs_and_grads(net, b)
         assert output_error(y1, y0) < 1e-10
         assert set(g1) == set(g0)
@@ -329,7 +333,7 @@ def test_compile_flag_falls_back_to_eager(batches, monkeypatch):
         return run
 
     for fake in (broken_compile, compiles_but_fails_to_run):
-        net.cfg.compile = True
+        net.set_execution(compile=True)
         net.__dict__.pop("_compile_failed", None)
         monkeypatch.setattr(torch, "compile", fake)
         with pytest.warns(RuntimeWarning, match="torch.compile failed"):
@@ -356,7 +360,7 @@ def test_pruned_last_layer_gives_the_same_outputs_and_gradients(batches, name, b
         for p in net.parameters():
             p.add_(0.1 * torch.randn_like(p))
     y1, g1 = _outputs_and_grads(net, b)
-    net.cfg.prune_last_layer = False
+    net.set_execution(prune_last_layer=False)
     y0, g0 = _outputs_and_grads(net, b)
     assert output_error(y1, y0) < 1e-12
     assert set(g1) <= set(g0)
@@ -377,14 +381,14 @@ def test_pruning_skips_work_and_keeps_states_when_asked(batches):
                          layers=2, readout="last_layer").double()
     flops = {}
     for prune in (True, False):
-        net.cfg.prune_last_layer = prune
+        net.set_execution(prune_last_layer=prune)
         with FlopCounterMode(display=False) as fc:
             net(b)
         flops[prune] = fc.get_total_flops()
     assert flops[True] < 0.8 * flops[False]
-    net.cfg.prune_last_layer = True
+    net.set_execution(prune_last_layer=True)
     _, states = net(b, return_states=True)
-    net.cfg.prune_last_layer = False
+    net.set_execution(prune_last_layer=False)
     _, full = net(b, return_states=True)
     assert torch.equal(states[-1][0], full[-1][0])
     eng = net.engine(b)

@@ -145,9 +145,9 @@ def test_shipped_configs_validate():
         else:
             graph = C.to_graph(C.models.Siren((2, 32, 32, 1), 30.0, 0.5, "dwsnets"))
         arch = graph.arch
-        mcfg = {k: v for k, v in cfg.model.__dict__.items() if k not in ("backend", "task")}
         task = "equivariant" if cfg.task == "inr_editing" else "invariant"
-        net = scalegmn.build(cfg.model.backend, task, spec=arch, **mcfg)
+        assert cfg.model.task == task
+        net = scalegmn.build(spec=arch, config=cfg.model.replace(out_dim=cfg.model.out_dim or 3))
         out = net(C.batch_graphs([graph, graph]))
         assert (out.shape[0] if task == "invariant" else out.num_graphs) == 2
 

@@ -59,13 +59,14 @@ def state(run_dir) -> str:
 
 def run_config(run: Run, data_path=None):
     """The validated ``RunConfig`` of ``run`` (``data.path`` = ``data_path``; without one the
-    config is validated with the shipped data path)."""
+    config is validated with the shipped data path). A run derived from another backend's
+    config (``model.backend=...``) keeps the options its own backend reads."""
     from ..train import load_config
     extra = [f"train.seed={run.seed}"]
     if data_path is not None:
         extra.append(f"data.path={Path(data_path)}")
     try:
-        return load_config(run.config, list(run.overrides) + extra)
+        return load_config(run.config, list(run.overrides) + extra, drop_unread=True)
     except ValueError as e:
         raise ValueError(f"run {run.name}: {e}") from e
 

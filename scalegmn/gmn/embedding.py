@@ -22,7 +22,7 @@ from converters.graph import archs_of, batch_vector, pad_shape
 from converters.groups import EDGE_TYPES, GROUP_ID, NODE_FEATURES, ROLES
 from converters.layout import kernel_slots
 
-from ..config import ModelConfig
+from ..config import ScaleGMNConfig
 from ..nn import MLP
 from ..spec import SpecInfo
 from .plan import node_groups
@@ -82,7 +82,7 @@ class InputEmbedding(nn.Module):
     """Batch -> ``(h, e, eb)`` (see the module doc); ``eb`` is ``None`` unless ScaleGMN-B with
     backward edges that carry values."""
 
-    def __init__(self, cfg: ModelConfig, info: SpecInfo, bidirectional: bool,
+    def __init__(self, cfg: ScaleGMNConfig, info: SpecInfo, bidirectional: bool,
                  perm_only: bool, spec=None):
         super().__init__()
         self.cfg, self.info, self.perm_only = cfg, info, perm_only

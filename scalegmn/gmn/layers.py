@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelConfig
+from ..config import ScaleGMNConfig
 from ..nn import MLP, GroupDispatch, ScaleEq, ScaleInv, gate_near_one, norm_preserving
 from .engine import EdgeValues, Engine
 
@@ -26,7 +26,7 @@ class EdgeUpdate(nn.Module):
     ``inv`` is each endpoint's own ``ScaleInv``; ``chi``'s first linear layer is applied per node
     and summed per edge (the map of the concatenation, without materialising it)."""
 
-    def __init__(self, groups, d: int, d_out: int, cfg: ModelConfig):
+    def __init__(self, groups, d: int, d_out: int, cfg: ScaleGMNConfig):
         super().__init__()
         self.inv = GroupDispatch(groups, lambda g: ScaleInv(g, d, cfg.sign_inv, cfg.scale_inv,
                                                             cfg.layer_norm))
@@ -65,12 +65,12 @@ class ScaleGMNLayer(nn.Module):
     - ScaleGMN-B, division-free: ``B_e``, ``B_v``, ``B_h``, ``phi_bw``.
     """
 
-    def __init__(self, groups, cfg: ModelConfig, bidir: bool, update_edges: bool):
+    def __init__(self, groups, cfg: ScaleGMNConfig, bidir: bool, update_edges: bool):
         super().__init__()
         d = cfg.hidden
         eq = lambda d_in, d_out: (lambda g: ScaleEq(d_in, d_out, g, d, cfg.sign_inv,
                                                      cfg.scale_inv, cfg.layer_norm, cfg.dropout,
-                                                     fused=cfg.fused))
+                                                     fused=cfg.execution.fused))
         self.bidir, self.mode = bidir, cfg.backward_edges
         self.A_v, self.A_e = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
         self.msg = GroupDispatch(groups, eq(d, d))

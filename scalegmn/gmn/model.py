@@ -14,7 +14,7 @@ import torch.nn as nn
 from converters.graph import archs_of
 from converters.groups import EDGE_TYPES, GROUPS
 
-from ..config import ModelConfig
+from ..config import ScaleGMNConfig
 from ..spec import SpecInfo
 from .embedding import InputEmbedding
 from .engine import Engine
@@ -39,7 +39,7 @@ class ScaleGMN(nn.Module):
     raw ``delta_x`` / ``delta_edge_attr`` attached).
     """
 
-    def __init__(self, cfg: ModelConfig, spec, bidirectional: bool = False,
+    def __init__(self, cfg: ScaleGMNConfig, spec, bidirectional: bool = False,
                  permutation_only: bool = False):
         super().__init__()
         info = SpecInfo.of(spec)
@@ -82,13 +82,25 @@ class ScaleGMN(nn.Module):
 
     def set_engine(self, kind: str) -> "ScaleGMN":
         """Run on the ``auto``, ``sparse`` or ``dense`` engine from now on (same function)."""
-        self.cfg = type(self.cfg).from_dict({**self.cfg.to_dict(), "engine": kind})
+        return self.set_execution(engine=kind)
+
+    def set_execution(self, **options) -> "ScaleGMN":
+        """Change execution options (``ExecutionConfig`` fields: ``engine``, ``checkpoint``,
+        ``checkpoint_chunk``, ``compile``, ``prune_last_layer``) from now on; the function
+        computed stays the same. ``fused`` is fixed when the model is built."""
+        allowed = {"engine", "checkpoint", "checkpoint_chunk", "compile", "prune_last_layer"}
+        bad = sorted(set(options) - allowed)
+        if bad:
+            raise ValueError(f"set_execution: {bad} cannot change after construction "
+                             f"(choose among {sorted(allowed)}; build with fused=... instead)")
+        self.cfg = self.cfg.replace(**options)
         return self
 
     def engine(self, batch) -> Engine:
         """The engine for ``batch`` (cached per architecture tuple and device)."""
-        return engine_for(archs_of(batch), self.cfg.engine, self.perm_only,
-                          batch.edge_index.device, self.cfg.checkpoint, self.cfg.checkpoint_chunk)
+        ex = self.cfg.execution
+        return engine_for(archs_of(batch), ex.engine, self.perm_only,
+                          batch.edge_index.device, ex.checkpoint, ex.checkpoint_chunk)
 
     def _check(self, batch) -> None:
         """The batch fits the sizes the model was built for (read from its architectures, on
@@ -135,14 +147,14 @@ class ScaleGMN(nn.Module):
         """Whether the output depends on the last layer's I/O node states only (then the last
         layer runs on an engine restricted ``toward`` them)."""
         return (self.cfg.task == "invariant" and self.readout.reads_io_only
-                and self.cfg.prune_last_layer)
+                and self.cfg.execution.prune_last_layer)
 
     def _layer_fn(self, t):
-        """Layer ``t`` as called in ``forward``: with ``cfg.compile``, a ``torch.compile``d
+        """Layer ``t`` as called in ``forward``: with ``execution.compile``, a ``torch.compile``d
         version that falls back to the eager layer (with a warning, for good) if compiling or
         running it raises."""
         layer = self.layers[t]
-        if not self.cfg.compile or getattr(self, "_compile_failed", False):
+        if not self.cfg.execution.compile or getattr(self, "_compile_failed", False):
             return layer
         cache = self.__dict__.setdefault("_compiled", {})   # not a submodule: no state_dict keys
         if t not in cache:

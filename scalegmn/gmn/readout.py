@@ -10,7 +10,7 @@ from converters.graph import archs_of, batch_vector, pad_shape
 from converters.groups import EDGE_TYPES, ROLES, STRUCTURAL_EDGE_TYPES
 from converters.layout import kernel_slots
 
-from ..config import ModelConfig
+from ..config import ScaleGMNConfig
 from ..edits import edit_output
 from ..nn import MLP, GroupDispatch, ScaleEq, ScaleInv
 from ..spec import SpecInfo, feature_mask
@@ -42,7 +42,7 @@ class Readout(nn.Module):
     ``last_layer``: ``head([u_out; u_in])`` of the I/O neuron states (invariant: q = 1 there).
     ``full_graph``: also ``sum_i read_mlp(ScaleInv_g(i)(h_i))`` over hidden neurons."""
 
-    def __init__(self, groups, cfg: ModelConfig, info: SpecInfo):
+    def __init__(self, groups, cfg: ScaleGMNConfig, info: SpecInfo):
         super().__init__()
         self.kind, self.info = cfg.readout, info
         d = cfg.hidden
@@ -77,11 +77,11 @@ class EditHead(nn.Module):
     ``W + alpha_l * delta_W`` per node set l, with ``delta_x = NODE_g(h)`` (by q_i) and
     ``delta_W = EDGE(h, e)`` (by q_i / q_j), zero on padding, inputs and residual edges."""
 
-    def __init__(self, groups, cfg: ModelConfig, info: SpecInfo, n_x: int):
+    def __init__(self, groups, cfg: ScaleGMNConfig, info: SpecInfo, n_x: int):
         super().__init__()
         self.info, d = info, cfg.hidden
         self.node_head = GroupDispatch(groups, lambda gr: ScaleEq(
-            d, n_x, gr, d, cfg.sign_inv, cfg.scale_inv, cfg.layer_norm, fused=cfg.fused))
+            d, n_x, gr, d, cfg.sign_inv, cfg.scale_inv, cfg.layer_norm, fused=cfg.execution.fused))
         self.edge_head = EdgeUpdate(groups, d, info.fe, cfg)
         self.alpha = nn.Parameter(torch.full((info.n_layers,), float(cfg.edit_init)))
         self.beta = nn.Parameter(torch.full((info.n_layers,), float(cfg.edit_init)))

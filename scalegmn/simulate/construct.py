@@ -11,7 +11,7 @@ from torch_geometric.data import Batch
 import converters
 from converters.interp import run
 
-from ..config import ModelConfig
+from ..config import ScaleGMNConfig
 from ..gmn import ScaleGMN
 from ..nn import MLP
 from .parts import (Channels, SimUpdate, _BackwardMessage, _const_one, _factor, _mantissa,
@@ -132,10 +132,11 @@ def construct(module: nn.Module, inputs: torch.Tensor, backward: bool = True,
     ch = Channels(n, spatial, tuple(arch.kernel_shape))
     depth = len(arch.nodesets) - 1
     T = 2 * depth if backward else depth
-    cfg = ModelConfig(backend="scalegmn-b", task="equivariant", hidden=ch.d, layers=T,
+    cfg = ScaleGMNConfig(backend="scalegmn-b", task="equivariant", hidden=ch.d, layers=T,
                       residual=False, layer_norm=False, dropout=0.0, io_embeddings=True,
                       layer_embeddings=False, edge_type_embeddings=False,
-                      backward_edges="reciprocal", reciprocal_on_sign=True, data_scale=False)
+                      backward_edges="reciprocal", reciprocal_on_sign=True, data_scale=False,
+                      out_dim=None)
     batch = Batch.from_data_list([graph])
     net = ScaleGMN(cfg, batch, bidirectional=True).to(dtype)
     d, K = ch.d, ch.K

@@ -3,7 +3,6 @@ anything runs; ``--set key=value`` overrides any field."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +11,13 @@ from typing import Optional
 import yaml
 
 from .. import allocator
-from ..config import ModelConfig
+from ..config import ModelConfig, check_type, upgrade_legacy
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
 TASKS = ("inr_classification", "generalization", "inr_editing")
+#: the model each task trains (``model.task``: set from the run's task when left out)
+MODEL_TASK = {"inr_classification": "invariant", "generalization": "invariant",
+              "inr_editing": "equivariant"}
 
 
 @dataclass
@@ -57,33 +59,13 @@ class TrainConfig:
 class RunConfig:
     task: str = "inr_classification"
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig.from_dict({}))
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _check_type(key, value, tp):
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(tp)]
-        if value is None and type(None) in args:
-            return value
-        tp = next(a for a in args if a is not type(None))
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-        return float(value)     # YAML 1.1 reads 1e-3 (no dot) as a string
-    if tp in (int, float, str, bool) and not (isinstance(value, tp) and
-                                              not (tp is int and isinstance(value, bool))):
-        raise ValueError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
-    if tp is dict and not isinstance(value, dict):
-        raise ValueError(f"config key '{key}' must be a mapping, got {value!r}")
-    return value
+        """Plain data (the ``model`` section flat, as ``ModelConfig.to_dict``)."""
+        return {"task": self.task, "data": dataclasses.asdict(self.data),
+                "model": self.model.to_dict(), "train": dataclasses.asdict(self.train)}
 
 
 def _build(cls, data: dict, prefix: str):
@@ -97,10 +79,12 @@ def _build(cls, data: dict, prefix: str):
     kwargs = {}
     for k, v in data.items():
         tp = hints[k]
-        if dataclasses.is_dataclass(tp):
+        if tp is ModelConfig:      # one validator for model configs (scalegmn.config)
+            kwargs[k] = ModelConfig.from_dict(v, f"{prefix}.{k}".removeprefix("config."))
+        elif dataclasses.is_dataclass(tp):
             kwargs[k] = _build(tp, v, f"{prefix}.{k}")
         else:
-            kwargs[k] = _check_type(f"{prefix}.{k}", v, tp)
+            kwargs[k] = check_type(f"{prefix}.{k}", v, tp)
     try:
         return cls(**kwargs)
     except ValueError as e:
@@ -136,18 +120,35 @@ def parse_overrides(overrides) -> list:
     return out
 
 
+def _with_model_task(data: dict) -> dict:
+    """``data`` with ``model.task`` set from the run's task when the model section leaves it
+    out (one given that contradicts the run's task is refused by the runner, by name)."""
+    task = data.get("task", RunConfig.task)
+    if task not in TASKS:
+        raise ValueError(f"config key 'config.task' must be one of {TASKS}, got {task!r}")
+    model = data.get("model", {})
+    if isinstance(model, dict) and "task" not in model:
+        data = {**data, "model": {**model, "task": MODEL_TASK[task]}}
+    return data
+
+
 def _validate(data: dict) -> RunConfig:
-    cfg = _build(RunConfig, data, "config")
-    if cfg.task not in TASKS:
-        raise ValueError(f"config key 'config.task' must be one of {TASKS}, got {cfg.task!r}")
+    cfg = _build(RunConfig, _with_model_task(data), "config")
+    if cfg.model.task != MODEL_TASK[cfg.task]:
+        raise ValueError(f"config key 'model.task' is {cfg.model.task!r} but task {cfg.task} "
+                         f"trains an {MODEL_TASK[cfg.task]} model: leave model.task out or set "
+                         f"it to {MODEL_TASK[cfg.task]}")
     if cfg.data.path is not None and not Path(cfg.data.path).exists():
         raise ValueError(f"config key 'data.path': no such folder '{cfg.data.path}'")
     return cfg
 
 
-def load_config(name_or_path: str, overrides=()) -> RunConfig:
+def load_config(name_or_path: str, overrides=(), drop_unread: bool = False) -> RunConfig:
     """A validated ``RunConfig`` from a shipped config name or a YAML path, with ``key=value``
-    overrides (values parsed as YAML)."""
+    overrides (values parsed as YAML). ``drop_unread``: the config was written for another
+    backend (an override sets ``model.backend``): its model keys the new backend's family does
+    not read are dropped instead of refused (``scalegmn benchmark`` derives some backends' runs
+    this way)."""
     path = Path(name_or_path)
     if not path.is_file():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
@@ -160,6 +161,10 @@ def load_config(name_or_path: str, overrides=()) -> RunConfig:
                          f"{' '.join(str(e).split())}") from e
     for k, v in parse_overrides(overrides):
         _set(data, k, v)
+    if drop_unread and isinstance(data.get("model"), dict):
+        from ..registry import config_class
+        known = config_class(data["model"].get("backend", "scalegmn")).keys()
+        data["model"] = {k: v for k, v in data["model"].items() if k in known}
     return _validate(data)
 
 
@@ -172,7 +177,7 @@ RESUMABLE_KEYS = ("train.epochs", "train.eval_every", "train.progress", "train.t
 
 def flatten_config(d: dict) -> dict:
     """``{dotted key: value}`` of a config dict (sections ``data``, ``model``, ``train``
-    flattened; ``data.options`` and ``model.extra`` stay whole)."""
+    flattened; ``data.options`` stays whole)."""
     out = {}
     for k, v in d.items():
         if k in ("data", "model", "train") and isinstance(v, dict):
@@ -188,6 +193,16 @@ def config_conflicts(a: dict, b: dict, allowed=RESUMABLE_KEYS) -> list:
     fa, fb = flatten_config(a), flatten_config(b)
     return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
             if k not in allowed and fa.get(k) != fb.get(k)]
+
+
+def upgrade_run_dict(d: dict) -> dict:
+    """A run config dict saved by an older version in today's form (its ``model`` section
+    through ``scalegmn.config.upgrade_legacy``; a classification run's ``out_dim: 1`` meant
+    "from the data"). Today's dicts come back unchanged."""
+    d = dict(d)
+    if isinstance(d.get("model"), dict):
+        d["model"] = upgrade_legacy(d["model"], d.get("task") == "inr_classification")
+    return d
 
 
 def saved_run_config(run_dir):
@@ -206,7 +221,7 @@ def saved_run_config(run_dir):
                              f"--out") from e
         if not isinstance(st, dict) or not isinstance(st.get("config"), dict):
             raise ValueError(f"'{last}' is not a checkpoint written by scalegmn train")
-        return st["config"], last
+        return upgrade_run_dict(st["config"]), last
     path = run_dir / "config.yaml"
     if path.is_file():
         try:
@@ -215,7 +230,7 @@ def saved_run_config(run_dir):
             raise ValueError(f"'{path}' is not valid YAML: {' '.join(str(e).split())}") from e
         if not isinstance(data, dict):
             raise ValueError(f"'{path}' does not hold a run config")
-        return data, path
+        return upgrade_run_dict(data), path
     return None
 
 
@@ -229,7 +244,7 @@ def load_run_config(run_dir, overrides=(), config=None) -> Optional[RunConfig]:
     if found is None:
         return None
     saved, source = found
-    saved_cfg = _build(RunConfig, saved, "config")
+    saved_cfg = _build(RunConfig, _with_model_task(saved), "config")
     data = saved_cfg.to_dict()
     pairs = parse_overrides(overrides)
     for k, v in pairs:

@@ -1,8 +1,8 @@
 """What every run-configuration key means: ``scalegmn train --config NAME --show`` and
 ``--config list``.
 
-``KEY_HELP`` has one entry per field of ``RunConfig`` and its sections (``DataConfig``,
-``ModelConfig``, ``TrainConfig``); a test keeps the two in step. Nothing here imports torch.
+``KEY_HELP`` has one entry per field of ``RunConfig`` and its sections (``DataConfig``, every
+``ModelConfig`` family, ``TrainConfig``); a test keeps the two in step. Nothing here imports torch.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import re
 import typing
 from pathlib import Path
 
+from ..config import MODEL_FAMILIES, ModelConfig
 from .config import CONFIG_DIR, RunConfig, list_configs
 
 KEY_HELP = {
@@ -31,7 +32,7 @@ KEY_HELP = {
     "model.backend": "metanetwork: scalegmn, scalegmn-b, gmn, monomial-nfn, magep-nfn, np, hnp, "
                      "statnn or mlp",
     "model.task": "invariant (one output vector per network) or equivariant (an edited network)",
-    "model.out_dim": "output size of the invariant head (classification: set from the data)",
+    "model.out_dim": "output size of the invariant head (null: set from the data)",
     "model.hidden": "hidden channels of node and edge states",
     "model.layers": "message-passing (or equivariant) layers",
     "model.dropout": "dropout rate in the readout and head MLPs",
@@ -68,7 +69,6 @@ KEY_HELP = {
     "model.prune_last_layer": "readout last_layer: skip last-layer messages it never reads "
                               "(same outputs)",
     "model.fused": "ScaleEq's fused evaluation (false: the textbook one, slower; same function)",
-    "model.extra": "free-form options for backends you register (scalegmn.register)",
     # train
     "train.epochs": "passes over the training split",
     "train.lr": "AdamW learning rate",
@@ -87,13 +87,20 @@ KEY_HELP = {
 }
 
 
-def config_keys(cls=RunConfig, prefix: str = "") -> dict:
-    """``{dotted key: default}`` for every leaf field of ``cls`` (sections flattened)."""
+def config_keys(cls=RunConfig, prefix: str = "", model: ModelConfig | None = None) -> dict:
+    """``{dotted key: default}`` for every leaf field of ``cls`` (sections flattened). The
+    ``model`` section lists the keys of ``model``'s family (``scalegmn.config``), or of every
+    family when ``model`` is None."""
     out = {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if tp is ModelConfig:
+            families = [type(model)] if model is not None else MODEL_FAMILIES
+            for fam in families:
+                for k, v in fam().to_dict().items():
+                    out.setdefault(f"{prefix}{f.name}.{k}", v)
+        elif dataclasses.is_dataclass(tp):
             out.update(config_keys(tp, f"{prefix}{f.name}."))
         elif f.default is not dataclasses.MISSING:
             out[prefix + f.name] = f.default
@@ -122,7 +129,7 @@ def _fmt(v) -> str:
 
 def show(cfg: RunConfig, name: str = "") -> str:
     """Every key of ``cfg``: its value here, its default and its meaning (one line each)."""
-    defaults = config_keys()
+    defaults = config_keys(model=cfg.model)
     values = _flatten(cfg.to_dict())
     kw = max(len(k) for k in defaults) + 2
     vw = min(20, max(len(_fmt(values[k])) for k in defaults)) + 2

@@ -10,6 +10,7 @@ before anything in the run directory is written.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -24,8 +25,9 @@ import yaml
 import converters
 
 from .. import allocator, build, count_parameters
+from ..config import execution_of
 from converters.io import atomic_save, atomic_write
-from .config import RESUMABLE_KEYS, RunConfig, config_conflicts
+from .config import RESUMABLE_KEYS, RunConfig, config_conflicts, upgrade_run_dict
 from .tasks import TASK_CLASSES
 
 
@@ -136,7 +138,7 @@ def activation_bytes(model, graphs, batch_size: int, dtype=torch.float32, device
 def malloc_policy(cfg: RunConfig) -> str:
     """The ``scalegmn.allocator`` policy of a run: ``train.malloc``, where ``auto`` means
     ``lean`` for the memory-lean mode (``model.checkpoint``) and ``keep`` (fast) otherwise."""
-    return allocator.resolve(cfg.train.malloc, cfg.model.checkpoint)
+    return allocator.resolve(cfg.train.malloc, execution_of(cfg.model).checkpoint)
 
 
 class Runner:
@@ -193,14 +195,23 @@ class Runner:
 
     def _build_model(self, example) -> torch.nn.Module:
         """The backend's model for ``example``, on the run's device and dtype. ``model.out_dim``
-        1 means "from the data": the value found is written into the config (saved with the
-        run)."""
+        null means "from the data": the value found is written into the config (saved with the
+        run); a value that disagrees with the data, or a ``model.task`` the run's task does not
+        train, is refused."""
         cfg = self.cfg
-        if self.task.name != "inr_editing" and cfg.model.out_dim == 1:
-            cfg.model.out_dim = self.task.out_dim(self.data["train"])
-        mcfg = dict(cfg.model.__dict__)
-        mcfg.pop("backend"), mcfg.pop("task")
-        model = build(cfg.model.backend, self.task.model_task, spec=example, **mcfg)
+        if cfg.model.task != self.task.model_task:
+            raise ValueError(f"model.task is {cfg.model.task!r} but task {self.task.name} "
+                             f"trains an {self.task.model_task} model: set "
+                             f"model.task={self.task.model_task} (or leave it out)")
+        if self.task.model_task == "invariant":
+            found = self.task.out_dim(self.data["train"])
+            if cfg.model.out_dim is None:
+                cfg.model = dataclasses.replace(cfg.model, out_dim=found)
+            elif cfg.model.out_dim != found:
+                raise ValueError(f"model.out_dim is {cfg.model.out_dim} but the training data "
+                                 f"need {found} outputs: set model.out_dim={found} or null "
+                                 f"(from the data)")
+        model = build(spec=example, config=cfg.model)
         return model.to(self.device, self.dtype)
 
     def _distribute(self) -> torch.nn.Module:
@@ -250,7 +261,7 @@ class Runner:
         n = count_parameters(self.model)["trainable"]
         bs = self.cfg.data.batch_size
         est = None
-        if not self.cfg.model.compile:      # a compiled model would compile here
+        if not execution_of(self.cfg.model).compile:      # a compiled model would compile here
             est = activation_bytes(self.model, self.data["train"][:2], bs, self.dtype,
                                    self.device)
         memory = ("" if est is None else
@@ -276,8 +287,8 @@ class Runner:
             st = torch.load(path, weights_only=False, map_location="cpu")
         except Exception as e:     # noqa: BLE001 - any unreadable file gets the same message
             raise ValueError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {e})") from e
-        saved = copy.deepcopy(st.get("config") or {})
-        if saved.get("model", {}).get("out_dim") == 1:    # runs saved before out_dim was kept
+        saved = upgrade_run_dict(copy.deepcopy(st.get("config") or {}))
+        if saved.get("model", {}).get("out_dim", 0) is None:   # saved before out_dim was kept
             saved["model"]["out_dim"] = self.cfg.model.out_dim
         conflicts = config_conflicts(self.cfg.to_dict(), saved) if saved else []
         if conflicts:

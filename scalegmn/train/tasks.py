@@ -9,12 +9,18 @@ import torch.nn.functional as F
 import converters
 from converters.graph import archs_of
 
+from .config import MODEL_TASK
+
 
 class Task:
     name = ""
-    model_task = "invariant"
     higher_is_better = True
     metric = ""
+
+    @property
+    def model_task(self) -> str:
+        """``invariant`` or ``equivariant``: the model the task trains."""
+        return MODEL_TASK[self.name]
 
     def out_dim(self, graphs):
         return 1
@@ -64,7 +70,7 @@ class Generalization(Task):
 
 class InrEditing(Task):
     """The edited SIREN, rendered on its convention's grid, against the target image (MSE)."""
-    name, metric, model_task, higher_is_better = "inr_editing", "mse", "equivariant", False
+    name, metric, higher_is_better = "inr_editing", "mse", False
 
     def _render(self, edited, batch):
         from ..data.conventions import SirenConvention, coordinates

@@ -23,9 +23,11 @@ def test_pseudo_engines_build_their_model_and_malloc():
     batch = workloads.make_batch("mlp:2-8-8-1", 2)
     ref = workloads.build_model("scalegmn", "reference", batch, hidden=8, layers=2)
     dense = workloads.build_model("scalegmn", "dense", batch, hidden=8, layers=2)
-    assert ref.cfg.engine == "sparse" and not ref.cfg.prune_last_layer and not ref.cfg.fused
-    assert dense.cfg.prune_last_layer and dense.cfg.fused
-    assert workloads.build_model("scalegmn", "lean", batch, hidden=8, layers=2).cfg.checkpoint
+    rex, dex = ref.cfg.execution, dense.cfg.execution
+    assert rex.engine == "sparse" and not rex.prune_last_layer and not rex.fused
+    assert dex.prune_last_layer and dex.fused
+    assert workloads.build_model("scalegmn", "lean", batch, hidden=8, layers=2
+                                 ).cfg.execution.checkpoint
     assert [workloads.malloc_for(e, "keep") for e in ("dense", "lean", "reference")] == \
         ["keep", "lean", "default"]
     assert workloads.engines_for("mlp", ["dense", "sparse"]) == ["-"]
