@@ -29,6 +29,8 @@ CASES = {
     "view": ["tokens_heads"],
     "permute": ["tokens_mlp", "tokens_heads", "tokens_conv"],
     "softmax": ["softmax_mlp", "softmax_tokens"],
+    "mul": ["gates", "swiglu"],
+    "glu": ["swiglu"],
     "groupnorm": ["groupnorm_cnn", "groupnorm_mlp"],
     "instancenorm": ["instnorm_cnn", "instnorm_1d", "convt_1d", "convt_3d"],
     "rmsnorm": ["rmsnorm_mlp", "rmsnorm_tokens"],

@@ -474,6 +474,43 @@ class SoftmaxTokens(nn.Module):
         return self.out(h.log_softmax(dim=1))
 
 
+class Gates(nn.Module):
+    """Products of two branches on ``(batch, features)``: gating ``sigmoid(g) * v``, a bilinear
+    ``torch.mul(a, b)``, ``relu(c).mul(tanh(d))`` and ``x * relu(e(x))`` with the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.g, self.v = nn.Linear(3, 5), nn.Linear(3, 5)
+        self.a, self.b = nn.Linear(5, 4), nn.Linear(5, 4)
+        self.c, self.d = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.e, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.sigmoid(self.g(x)) * self.v(x)
+        h = torch.mul(self.a(h), self.b(h))
+        h = torch.relu(self.c(h)).mul(torch.tanh(self.d(h)))
+        return self.out(h * torch.relu(self.e(h)))
+
+
+class SwiGLU(nn.Module):
+    """A token-wise SwiGLU feed-forward block with a residual, ``silu(W1 x) * (W3 x)``, then a
+    GLU (``F.glu`` over the features) and ``nn.GLU`` on ``(batch, features)`` after a mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.ln = nn.Linear(3, 4), nn.LayerNorm(4)
+        self.w1, self.w3, self.w2 = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(6, 4)
+        self.g1, self.glu, self.g2 = nn.Linear(4, 8), nn.GLU(), nn.Linear(4, 6)
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = self.inp(x)
+        n = self.ln(h)
+        h = h + self.w2(F.silu(self.w1(n)) * self.w3(n))
+        h = F.glu(self.g1(h), dim=-1).mean(1)
+        return self.out(torch.tanh(self.glu(self.g2(h))))
+
+
 def _randomise_bn(model, generator):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -518,6 +555,8 @@ ZOO = {
     "tokens_4d": (Tokens4d, (2, 3, 4)),
     "softmax_mlp": (SoftmaxMLP, (3,)),
     "softmax_tokens": (SoftmaxTokens, (6, 3)),
+    "gates": (Gates, (3,)),
+    "swiglu": (SwiGLU, (5, 3)),
     "groupnorm_cnn": (GroupNormCNN, (2, 5, 5)),
     "groupnorm_mlp": (GroupNormMLP, (3,)),
     "instnorm_cnn": (InstanceNormCNN, (2, 5, 5)),

@@ -22,6 +22,7 @@ from .linear import Linear
 from .norm import BatchNorm, LayerNorm
 from .pool import Mean, Pool
 from .prelu import PReLU
+from .product import GLU, Mul
 from .recurrent import Recurrent, Select
 from .reshape import Flatten
 from .residual import Add
@@ -91,6 +92,8 @@ for _rule in (Input(), Output(), Linear(), Conv(), BatchNorm(), LayerNorm(), Act
 for _rule in (View(), Permute(), Shape()):   # token-wise data: axes moved, split, merged
     register(_rule)
 register(Softmax())
+for _rule in (Mul(), GLU()):   # products of two branches
+    register(_rule)
 for _rule in (Recurrent(), Select()):   # recurrent layers and indexing their results
     register(_rule)
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 from .base import Edges, FeatureSlot, OpRule
 
 
-def channel_edges(op: dict, lay, groups: int = 1) -> torch.Tensor:
+def channel_edges(op: dict, lay, groups: int = 1, size: int | None = None) -> torch.Tensor:
     """(out, in_channels / groups) global source ids of a weight layer writing ``op["ns"]`` from
     the channels of its input value (several node sets after a concatenation); a grouped layer
     reads only its group's block of input channels."""
@@ -18,7 +18,7 @@ def channel_edges(op: dict, lay, groups: int = 1) -> torch.Tensor:
         raise ValueError(f"'{op['module']}' reads node sets {list(in_sets)}: a node "
                          f"set may enter a layer only once")
     chan_nodes = torch.cat([torch.arange(lay.offsets[p], lay.offsets[p + 1]) for p in in_sets])
-    size = lay.sizes[op["ns"]]
+    size = lay.sizes[op["ns"]] if size is None else size
     ipg, opg = len(chan_nodes) // groups, size // groups
     o = torch.arange(size)
     return chan_nodes[((o // opg) * ipg)[:, None] + torch.arange(ipg)[None, :]]
@@ -63,6 +63,18 @@ class Linear(OpRule):
                                    f"{math.prod(spatial)}")
         op = {"op": "linear", "module": node.target, "in_features": m.in_features,
               "out_features": m.out_features, "bias": m.bias is not None, "spatial": spatial}
+        from .product import glu_split
+        if m.out_features % 2 == 0 and glu_split(t, node):
+            # read by a GLU: the two halves are two node sets (ns, ns + 1), aligned by the GLU
+            n = m.out_features // 2
+            ns = len(t.sizes)
+            for k, (lo, hi) in enumerate(((0, n), (n, 2 * n))):
+                t.sizes[ns + k], t.names[ns + k] = n, f"{node.target}[{lo}:{hi}]"
+            vid = t.new_vid()
+            t.ops.append({**op, "split": 2, "in": [x.vid], "out": vid, "ns": ns})
+            t.vals[node] = t.value(vid, [ns, ns + 1], m.out_features, len(t.shape(node)), None,
+                                   x.caxes)
+            return
         t.new_nodeset(node, op, [x], m.out_features, node.target)
 
     def example_input(self, m, model, dtype):
@@ -74,15 +86,32 @@ class Linear(OpRule):
     def feature_columns(self, op):
         return ("bias",)
 
+    @staticmethod
+    def _sets(op) -> list:
+        """The node sets the op writes: one, or two halves (``split``: read by a GLU)."""
+        return [op["ns"] + k for k in range(op.get("split", 1))]
+
+    def out_parts(self, op, parts):
+        return self._sets(op)
+
+    def inner_sets(self, op):
+        return self._sets(op)[1:]
+
     def constrain(self, op, s):
-        """Absorbs any factor of its input: its weight columns are divided by it."""
+        """Absorbs any factor of its input: its weight columns are divided by it. The second
+        half of a split layer takes what its value allows (the GLU restricts it further)."""
+        for k in self._sets(op)[1:]:
+            s.restrict_set(k, s.allow[op["out"]])
 
     def edges(self, op, lay) -> Edges:
-        return Edges(channel_edges(op, lay), tuple(op["spatial"]), op["module"] + ".weight",
-                     "weight", (op["out_features"], op["in_features"]))
+        return Edges(channel_edges(op, lay, size=op["out_features"]), tuple(op["spatial"]),
+                     op["module"] + ".weight", "weight", (op["out_features"], op["in_features"]))
 
     def features(self, op, lay):
-        return bias_slot(op, lay)
+        if not op["bias"]:
+            return []
+        return [FeatureSlot(op["module"] + ".bias", lay.col["bias"], lay.offsets[op["ns"]],
+                            op["out_features"], False)]
 
     def to_module(self, op):
         return nn.Linear(op["in_features"], op["out_features"], bias=op["bias"])
@@ -104,7 +133,10 @@ class Linear(OpRule):
         src = parts[op["in"][0]]
         p_in = (a.perm_of(src)[:, None] * S + torch.arange(S)[None, :]).reshape(-1)
         q_in = a.q_of(src).repeat_interleave(S)
-        ns, key = op["ns"], op["module"] + ".weight"
-        ratio = a.q(ns)[:, None] / q_in[None, :]
-        sd[key] = a.moved(a.moved(a.scaled(sd[key], ratio), a.perm(ns), 0), p_in, 1)
-        act_bias(op, sd, a)
+        sets, key = self._sets(op), op["module"] + ".weight"
+        q_out, p_out = a.q_of(sets), a.perm_of(sets)
+        ratio = q_out[:, None] / q_in[None, :]
+        sd[key] = a.moved(a.moved(a.scaled(sd[key], ratio), p_out, 0), p_in, 1)
+        if op["bias"]:
+            b = op["module"] + ".bias"
+            sd[b] = a.moved(a.scaled(sd[b], q_out), p_out)

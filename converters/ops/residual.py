@@ -43,8 +43,11 @@ class Add(OpRule):
         tb = isinstance(b, fx.Node) and t.vals.get(b) is not None
         kind = _KIND[fn]
         if ta and tb:
+            if kind == "mul":      # a product of two branches (gating, SwiGLU)
+                return t.rules["mul"].trace_product(t, node, a, b)
             if kind != "add":
-                t.fail(node, kind, "only additions of two tensors (residuals) are supported")
+                t.fail(node, kind, "only additions (residuals) and products of two tensors are "
+                                   "supported")
             va, vb = t.vals[a], t.vals[b]
             sa, sb = t.single_set(node, "add", va), t.single_set(node, "add", vb)
             if sa == sb:

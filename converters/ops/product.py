@@ -1,0 +1,166 @@
+"""Products of two branches: ``a * b`` of two layers' values (``operator.mul``, ``torch.mul``,
+``x.mul(y)``: gating ``sigmoid(g) * v``, SwiGLU ``silu(W1 x) * (W3 x)``, bilinear ``a * b``), and
+the GLU (``nn.GLU``, ``F.glu``: ``a * sigmoid(b)`` of the two halves of one layer's features).
+
+No new nodes. The product's channels are the neurons of one operand, the *carrying* one: its
+consumer's edges come from those neurons. Symmetry (docs/design.md 3.6): with ``y = a * b``,
+``a = sigma_a(z_a)``, ``b = sigma_b(z_b)`` channel by channel and ``b`` carrying,
+
+- one permutation for both operands' neurons (``align``): ``(P a) * (P b) = P (a * b)``, and the
+  consumer's columns move alike; different permutations pair other neurons;
+- the carrying neurons keep the factors their own path allows (``sigma_b(q z) = q sigma_b(z)``)
+  and the product's consumers allow: ``a * (q b) = q (a * b)``, undone by the consumer, which
+  divides by the carrying neuron's ``q``;
+- the other operand's neurons take no factor: ``(q_a a) * b = q_a (a * b)`` would need the
+  consumer to divide by ``q_a`` too, but its edges come from the carrying neurons only. (For two
+  linear branches ``q_a`` and ``q_b`` are both symmetries, the consumer dividing by
+  ``q_a q_b``; the graph expresses the carrying one only: the smaller group.)
+
+The carrying operand is the one whose path from its layer lets more factors through (identity:
+any factor; ReLU: positive; tanh: signs; sigmoid, SiLU, ...: none), the first on a tie.
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..groups import ANY, NEG, ONE, POS
+from .activation import activation_bits
+from .base import OpRule
+
+
+def path_bits(t, vid: int) -> int:
+    """The factor bits the chain of channel-wise ops from a layer's own value to value ``vid``
+    lets through (a guess used only to pick the carrying operand)."""
+    producer = {op["out"]: op for op in t.ops if "out" in op}
+    bits = ANY
+    while True:
+        op = producer.get(vid)
+        if op is None or "ns" in op or len(op.get("in", ())) != 1:
+            return bits
+        kind = op["op"]
+        if kind == "act":
+            bits &= activation_bits(op["name"], op["params"])
+        elif kind == "prelu":
+            bits &= POS
+        elif kind == "scalar":
+            bits &= ANY if op["fn"] in ("mul", "div") and not op["reverse"] else ONE
+        elif kind == "pool":
+            bits &= POS if "max" in op["fn"] else ANY
+        elif kind not in ("view", "permute", "flatten", "mean"):
+            bits &= ONE
+        vid = op["in"][0]
+
+
+def _popcount(bits: int) -> int:
+    return bin(bits).count("1")
+
+
+class Mul(OpRule):
+    """``mul``: ``in`` = [a, b], ``carry`` (0 or 1): the operand whose node set holds the
+    product's channels."""
+
+    kind = "mul"
+    doc = "the product of two values of single node sets; ``carry``: the operand it belongs to"
+
+    def trace_product(self, t, node, a, b) -> None:
+        """Emit ``a * b`` (two traced values, read by ``converters.ops.residual``)."""
+        import operator
+        if node.target is operator.imul and isinstance(a, fx.Node) and len(a.users) > 1:
+            t.fail(node, "mul", "in-place op on a tensor that is used elsewhere")
+        va, vb = t.vals[a], t.vals[b]
+        sa = t.single_set(node, "mul", va)
+        sb = t.single_set(node, "mul", vb)
+        if t.shape(a) != t.shape(b):
+            t.fail(node, "mul", f"a broadcasting product ({t.shape(a)} * {t.shape(b)}) is "
+                                f"unsupported: both factors must be layers of one shape")
+        if (va.caxes, va.csplit) != (vb.caxes, vb.csplit) or va.chan != vb.chan:
+            t.fail(node, "mul", f"the factors' channels lie on different axes "
+                                f"({list(va.caxes)} and {list(vb.caxes)})")
+        carry = 1 if _popcount(path_bits(t, vb.vid)) > _popcount(path_bits(t, va.vid)) else 0
+        vid = t.new_vid()
+        t.ops.append({"op": "mul", "in": [va.vid, vb.vid], "out": vid, "carry": carry})
+        c = (va, vb)[carry]
+        t.vals[node] = t.value(vid, [(sa, sb)[carry]], c.chan, c.rank, None, c.caxes, c.csplit)
+
+    def out_parts(self, op, parts):
+        return list(parts[op["in"][op["carry"]]])
+
+    def constrain(self, op, s):
+        carry, other = op["in"][op["carry"]], op["in"][1 - op["carry"]]
+        s.allow[carry] &= s.allow[op["out"]]
+        s.restrict(other, ONE)
+
+    def couple(self, op, s):
+        a, b = (s.parts[v][0] for v in op["in"])
+        s.align.union(a, b)
+
+    def apply(self, op, ins):
+        return ins[0] * ins[1]
+
+
+def glu_split(t, node, m_or_none=None) -> bool:
+    """Whether the value of fx ``node`` (a Linear's output) is read by a GLU over its last axis:
+    the Linear then writes its two halves as two node sets (``converters.ops.linear``)."""
+    rank = len(t.shape(node))
+    for u in node.users:
+        dim = None
+        if u.op == "call_module" and type(t.gm.get_submodule(u.target)) is nn.GLU:
+            dim = t.gm.get_submodule(u.target).dim
+        elif u.op == "call_function" and u.target is F.glu:
+            dim = u.args[1] if len(u.args) > 1 else u.kwargs.get("dim", -1)
+        if isinstance(dim, int) and dim % rank == rank - 1 and u.args and u.args[0] is node:
+            return True
+    return False
+
+
+class GLU(OpRule):
+    """``glu``: ``dim``; ``F.glu(x, dim) = a * sigmoid(b)`` with ``a, b`` the two halves of ``x``
+    along ``dim``. Its input must be a Linear's output read along its features: the Linear then
+    writes the halves as two node sets of equal size (``split``), aligned position by position
+    (neuron ``i`` of ``a`` with neuron ``i`` of ``b``); the product carries ``a``'s node set."""
+
+    kind = "glu"
+    modules = (nn.GLU,)
+    functions = (F.glu,)
+    doc = "``dim``; reads the two node sets of a split Linear (``a * sigmoid(b)``)"
+
+    def trace_module(self, t, node, m, x):
+        self._emit(t, node, x, m.dim, "GLU")
+
+    def trace_function(self, t, node, fn, args, kwargs, name):
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", -1)
+        self._emit(t, node, t.tensor_arg(node, args[0]), dim, "glu")
+
+    def _emit(self, t, node, x, dim, what):
+        if isinstance(dim, fx.Node) or not isinstance(dim, int):
+            t.fail(node, what, "the axis must be a Python integer")
+        d = dim % x.rank
+        if (x.flat is not None or len(x.parts) != 2 or x.cdim != d
+                or t.sizes[x.parts[0]] != t.sizes[x.parts[1]]
+                or x.parts[1] != x.parts[0] + 1):
+            t.fail(node, what, "a GLU must read the output of a Linear directly, along its "
+                               "features (the Linear's two halves become two node sets that "
+                               "share one permutation); other inputs are unsupported")
+        a, b = x.parts
+        n = t.sizes[a]
+        t.emit(node, {"op": "glu", "dim": d}, x, chan=n, parts=[a])
+
+    def out_parts(self, op, parts):
+        return list(parts[op["in"][0]][:1])
+
+    def constrain(self, op, s):
+        i = op["in"][0]
+        a, b = s.parts[i]
+        s.allow[i] &= s.allow[op["out"]]       # the first half carries the product
+        s.restrict_set(b, ONE)                 # the gate half: a * sigmoid(q z) needs q = 1
+        s.ns_act.setdefault(b, ("sigmoid", {}))
+
+    def couple(self, op, s):
+        a, b = s.parts[op["in"][0]]
+        s.align.union(a, b)
+
+    def apply(self, op, ins):
+        return F.glu(ins[0], op["dim"])
