@@ -136,8 +136,9 @@ class ArchSpec:
 
     def identity_json(self) -> str:
         """Canonical JSON of what identifies the architecture (``hash`` and ``==`` use it):
-        everything in ``to_json`` except the spatial size of the example input the spec was traced
-        with (``input["shape"][1:]``; its rank stays). The ops already record every size the
+        everything in ``to_json`` except the spatial size (or token count) of the example input
+        the spec was traced with (every axis of ``input["shape"]`` but the channels'; its rank
+        stays). The ops already record every size the
         parameters depend on (a flatten's block shape is ``linear.spatial``), so a CNN traced on
         28x28 and on 32x32 images is one architecture."""
         cached = self.__dict__.get("_identity")
@@ -146,8 +147,10 @@ class ArchSpec:
             shape = d["input"].get("shape")
             if shape:
                 keep = [None] * len(shape)
-                last = bool(d["ops"]) and d["ops"][0].get("channels_last", False)
-                keep[-1 if last else 0] = shape[-1 if last else 0]   # (time, features) input
+                op0 = d["ops"][0] if d["ops"] else {}
+                # the channels' axis: the last for (time, features) and token-wise inputs
+                c = len(shape) - 1 if op0.get("channels_last") else op0.get("chan_dim", 1) - 1
+                keep[c] = shape[c]
                 d["input"] = {**d["input"], "shape": keep}
             cached = json.dumps(d, sort_keys=True, separators=(",", ":"))
             object.__setattr__(self, "_identity", cached)

@@ -47,6 +47,20 @@ def test_a_token_wise_graph_is_the_graph_of_batch_features(tokens):
     assert torch.equal(back(longer), model(longer))     # no token count is recorded
 
 
+@pytest.mark.parametrize("name", ["tokens_mlp", "tokens_heads", "tokens_4d"])
+def test_the_token_count_is_not_part_of_the_architecture(name):
+    """One model traced on sequences of two lengths is one architecture (hash, ==, one dense
+    view), as a CNN traced on two image sizes is."""
+    model, x = make(name)
+    longer = torch.randn(x.shape[0], *(s + 2 for s in x.shape[1:-1]), x.shape[-1],
+                         dtype=x.dtype)
+    g1, g2 = C.to_graph(model, x), C.to_graph(model, longer)
+    assert g1.arch.input["shape"] != g2.arch.input["shape"]
+    assert g1.arch == g2.arch and g1.arch.hash == g2.arch.hash
+    out = C.functional_forward(C.to_dense(Batch.from_data_list([g1, g2])), longer)
+    assert rel_err(out[0], model(longer)) < 1e-12
+
+
 def test_the_guessed_example_input_stays_batch_features():
     g = C.to_graph(_seq())
     assert list(g.arch.input["shape"]) == [3] and "chan_dim" not in g.arch.ops[0]
