@@ -229,3 +229,15 @@ def test_the_value_record_knows_the_head_blocks():
     assert {(v.caxes, v.csplit) for v in split} == {((2, 3), (2, 3)), ((1, 3), (2, 3))}
     first = next(v for n, v in b.vals.items() if n.name == "view")
     assert first.caxes == (2, 3) and first.csplit == (2, 3)      # (B, T, H=2, D=3)
+
+
+def test_scalegmn_is_equivariant_on_token_wise_and_softmax_graphs():
+    import scalegmn
+    from scalegmn.testing import assert_equivariant, assert_sensitive
+    names = ("tokens_mlp", "tokens_heads", "softmax_tokens", "mlp_relu")
+    mixed = C.batch_graphs([C.to_graph(*make(n, seed=s)) for n in names for s in range(2)])
+    for backend in ("scalegmn", "scalegmn-b"):
+        net = scalegmn.build(backend, "invariant", spec=mixed, out_dim=2, hidden=8, layers=2)
+        errors = assert_equivariant(net, mixed, n_actions=2)
+        assert "scale" in errors and "sign" in errors
+        assert_sensitive(net, mixed, "uncoupled")
