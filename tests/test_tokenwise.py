@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch_geometric.data import Batch
 
 import converters as C

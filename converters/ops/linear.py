@@ -118,8 +118,6 @@ class Linear(OpRule):
 
     def batched(self, op, ins, params, B):
         t, m = ins[0], op["module"]
-        Bn = t.shape[0]
-        n = Bn // B
         W = params[m + ".weight"]                                        # (B, out, in)
         # (B * n, *tokens, in): every token of a network's inputs reads its weights
         y = torch.bmm(t.reshape(B, -1, t.shape[-1]), W.transpose(1, 2))

@@ -21,12 +21,11 @@ any factor; ReLU: positive; tanh: signs; sigmoid, SiLU, ...: none), the first on
 """
 from __future__ import annotations
 
-import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..groups import ANY, NEG, ONE, POS
+from ..groups import ANY, ONE, POS
 from .activation import activation_bits
 from .base import OpRule
 
@@ -101,7 +100,7 @@ class Mul(OpRule):
         return ins[0] * ins[1]
 
 
-def glu_split(t, node, m_or_none=None) -> bool:
+def glu_split(t, node) -> bool:
     """Whether the value of fx ``node`` (a Linear's output) is read by a GLU over its last axis:
     the Linear then writes its two halves as two node sets (``converters.ops.linear``)."""
     rank = len(t.shape(node))
