@@ -190,4 +190,22 @@ def sample_action(graph, generator: Optional[torch.Generator] = None,
         rep = torch.full((int(t.max()) + 1,), N, dtype=torch.long).scatter_reduce(
             0, t, idx[tied], reduce="amin")
         q[tied] = q[rep[t]]
+    pairs = _inverse_pairs(graph, batch)
+    if len(pairs):   # an attention's keys take the reciprocals of their queries' factors
+        q[pairs[:, 1]] = 1.0 / q[pairs[:, 0]]
     return Action(perm, q)
+
+
+def _inverse_pairs(graph, batch: torch.Tensor) -> torch.Tensor:
+    """(P, 2) global node ids of the pairs with reciprocal factors (``Layout.inverse_pairs``
+    of each network's ``ArchSpec``, offset by the network's first node)."""
+    from .graph import archs_of
+    from .layout import layout
+    if getattr(graph, "arch", None) is None:
+        return torch.zeros(0, 2, dtype=torch.long)
+    archs = archs_of(graph)
+    counts = torch.bincount(batch, minlength=len(archs))
+    starts = torch.cumsum(counts, 0) - counts
+    out = [layout(a).inverse_pairs + int(starts[i]) for i, a in enumerate(archs)
+           if len(layout(a).inverse_pairs)]
+    return torch.cat(out) if out else torch.zeros(0, 2, dtype=torch.long)

@@ -108,6 +108,12 @@ class Layout:
         cat = lambda xs: torch.cat(xs).long() if xs else torch.zeros(0, dtype=torch.long)
         self.layer, self.role, self.io_index = cat(layer), cat(role), cat(io)
         self.group, self.act, self.perm_class, self.tie = cat(group), cat(act), cat(perm), cat(tie)
+        # (P, 2) node pairs with reciprocal factors (node set records' ``inv_tie``: an
+        # attention's query and key neurons); column 0 is the lower node set, sampled freely
+        pairs = [torch.stack([self.offsets[k] + torch.arange(ns["size"]),
+                              self.offsets[ns["inv_tie"]] + torch.arange(ns["size"])], 1)
+                 for k, ns in enumerate(arch.nodesets) if ns.get("inv_tie", -1) > k]
+        self.inverse_pairs = torch.cat(pairs) if pairs else torch.zeros(0, 2, dtype=torch.long)
 
 
 @functools.lru_cache(maxsize=64)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from . import ops as _ops
 from .errors import UnsupportedLayerError
-from .groups import ANY, NEG, POS, GROUPS, group_from_bits
+from .groups import ANY, NEG, ONE, POS, GROUPS, group_from_bits
 from .ops.base import SymmetryState, UnionFind as _UnionFind  # noqa: F401 (old import path)
 
 
@@ -83,6 +83,7 @@ def analyse(ops_list, sizes: dict, names: dict) -> list:
     tie_size = {}
     for k in range(n_sets):
         tie_size[tie_id[k]] = tie_size.get(tie_id[k], 0) + 1
+    inv_of = _inverse_pairs(s, tie_id, tie_size, tie_bits)
 
     records = []
     for k in range(n_sets):
@@ -105,7 +106,29 @@ def analyse(ops_list, sizes: dict, names: dict) -> list:
             "tie": tie_id[k] if tie_size[tie_id[k]] > 1 else -1,
             "producer": producer[k],
         })
+        if k in inv_of:   # only on such node sets, so that other specs keep their hash
+            records[-1]["inv_tie"] = inv_of[k]
     return records
+
+
+def _inverse_pairs(s: SymmetryState, tie_id: list, tie_size: dict, tie_bits: dict) -> dict:
+    """``{node set: partner}`` for the inverse ties (``SymmetryState.inverse``) that are kept,
+    with the factor bits of both members intersected in ``tie_bits``. A node set in two pairs
+    or also tied to another (a residual) would need one factor to be the reciprocal of several
+    others': such pairs are dropped and their members take no factor (the smaller group)."""
+    count: dict = {}
+    for a, b in s.inverse:
+        for k in (a, b):
+            count[k] = count.get(k, 0) + 1
+    inv_of = {}
+    for a, b in s.inverse:
+        ta, tb = tie_id[a], tie_id[b]
+        if a == b or count[a] > 1 or count[b] > 1 or tie_size[ta] > 1 or tie_size[tb] > 1:
+            tie_bits[ta] = tie_bits[tb] = ONE
+            continue
+        tie_bits[ta] = tie_bits[tb] = tie_bits[ta] & tie_bits[tb]
+        inv_of[a], inv_of[b] = b, a
+    return inv_of
 
 
 __all__ = ["analyse", "value_parts", "POS", "NEG"]

@@ -14,19 +14,21 @@ from typing import Optional
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .archspec import ArchSpec
 from .errors import UnsupportedLayerError
 from . import ops
 from .groups import NODE_FEATURES
 from .ops.alias import ALIAS_FNS, dropout_args
+from .ops.attention import active_dropout
 from .symmetry import analyse
 
 _REFUSALS = [
     ((nn.RNNBase, nn.RNNCellBase), "recurrent layers are not supported"),
-    ((nn.MultiheadAttention,), "attention is not supported"),
-    ((nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
-      nn.TransformerDecoderLayer), "transformer layers are not supported"),
+    ((nn.Transformer, nn.TransformerDecoder, nn.TransformerDecoderLayer),
+     "this transformer layer is not supported (nn.TransformerEncoderLayer, "
+     "nn.TransformerEncoder and nn.MultiheadAttention are)"),
     ((nn.Embedding, nn.EmbeddingBag), "embedding tables (integer inputs) are not supported"),
     ((nn.modules.conv._ConvTransposeNd,), "transposed convolutions are not supported"),
     ((nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm),
@@ -256,6 +258,9 @@ def _refuse_training_mode(gm_train: fx.GraphModule, module: nn.Module, modes: di
     for node in gm_train.graph.nodes:
         if node.op == "call_module":
             m = gm_train.get_submodule(node.target)
+            why = active_dropout(m, str(node.target), modes)   # inside attention/transformers
+            if why:
+                raise UnsupportedLayerError(str(node.target), type(m).__name__, f"{why}; {advice}")
             if not modes.get(str(node.target), False):
                 continue
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -274,6 +279,16 @@ def _refuse_training_mode(gm_train: fx.GraphModule, module: nn.Module, modes: di
                 raise UnsupportedLayerError(str(node.target), "RReLU",
                                             f"in training mode it draws a random negative "
                                             f"slope for every element; {advice}")
+        elif node.op == "call_function" and node.target is F.scaled_dot_product_attention:
+            drop = dict(zip(("q", "k", "v", "mask", "p"), node.args), **node.kwargs).get(
+                "p", node.kwargs.get("dropout_p", 0.0))
+            stack = node.meta.get("nn_module_stack") or {}
+            owner = next(reversed(stack.values()))[0] if stack else ""
+            if drop != 0 and modes.get(owner, False):
+                where, _ = _node_site(gm_train, node)
+                raise UnsupportedLayerError(where, "scaled_dot_product_attention",
+                                            f"in training mode its dropout (dropout_p={drop}) "
+                                            f"is active; {advice}")
         elif node.op == "call_function" and any(node.target is f for f in ALIAS_FNS):
             stack = node.meta.get("nn_module_stack") or {}
             owner = next(reversed(stack.values()))[0] if stack else ""
@@ -446,6 +461,8 @@ class _Builder:
         m = self.gm.get_submodule(node.target)
         t = type(m)
         x = self.tensor_arg(node, node.args[0]) if node.args else None
+        if getattr(ops.module_rule(t), "reads_call", False):   # several tensors: attention
+            return ops.module_rule(t).trace_module(self, node, m, x)
         if len(node.args) != 1 or node.kwargs:
             self.fail(node, t.__name__, "modules must be called with one tensor")
         rule = ops.module_rule(t)

@@ -23,7 +23,7 @@ class WithLSTM(nn.Module):
 class WithAttention(nn.Module):
     def __init__(self):
         super().__init__()
-        self.att = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.att = nn.MultiheadAttention(4, 2, batch_first=True, add_bias_kv=True)
 
     def forward(self, x):
         return self.att(x, x, x)[0]
@@ -32,7 +32,7 @@ class WithAttention(nn.Module):
 class WithTransformer(nn.Module):
     def __init__(self):
         super().__init__()
-        self.enc = nn.TransformerEncoderLayer(4, 2, 8, batch_first=True)
+        self.enc = nn.TransformerEncoderLayer(4, 2, 8, batch_first=True, activation=F.silu)
 
     def forward(self, x):
         return self.enc(x)
@@ -139,8 +139,10 @@ class Unused(nn.Module):
 
 @pytest.mark.parametrize("model, example, where, what", [
     (WithLSTM(), torch.zeros(2, 5, 3), "rnn", "bidirectional"),
-    (WithAttention(), torch.zeros(2, 5, 4), "att", "MultiheadAttention"),
+    (WithAttention(), torch.zeros(2, 5, 4), "att", "add_bias_kv"),
     (WithTransformer(), torch.zeros(2, 5, 4), "enc", "TransformerEncoderLayer"),
+    (nn.Sequential(nn.Linear(4, 4), nn.TransformerDecoderLayer(4, 2, 8)), torch.zeros(2, 5, 4),
+     "1", "TransformerDecoderLayer"),
     (DataDependent(), torch.zeros(2, 3), "DataDependent", "control flow"),
     (CustomFunction(), torch.zeros(2, 3), "CustomFunction", "Clamp"),
     (Reused(), torch.zeros(2, 3), "a", "more than once"),
@@ -335,8 +337,7 @@ def test_an_ordinary_cat_round_trips_and_keeps_its_function():
 
 
 REFUSED_LAYERS = {
-    "MultiheadAttention": (lambda: nn.MultiheadAttention(16, 2, batch_first=True), "attention"),
-    "TransformerEncoderLayer": (lambda: nn.TransformerEncoderLayer(16, 2, 32, batch_first=True),
+    "TransformerDecoderLayer": (lambda: nn.TransformerDecoderLayer(16, 2, 32, batch_first=True),
                                 "transformer"),
     "Embedding": (lambda: nn.Embedding(10, 16), "embedding"),
     "LSTMCell": (lambda: nn.LSTMCell(16, 16), "recurrent"),

@@ -29,6 +29,8 @@ CASES = {
     "view": ["tokens_heads"],
     "permute": ["tokens_mlp", "tokens_heads", "tokens_conv"],
     "softmax": ["softmax_mlp", "softmax_tokens"],
+    "attention": ["attn_sdpa", "attn_sdpa_1head"],
+    "mha": ["mha", "mha_kv", "encoder", "encoder_prenorm"],
     "mul": ["gates", "swiglu"],
     "glu": ["swiglu"],
     "groupnorm": ["groupnorm_cnn", "groupnorm_mlp"],

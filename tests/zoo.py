@@ -511,6 +511,76 @@ class SwiGLU(nn.Module):
         return self.out(torch.tanh(self.glu(self.g2(h))))
 
 
+class SDPAttention(nn.Module):
+    """User-written attention on ``(batch, tokens, features)``: an embedding, Q/K/V
+    ``nn.Linear``s, the features split into heads (view + transpose),
+    ``F.scaled_dot_product_attention``, the heads merged, an output projection, a ReLU head.
+    ``heads=1`` leaves the features unsplit."""
+
+    def __init__(self, heads=2, causal=True, scale=None, vdim=6):
+        super().__init__()
+        self.h, self.causal, self.scale = heads, causal, scale
+        self.emb = nn.Linear(3, 6)
+        self.q, self.k, self.v = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, vdim)
+        self.o, self.out = nn.Linear(vdim, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        h = self.emb(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        if self.h > 1:
+            q, k, v = (t.view(B, T, self.h, -1).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.scale)
+        if self.h > 1:
+            y = y.transpose(1, 2).reshape(B, T, -1)
+        return self.out(torch.relu(self.o(y)))
+
+
+class MHABlock(nn.Module):
+    """``nn.MultiheadAttention`` (packed ``in_proj_weight``, batch first) as self-attention on an
+    embedding, its weights output ignored, then a ReLU head."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.out = nn.Linear(3, 6), nn.Linear(6, 2)
+        self.attn = nn.MultiheadAttention(6, 3, batch_first=True)
+
+    def forward(self, x):
+        h = self.emb(x)
+        y, _ = self.attn(h, h, h)
+        return self.out(torch.relu(y))
+
+
+class MHACross(nn.Module):
+    """``nn.MultiheadAttention`` with ``kdim``/``vdim`` (separate ``q/k/v_proj_weight``), no
+    bias, sequence first, ``need_weights=False``, on three projections of the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.pq, self.pk, self.pv = nn.Linear(3, 6), nn.Linear(3, 4), nn.Linear(3, 5)
+        self.attn = nn.MultiheadAttention(6, 2, bias=False, kdim=4, vdim=5)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.out(self.attn(self.pq(x), self.pk(x), self.pv(x), need_weights=False)[0])
+
+
+class Encoder(nn.Module):
+    """An embedding, ``nn.TransformerEncoder`` (``layers`` x ``nn.TransformerEncoderLayer``,
+    dropout 0.1, inactive in eval mode) with a final LayerNorm, and a linear head."""
+
+    def __init__(self, norm_first=False, activation="relu", batch_first=True, layers=2):
+        super().__init__()
+        self.emb, self.out = nn.Linear(3, 6), nn.Linear(6, 2)
+        layer = nn.TransformerEncoderLayer(6, 2, 10, dropout=0.1, activation=activation,
+                                           batch_first=batch_first, norm_first=norm_first)
+        self.enc = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(6),
+                                         enable_nested_tensor=False)
+
+    def forward(self, x):
+        return self.out(self.enc(self.emb(x)))
+
+
 def _randomise_bn(model, generator):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -572,6 +642,12 @@ ZOO = {
     "gru_state": (lambda: RecurrentHead(nn.GRU, "state", num_layers=2, bias=False), (5, 4)),
     "rnn_tanh": (lambda: RecurrentHead(nn.RNN, "state"), (6, 4)),
     "rnn_relu": (lambda: RecurrentHead(nn.RNN, num_layers=2, nonlinearity="relu"), (6, 4)),
+    "attn_sdpa": (SDPAttention, (4, 3)),
+    "attn_sdpa_1head": (lambda: SDPAttention(heads=1, causal=False, scale=0.3, vdim=4), (4, 3)),
+    "mha": (MHABlock, (4, 3)),
+    "mha_kv": (MHACross, (4, 3)),
+    "encoder": (Encoder, (4, 3)),
+    "encoder_prenorm": (lambda: Encoder(True, "gelu", batch_first=False, layers=1), (4, 3)),
 }
 
 

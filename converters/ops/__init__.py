@@ -11,6 +11,7 @@ from typing import Callable, Optional
 from ..errors import UnsupportedLayerError
 from .activation import Act
 from .alias import Alias
+from .attention import Attention, MultiheadAttention, TransformerEncoder
 from .axes import Permute, Shape, View
 from .base import (Block, Edges, FeatureSlot, OpRule, ParamAction, SymmetryState, UnionFind,
                    kernel_slots)
@@ -93,6 +94,8 @@ for _rule in (View(), Permute(), Shape()):   # token-wise data: axes moved, spli
     register(_rule)
 register(Softmax())
 for _rule in (Mul(), GLU()):   # products of two branches
+    register(_rule)
+for _rule in (Attention(), MultiheadAttention(), TransformerEncoder()):   # before Select
     register(_rule)
 for _rule in (Recurrent(), Select()):   # recurrent layers and indexing their results
     register(_rule)

@@ -157,8 +157,10 @@ class SymmetryState:
     ``allow[v]``: factor bits (``groups.ANY/POS/NEG/ONE``) the channels of value ``v`` may be
     multiplied by; ``act_of[v]``: the activation (name, params) applied downstream of ``v``;
     ``parts[v]``: the node sets along ``v``'s channel dimension; ``align``/``tie``: union-finds of
-    node sets sharing one permutation / one permutation and factor; ``cuts[ns]``: boundaries
-    permutations of node set ``ns`` may not cross; ``sizes[ns]``: node counts."""
+    node sets sharing one permutation / one permutation and factor; ``inverse``: pairs of node
+    sets of one size whose factors are reciprocal position by position (an attention's queries
+    and keys: ``inverse_tie``); ``cuts[ns]``: boundaries permutations of node set ``ns`` may not
+    cross; ``sizes[ns]``: node counts."""
 
     def __init__(self, parts: dict, sizes: dict, out_value: int):
         n = len(sizes)
@@ -172,6 +174,18 @@ class SymmetryState:
         #: recurrent layer's gates and hidden states): their factor bits and activation
         self.ns_allow: dict = {}
         self.ns_act: dict = {}
+        #: (a, b) node-set pairs: neuron i of b takes the reciprocal of neuron i's factor in a
+        self.inverse: list = []
+
+    def inverse_tie(self, a: int, b: int) -> None:
+        """Node sets ``a`` and ``b`` (one size) take reciprocal factors position by position:
+        ``q_b[i] = 1 / q_a[i]`` (queries and keys of an attention, whose products ``q . k`` the
+        scores read). The caller aligns them too (one permutation); ``converters.symmetry``
+        gives both the intersection of their groups, and none when either is also tied."""
+        if self.sizes[a] != self.sizes[b]:
+            raise ValueError(f"inverse tie of node sets of sizes {self.sizes[a]} and "
+                             f"{self.sizes[b]}")
+        self.inverse.append((a, b))
 
     def restrict_set(self, ns: int, bits: int) -> None:
         """Allow only the factors ``bits`` on the node set ``ns`` (an inner node set)."""

@@ -1,0 +1,520 @@
+"""Attention: ``F.scaled_dot_product_attention`` on traced queries, keys and values (op kind
+``attention``, parameter-free, no new nodes), ``nn.MultiheadAttention`` (op kind ``mha``: its
+projections are node sets), and ``nn.TransformerEncoderLayer`` / ``nn.TransformerEncoder``, read
+as the ops of their parts (``mha``, ``add``, ``layernorm``, ``linear``, ``act``).
+
+Encoding (docs/design.md 3.8). The queries ``Q``, keys ``K`` and values ``V`` are node sets of
+``E`` neurons each (the outputs of user-written ``nn.Linear``s, or the three node sets an ``mha``
+op writes from its ``in_proj_weight`` rows); with ``H`` heads of ``D = E / H`` neurons, head ``h``
+holds neurons ``h D .. h D + D - 1`` (the tracer records the split of the features into heads,
+``converters.trace._Val.csplit``). The scores ``Q K^T * scale``, the mask, the softmax and the
+weighted sum are parameter-free: the output of an attention is the weighted sum of ``V``'s rows,
+feature by feature, so its channels are ``V``'s neurons and the output projection's edges come
+from ``V``'s node set.
+
+Symmetry. Per head, ``scores[t, s] = sum_d Q[t, d] K[s, d]``:
+
+- a permutation of the ``D`` dimensions of a head applied to ``Q`` and ``K`` together keeps every
+  score (``align``, with ``perm_cuts`` at the head boundaries);
+- ``Q[:, d] * s`` with ``K[:, d] / s`` keeps every score for any ``s != 0``: ``Q`` and ``K`` are
+  ``linear`` with reciprocal factors position by position (``SymmetryState.inverse_tie``; the
+  node-set record's ``inv_tie``, read by ``converters.sample_action``);
+- the output is linear in each column of ``V`` and reads head ``h``'s columns with head ``h``'s
+  weights only: ``V``'s neurons take any factor its consumers allow and permutations inside each
+  head (cuts at the head boundaries), undone in the output projection's columns.
+
+Moving whole heads (the ``Q``, ``K``, ``V`` rows of one head and the output projection's columns
+of that head together) is a symmetry too, but a permutation class cannot say "blocks move
+together": not declared (the smaller group), tested as a symmetry that is never sampled.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..groups import NEG
+from .base import Edges, FeatureSlot, OpRule, is_number
+
+
+def head_layout(t, node, x, what: str) -> tuple:
+    """``(heads, head_dim)`` of an attention operand ``x`` (a ``_Val``): one node set, the
+    features of one head on the last axis, the tokens on the axis before, the heads (when the
+    features are split) on an axis before that. Refused, naming ``node``, otherwise."""
+    t.single_set(node, what, x)
+    r = x.rank
+    if r < 3:
+        t.fail(node, what, f"its operands must be (batch, ..., tokens, features), got rank {r}")
+    if x.cdim is not None:
+        if x.cdim != r - 1:
+            t.fail(node, what, f"it reads the features on the last axis, but its operand's "
+                               f"features are on axis {x.cdim}")
+        return 1, x.chan
+    if len(x.caxes) != 2 or x.caxes[1] != r - 1 or x.caxes[0] >= r - 2:
+        t.fail(node, what, f"its operand's features are split over axes {list(x.caxes)} (sizes "
+                           f"{list(x.csplit)}): attention needs the heads on an axis before the "
+                           f"tokens and each head's features on the last axis "
+                           f"(x.view(B, T, H, D).transpose(1, 2))")
+    return tuple(int(c) for c in x.csplit)
+
+
+def _const(t, node, what: str, name: str, v, kinds=(bool,)):
+    if isinstance(v, fx.Node) or not isinstance(v, kinds):
+        t.fail(node, what, f"'{name}' must be a Python constant ({kinds[0].__name__}), got {v!r}")
+    return v
+
+
+class Attention(OpRule):
+    """``attention``: ``F.scaled_dot_product_attention(q, k, v)``; ``in`` = [q, k, v],
+    ``heads``, ``head_dim`` (of q and k), ``v_head_dim``, ``causal``, ``scale`` (None: 1 /
+    sqrt(head_dim)). Parameter-free; its channels are ``v``'s."""
+
+    kind = "attention"
+    functions = (F.scaled_dot_product_attention,)
+    doc = ("``in`` = [q, k, v]; ``heads``, ``head_dim``, ``v_head_dim``, ``causal``, "
+           "``scale``; its channels are v's")
+
+    _NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale",
+              "enable_gqa")
+
+    def trace_function(self, t, node, fn, args, kwargs, name):
+        what = "scaled_dot_product_attention"
+        p = dict(zip(self._NAMES, args))
+        for k, v in kwargs.items():
+            if k not in self._NAMES:
+                t.fail(node, what, f"unexpected argument {k!r}")
+            p[k] = v
+        if p.get("attn_mask") is not None:
+            t.fail(node, what, "an attention mask (attn_mask) is not supported; is_causal is")
+        drop = p.get("dropout_p", 0.0)
+        if isinstance(drop, fx.Node) or drop != 0:
+            t.fail(node, what, f"dropout inside the attention (dropout_p={drop!r}) is "
+                               f"unsupported: the graph holds the eval-mode function "
+                               f"(dropout_p=0.0)")
+        if _const(t, node, what, "enable_gqa", p.get("enable_gqa", False)):
+            t.fail(node, what, "grouped-query attention (enable_gqa=True) is not supported")
+        causal = bool(_const(t, node, what, "is_causal", p.get("is_causal", False)))
+        scale = p.get("scale")
+        if scale is not None and not is_number(scale):
+            t.fail(node, what, f"'scale' must be a Python number or None, got {scale!r}")
+        q, k, v = (t.tensor_arg(node, p.get(n)) for n in self._NAMES[:3])
+        (hq, dq), (hk, dk), (hv, dv) = (head_layout(t, node, x, what) for x in (q, k, v))
+        if not (hq == hk == hv) or dq != dk:
+            t.fail(node, what, f"queries, keys and values must have one number of heads and "
+                               f"queries and keys one head size, got (heads, size) "
+                               f"{(hq, dq)}, {(hk, dk)}, {(hv, dv)}")
+        if not (q.rank == k.rank == v.rank) or not (q.caxes == k.caxes == v.caxes):
+            t.fail(node, what, "queries, keys and values must have their heads and features on "
+                               "the same axes")
+        vid = t.new_vid()
+        t.ops.append({"op": "attention", "in": [q.vid, k.vid, v.vid], "out": vid, "heads": hq,
+                      "head_dim": dq, "v_head_dim": dv, "causal": causal,
+                      "scale": None if scale is None else float(scale)})
+        t.vals[node] = t.value(vid, list(v.parts), v.chan, v.rank, None, v.caxes, v.csplit)
+
+    def out_parts(self, op, parts):
+        return list(parts[op["in"][2]])
+
+    def constrain(self, op, s):
+        q, k, v = op["in"]
+        s.allow[v] &= s.allow[op["out"]]     # the output is linear in every column of V
+        if s.parts[q] == s.parts[k]:         # scores read q_d q_d: only a sign flips both
+            s.restrict(q, NEG)
+
+    def couple(self, op, s):
+        q, k, v = (s.parts[x][0] for x in op["in"])
+        couple_heads(s, q, k, v, op["heads"], op["head_dim"], op["v_head_dim"])
+
+    def apply(self, op, ins):
+        return F.scaled_dot_product_attention(ins[0], ins[1], ins[2], is_causal=op["causal"],
+                                              scale=op["scale"])
+
+
+def couple_heads(s, q: int, k: int, v: int, heads: int, d: int, dv: int) -> None:
+    """Queries and keys share one permutation and reciprocal factors; permutations of the
+    queries, keys and values stay inside each head."""
+    if q != k:
+        s.align.union(q, k)
+        s.inverse_tie(q, k)
+    for h in range(1, heads):
+        s.cuts[q].add(h * d)
+        s.cuts[k].add(h * d)
+        s.cuts[v].add(h * dv)
+
+
+# -- nn.MultiheadAttention ---------------------------------------------------------------------
+def _claim(t, node, path: str, m: nn.Module) -> None:
+    """Claim the parameters of ``m`` (at ``path``, a layer inside a leaf module) and ``m``."""
+    if path in t.used_modules:
+        t.fail(node, type(m).__name__, f"module '{path}' called more than once (weight sharing)")
+    t.used_modules[path] = m
+    for name, p in list(m.named_parameters()) + list(m.named_buffers()):
+        if id(p) in t.used_params:
+            t.fail(node, type(m).__name__, f"parameter '{path}.{name}' is shared with "
+                                           f"'{t.used_params[id(p)]}' (tied weights)")
+        t.used_params[id(p)] = f"{path}.{name}"
+
+
+def check_mha(t, node, m: nn.MultiheadAttention, path: str) -> None:
+    """Refuse, naming the module, the ``nn.MultiheadAttention`` options the graph cannot hold."""
+    what = f"MultiheadAttention '{path}'"
+    if m.bias_k is not None or m.bias_v is not None:
+        t.fail(node, what, "add_bias_kv=True is not supported (the learned key/value rows)")
+    if m.add_zero_attn:
+        t.fail(node, what, "add_zero_attn=True is not supported")
+
+
+def emit_mha(t, node, path: str, m: nn.MultiheadAttention, q, k, v, need_weights: bool,
+             same: tuple):
+    """Append the ``mha`` op of module ``m`` at ``path`` reading the values ``q, k, v``; returns
+    the value of its output (the output projection's node set). ``same``: whether the module
+    was called with the key object the query (``same[0]``) and the value object the key."""
+    what = f"MultiheadAttention '{path}'"
+    for x, n, name in ((q, m.embed_dim, "query"), (k, m.kdim, "key"), (v, m.vdim, "value")):
+        if x.rank != 3:
+            t.fail(node, what, f"only batched inputs (rank 3) are supported, its {name} has "
+                               f"rank {x.rank}")
+        if x.flat is not None or x.cdim != x.rank - 1:
+            t.fail(node, what, f"its {name} must hold the features on the last axis")
+        if x.chan != n:
+            t.fail(node, what, f"its {name} has {x.chan} features, the module expects {n}")
+    E = m.embed_dim
+    first = len(t.sizes)
+    for i, part in enumerate(("q", "k", "v", "out_proj")):
+        t.sizes[first + i], t.names[first + i] = E, f"{path}.{part}"
+    vid = t.new_vid()
+    t.ops.append({"op": "mha", "module": path, "in": [q.vid, k.vid, v.vid], "out": vid,
+                  "ns": first + 3, "qkv": [first, first + 1, first + 2], "embed_dim": E,
+                  "num_heads": m.num_heads, "kdim": m.kdim, "vdim": m.vdim,
+                  "packed": bool(m._qkv_same_embed_dim), "bias": m.in_proj_bias is not None,
+                  "batch_first": bool(m.batch_first), "dropout": float(m.dropout),
+                  "need_weights": bool(need_weights), "same": [bool(same[0]), bool(same[1])]})
+    return t.value(vid, [first + 3], E, q.rank, None, (q.rank - 1,), None)
+
+
+def _items(t) -> dict:
+    """fx node -> the output value of the ``nn.MultiheadAttention`` call whose tuple it is."""
+    return t.__dict__.setdefault("mha_items", {})
+
+
+def _nodes(lay, parts) -> torch.Tensor:
+    return torch.cat([torch.arange(lay.offsets[p], lay.offsets[p + 1]) for p in parts])
+
+
+class MultiheadAttention(OpRule):
+    """``mha``: ``nn.MultiheadAttention`` at ``module``; ``in`` = [query, key, value] values;
+    writes the node sets ``qkv`` (queries, keys, values: the rows of ``in_proj_weight``, or of
+    ``q/k/v_proj_weight`` when ``packed`` is false) and ``ns`` (the output projection);
+    ``embed_dim``, ``num_heads``, ``kdim``, ``vdim``, ``bias``, ``batch_first``, ``dropout``,
+    ``need_weights`` (as called: the output's arithmetic depends on it), ``same`` (the call
+    passed the query object as the key, the key object as the value). Also reads indexing of
+    the module's ``(output, weights)`` tuple: the weights are no node set (refused if used)."""
+
+    kind = "mha"
+    creates_nodes = True
+    modules = (nn.MultiheadAttention,)
+    functions = (operator.getitem,)
+    #: the tracer hands over the call with all its arguments (``converters.trace``)
+    reads_call = True
+    doc = ("``nn.MultiheadAttention``: ``module``, sizes, ``packed``, ``bias``, ``batch_first``; "
+           "writes ``qkv`` and ``ns`` (the output projection)")
+
+    _NAMES = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
+              "average_attn_weights", "is_causal")
+
+    def trace_module(self, t, node, m, x):
+        path = node.target
+        what = f"MultiheadAttention '{path}'"
+        p = dict(zip(self._NAMES, node.args))
+        for key, val in node.kwargs.items():
+            if key not in self._NAMES:
+                t.fail(node, what, f"unexpected argument {key!r}")
+            p[key] = val
+        check_mha(t, node, m, path)
+        for key in ("key_padding_mask", "attn_mask"):
+            if p.get(key) is not None:
+                t.fail(node, what, f"'{key}' is not supported")
+        if _const(t, node, what, "is_causal", p.get("is_causal", False)):
+            t.fail(node, what, "is_causal=True needs attn_mask, which is not supported")
+        need = _const(t, node, what, "need_weights", p.get("need_weights", True))
+        _const(t, node, what, "average_attn_weights", p.get("average_attn_weights", True))
+        args = [p.get(n) for n in self._NAMES[:3]]
+        q, k, v = (t.tensor_arg(node, a) for a in args)
+        _claim(t, node, path, m)
+        _items(t)[node] = emit_mha(t, node, path, m, q, k, v, need,
+                                   (args[1] is args[0], args[2] is args[1]))
+        t.vals[node] = None
+
+    def trace_function(self, t, node, fn, args, kwargs, name):
+        src, idx = args
+        if src not in _items(t):   # not ours: the next rule reading getitem (recurrent layers)
+            from . import FORMS
+            rule = next((r for r in FORMS[FORMS.index(self) + 1:]
+                         if r.matches_function(fn, name)), None)
+            if rule is None:
+                t.fail(node, "indexing", "indexing or slicing a traced tensor is unsupported")
+            return rule.trace_function(t, node, fn, args, kwargs, name)
+        where = f"the result of MultiheadAttention '{src.target}'"
+        if idx == 0:
+            t.vals[node] = _items(t)[src]
+        elif idx == 1:
+            if node.users:
+                t.fail(node, "attention weights", f"{where}[1], the attention weights, is not a "
+                                                  f"node set of the graph: use only the output")
+            t.vals[node] = None
+        else:
+            t.fail(node, "indexing", f"{where} is (output, weights): index 0, got {idx!r}")
+
+    # -- structure ----------------------------------------------------------------------------
+    def out_parts(self, op, parts):
+        return [op["ns"]]
+
+    def inner_sets(self, op):
+        return list(op["qkv"])
+
+    def feature_columns(self, op):
+        return ("bias",)
+
+    def constrain(self, op, s):
+        """Its inputs' factors are absorbed by the projection weights' columns; the value
+        neurons' by the output projection's columns (nothing to restrict)."""
+
+    def couple(self, op, s):
+        q, k, v = op["qkv"]
+        H = op["num_heads"]
+        D = op["embed_dim"] // H
+        couple_heads(s, q, k, v, H, D, D)
+
+    def edge_blocks(self, op, lay):
+        E, path = op["embed_dim"], op["module"]
+        Q, K, V = op["qkv"]
+        srcs = [_nodes(lay, lay.parts[x]) for x in op["in"]]
+        blocks = []
+        if op["packed"]:
+            src = torch.cat([n[None, :].expand(E, -1) for n in srcs])
+            blocks.append(Edges(src, (), path + ".in_proj_weight", "weight", (3 * E, E), dst=Q))
+        else:
+            for n, key, ns in zip(srcs, ("q", "k", "v"), (Q, K, V)):
+                blocks.append(Edges(n[None, :].expand(E, -1), (), f"{path}.{key}_proj_weight",
+                                    "weight", (E, len(n)), dst=ns))
+        vn = torch.arange(lay.offsets[V], lay.offsets[V] + E)
+        blocks.append(Edges(vn[None, :].expand(E, -1), (), path + ".out_proj.weight", "weight",
+                            (E, E)))
+        return blocks
+
+    def features(self, op, lay):
+        if not op["bias"]:
+            return []
+        E, path, col = op["embed_dim"], op["module"], lay.col["bias"]
+        return [FeatureSlot(path + ".in_proj_bias", col, lay.offsets[op["qkv"][0]], 3 * E, False),
+                FeatureSlot(path + ".out_proj.bias", col, lay.offsets[op["ns"]], E, False)]
+
+    # -- running ------------------------------------------------------------------------------
+    def to_module(self, op):
+        return nn.MultiheadAttention(op["embed_dim"], op["num_heads"], dropout=op["dropout"],
+                                     bias=op["bias"], kdim=op["kdim"], vdim=op["vdim"],
+                                     batch_first=op["batch_first"])
+
+    def forward(self, op, module, ins):
+        q, k, v = ins
+        # the module's arithmetic depends on which arguments are one object (a packed
+        # projection of q alone, or of q, k, v at once): the call's identities are restored
+        if k is q and not op["same"][0]:
+            k = k.view(k.shape)
+        if v is k and not op["same"][1]:
+            v = v.view(v.shape)
+        return module(q, k, v, need_weights=op["need_weights"])[0]
+
+    def batched(self, op, ins, params, B):
+        path, E = op["module"], op["embed_dim"]
+        P = lambda key: params.get(f"{path}.{key}")
+        outs = []
+        for b in range(B):
+            q, k, v = (x.reshape(B, -1, *x.shape[1:])[b] for x in ins)
+            if op["batch_first"]:
+                q, k, v = (x.transpose(0, 1) for x in (q, k, v))
+            pick = lambda key: None if P(key) is None else P(key)[b]
+            o, _ = F.multi_head_attention_forward(
+                q, k, v, E, op["num_heads"], pick("in_proj_weight"), pick("in_proj_bias"),
+                None, None, False, 0.0, pick("out_proj.weight"), pick("out_proj.bias"),
+                training=False, need_weights=False,
+                use_separate_proj_weight=not op["packed"], q_proj_weight=pick("q_proj_weight"),
+                k_proj_weight=pick("k_proj_weight"), v_proj_weight=pick("v_proj_weight"))
+            outs.append(o.transpose(0, 1) if op["batch_first"] else o)
+        return torch.cat(outs)
+
+    def act(self, op, sd, a, parts):
+        path, E = op["module"], op["embed_dim"]
+        Q, K, V = op["qkv"]
+        ins = [parts[x] for x in op["in"]]
+        q_rows, p_rows = a.q_of([Q, K, V]), a.perm_of([Q, K, V])
+
+        def weight(W, q_out, src):
+            return a.moved(a.scaled(W, q_out[:, None] / a.q_of(src)[None, :]), a.perm_of(src), 1)
+
+        if op["packed"]:
+            key = path + ".in_proj_weight"
+            W = torch.cat([weight(sd[key][i * E:(i + 1) * E], q_rows[i * E:(i + 1) * E], src)
+                           for i, src in enumerate(ins)])
+            sd[key] = a.moved(W, p_rows, 0)
+        else:
+            for name, ns, src in zip("qkv", (Q, K, V), ins):
+                key = f"{path}.{name}_proj_weight"
+                sd[key] = a.moved(weight(sd[key], a.q(ns), src), a.perm(ns), 0)
+        key = path + ".out_proj.weight"
+        sd[key] = a.moved(weight(sd[key], a.q(op["ns"]), [V]), a.perm(op["ns"]), 0)
+        if op["bias"]:
+            b = path + ".in_proj_bias"
+            sd[b] = a.moved(a.scaled(sd[b], q_rows), p_rows)
+            b = path + ".out_proj.bias"
+            sd[b] = a.moved(a.scaled(sd[b], a.q(op["ns"])), a.perm(op["ns"]))
+
+
+def active_dropout(m: nn.Module, path: str, modes: dict):
+    """Why the attention or transformer layer ``m`` (a traced leaf at ``path``) computes another
+    function than in eval mode under the training flags ``modes`` (``{module path: training}``):
+    a dropout inside it that is active; None when there is none."""
+    if not isinstance(m, _LEAVES):
+        return None
+    for name, sub in m.named_modules():
+        full = f"{path}.{name}" if name else path
+        p = (sub.p if isinstance(sub, nn.modules.dropout._DropoutNd)
+             else sub.dropout if isinstance(sub, nn.MultiheadAttention) else 0.0)
+        if p and modes.get(full, False):
+            return f"'{full}' is in training mode, where its dropout (p={p}) is active"
+    return None
+
+
+# -- nn.TransformerEncoderLayer, nn.TransformerEncoder ------------------------------------------
+def _act_op(t, node, what: str, act) -> dict:
+    """The ``act`` op of a transformer layer's activation (ReLU or GELU, function or module)."""
+    if act is F.relu or isinstance(act, nn.ReLU):
+        return {"op": "act", "name": "relu", "params": {}}
+    if act is F.gelu:
+        return {"op": "act", "name": "gelu", "params": {"approximate": "none"}}
+    if isinstance(act, nn.GELU):
+        return {"op": "act", "name": "gelu", "params": {"approximate": act.approximate}}
+    t.fail(node, what, f"activation {act!r} is not supported (relu and gelu are)")
+
+
+class _Emit:
+    """Appends the ops of a transformer layer's parts after the value ``x`` (helpers)."""
+
+    def __init__(self, t, node, what):
+        self.t, self.node, self.what = t, node, what
+
+    def new_set(self, op, ins, size, name):
+        t = self.t
+        ns = len(t.sizes)
+        t.sizes[ns], t.names[ns] = size, name
+        vid = t.new_vid()
+        t.ops.append({**op, "in": [v.vid for v in ins], "out": vid, "ns": ns})
+        x = ins[0]
+        return t.value(vid, [ns], size, x.rank, None, (x.rank - 1,), None)
+
+    def chain(self, op, x):
+        vid = self.t.new_vid()
+        self.t.ops.append({**op, "in": [x.vid], "out": vid})
+        return self.t.value(vid, list(x.parts), x.chan, x.rank, None, x.caxes, x.csplit)
+
+    def linear(self, path, m, x):
+        if x.chan != m.in_features:
+            self.t.fail(self.node, self.what, f"'{path}' reads {m.in_features} features, its "
+                                              f"input has {x.chan}")
+        _claim(self.t, self.node, path, m)
+        return self.new_set({"op": "linear", "module": path, "in_features": m.in_features,
+                             "out_features": m.out_features, "bias": m.bias is not None,
+                             "spatial": []}, [x], m.out_features, path)
+
+    def layernorm(self, path, m, x):
+        if tuple(m.normalized_shape) != (x.chan,) or not m.elementwise_affine:
+            self.t.fail(self.node, self.what, f"'{path}' must be a LayerNorm over the "
+                                              f"{x.chan} features with elementwise_affine=True")
+        pre = self.t.single_set(self.node, self.what, x)
+        _claim(self.t, self.node, path, m)
+        return self.new_set({"op": "layernorm", "module": path, "normalized_shape": [x.chan],
+                             "eps": float(m.eps), "bias": m.bias is not None, "pre": pre},
+                            [x], x.chan, path)
+
+    def add(self, a, b, name):
+        sa, sb = (self.t.single_set(self.node, self.what, v) for v in (a, b))
+        if sa == sb:
+            self.t.fail(self.node, self.what, "adding a layer to itself is unsupported")
+        return self.new_set({"op": "add"}, [a, b], a.chan, name)
+
+
+def emit_encoder_layer(t, node, path: str, m: nn.TransformerEncoderLayer, x):
+    """Append the ops of ``nn.TransformerEncoderLayer`` ``m`` (at ``path``) on value ``x`` in its
+    eval-mode order (``norm_first`` or not); returns the output value."""
+    what = f"TransformerEncoderLayer '{path}'"
+    e = _Emit(t, node, what)
+    act = _act_op(t, node, what, m.activation)
+    if isinstance(m.activation, nn.Module):
+        _claim(t, node, f"{path}.activation", m.activation)
+    check_mha(t, node, m.self_attn, f"{path}.self_attn")
+    if x.flat is not None or x.rank != 3 or x.cdim != x.rank - 1:
+        t.fail(node, what, "its input must be (batch, tokens, features) with the features last "
+                           "(or (tokens, batch, features) without batch_first)")
+    sa_path = f"{path}.self_attn"
+
+    def sa(v):
+        _claim(t, node, sa_path, m.self_attn)
+        return emit_mha(t, node, sa_path, m.self_attn, v, v, v, False, (True, True))
+
+    def ff(v):
+        h = e.chain(act, e.linear(f"{path}.linear1", m.linear1, v))
+        return e.linear(f"{path}.linear2", m.linear2, h)
+
+    if m.norm_first:
+        x = e.add(x, sa(e.layernorm(f"{path}.norm1", m.norm1, x)), f"{path}:add1")
+        return e.add(x, ff(e.layernorm(f"{path}.norm2", m.norm2, x)), f"{path}:add2")
+    x = e.layernorm(f"{path}.norm1", m.norm1, e.add(x, sa(x), f"{path}:add1"))
+    return e.layernorm(f"{path}.norm2", m.norm2, e.add(x, ff(x), f"{path}:add2"))
+
+
+class TransformerEncoder(OpRule):
+    """No op kind of its own: ``nn.TransformerEncoderLayer`` and ``nn.TransformerEncoder`` (in
+    eval mode, without masks) are read as the ops of their parts, module by module at their
+    own paths (``layers.0.self_attn``: an ``mha`` op; ``linear1``, ``norm1``, ...), so the
+    rebuilt network holds the same parameters under the same keys."""
+
+    kind = None
+    modules = (nn.TransformerEncoderLayer, nn.TransformerEncoder)
+    reads_call = True
+
+    _ARGS = {nn.TransformerEncoderLayer: ("src", "src_mask", "src_key_padding_mask",
+                                          "is_causal"),
+             nn.TransformerEncoder: ("src", "mask", "src_key_padding_mask", "is_causal")}
+
+    def trace_module(self, t, node, m, x):
+        path, what = node.target, f"{type(m).__name__} '{node.target}'"
+        names = self._ARGS[type(m)]
+        p = dict(zip(names, node.args))
+        for key, val in node.kwargs.items():
+            if key not in names:
+                t.fail(node, what, f"unexpected argument {key!r}")
+            p[key] = val
+        for key in names[1:3]:
+            if p.get(key) is not None:
+                t.fail(node, what, f"'{key}' is not supported")
+        if p.get("is_causal"):
+            t.fail(node, what, "is_causal=True needs a mask, which is not supported")
+        x = t.tensor_arg(node, p.get("src"))
+        if path in t.used_modules:
+            t.fail(node, what, "module called more than once (weight sharing)")
+        t.used_modules[path] = m
+        if isinstance(m, nn.TransformerEncoderLayer):
+            y = emit_encoder_layer(t, node, path, m, x)
+        else:
+            y = x
+            for i, layer in enumerate(m.layers):
+                y = emit_encoder_layer(t, node, f"{path}.layers.{i}", layer, y)
+            if m.norm is not None:
+                y = _Emit(t, node, what).layernorm(f"{path}.norm", m.norm, y)
+        t.vals[node] = y
+
+
+_LEAVES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)

@@ -1,0 +1,354 @@
+"""Attention and transformer layers: ``F.scaled_dot_product_attention`` on user-written Q/K/V
+``nn.Linear``s, ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` and
+``nn.TransformerEncoder``. Exact round trips, the group of every node set (queries and keys
+``linear`` with reciprocal factors and one permutation inside each head, values ``linear`` with
+permutations inside each head), 20 random float64 actions, negative controls, the head moves
+that are symmetries but never sampled, refusals naming the culprit, and ScaleGMN's equivariance
+on transformer graphs."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch_geometric.data import Batch
+
+import converters as C
+from converters.groups import GROUP_ID
+from zoo import make
+
+TOL = 1e-9
+ATTN_ZOO = ["attn_sdpa", "attn_sdpa_1head", "mha", "mha_kv", "encoder", "encoder_prenorm"]
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+
+
+def _sets(g):
+    return {ns["name"]: k for k, ns in enumerate(g.arch.nodesets)}
+
+
+def _nodes(g, name):
+    return (g.layer == _sets(g)[name]).nonzero().squeeze(1)
+
+
+def _moved(model, g, perm=None, q=None):
+    """A copy of ``model`` under the action (perm, q) applied op by op to its state dict."""
+    N = g.num_nodes
+    a = C.Action(torch.arange(N) if perm is None else perm,
+                 torch.ones(N, dtype=torch.float64) if q is None else q)
+    m = copy.deepcopy(model)
+    m.load_state_dict(a.apply_state_dict(g.arch, model.state_dict()))
+    return m
+
+
+@pytest.mark.parametrize("name", ATTN_ZOO)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_round_trip_is_bitwise(name, dtype):
+    model, x = make(name, dtype)
+    g = C.to_graph(model, x)
+    back = C.to_module(g)
+    sd, sd2 = model.state_dict(), back.state_dict()
+    assert set(sd) == set(sd2)
+    for k, v in sd.items():
+        assert torch.equal(sd2[k], v) and sd2[k].dtype == v.dtype, k
+    assert torch.equal(back(x), model(x))
+    longer = torch.randn(5, 7, 3, dtype=dtype)              # no token count is recorded
+    assert torch.equal(back(longer), model(longer))
+    # the dense view runs B networks at once (to rounding)
+    d = C.to_dense(Batch.from_data_list([g, g]))
+    y = C.functional_forward(d, x)
+    assert rel_err(y[1], model(x)) < (1e-5 if dtype == torch.float32 else 1e-12)
+
+
+G = "fixed", "linear", "scale", "perm", "sign"
+
+
+@pytest.mark.parametrize("name, groups", [
+    ("attn_sdpa", {"input": "fixed", "emb": "linear", "q": "linear", "k": "linear",
+                   "v": "linear", "o": "scale", "out": "fixed"}),
+    ("attn_sdpa_1head", {"q": "linear", "k": "linear", "v": "linear", "o": "scale"}),
+    ("mha", {"emb": "linear", "attn.q": "linear", "attn.k": "linear", "attn.v": "linear",
+             "attn.out_proj": "scale", "out": "fixed"}),
+    ("mha_kv", {"pq": "linear", "pk": "linear", "pv": "linear", "attn.q": "linear",
+                "attn.k": "linear", "attn.v": "linear", "attn.out_proj": "linear"}),
+    ("encoder", {"emb": "perm", "enc.layers.0.self_attn.q": "linear",
+                 "enc.layers.0.self_attn.k": "linear", "enc.layers.0.self_attn.v": "linear",
+                 "enc.layers.0.self_attn.out_proj": "perm", "enc.layers.0:add1": "perm",
+                 "enc.layers.0.norm1": "perm", "enc.layers.0.linear1": "scale",
+                 "enc.layers.0.linear2": "perm", "enc.layers.1.norm2": "perm",
+                 "enc.norm": "linear"}),
+    ("encoder_prenorm", {"emb": "perm", "enc.layers.0.norm1": "linear",
+                         "enc.layers.0.self_attn.q": "linear",
+                         "enc.layers.0.linear1": "perm", "enc.layers.0:add2": "perm",
+                         "enc.norm": "linear"}),
+])
+def test_groups_per_node_set(name, groups):
+    model, x = make(name)
+    g = C.to_graph(model, x)
+    recs = {ns["name"]: ns for ns in g.arch.nodesets}
+    assert {k: recs[k]["group"] for k in groups} == groups
+    # queries and keys: one permutation (aligned), reciprocal factors (inv_tie), cut per head
+    for q in [n for n in recs if n == "q" or n.endswith(".q")]:
+        k = q[:-1] + "k"
+        v = q[:-1] + "v"
+        assert recs[q]["align"] == recs[k]["align"] != recs[v]["align"]
+        assert recs[q]["inv_tie"] == _sets(g)[k] and recs[k]["inv_tie"] == _sets(g)[q]
+        assert "inv_tie" not in recs[v]
+        heads = {"attn_sdpa": 2, "attn_sdpa_1head": 1, "mha": 3}.get(name, 2)
+        D = recs[q]["size"] // heads
+        assert list(recs[q]["perm_cuts"]) == [D * h for h in range(1, heads)]
+        Dv = recs[v]["size"] // heads
+        assert list(recs[v]["perm_cuts"]) == [Dv * h for h in range(1, heads)]
+    others = [ns for ns in g.arch.nodesets if ns["name"] not in recs or "inv_tie" not in ns]
+    assert all("inv_tie" not in ns for ns in others if not ns["name"].endswith(("q", "k")))
+
+
+@pytest.mark.parametrize("name", ATTN_ZOO)
+def test_twenty_random_actions_keep_the_function(name):
+    model, x = make(name)
+    g = C.to_graph(model, x)
+    y, gen = model(x), torch.Generator().manual_seed(0)
+    q_sets = [k for k, ns in enumerate(g.arch.nodesets) if ns.get("inv_tie", -1) > k]
+    assert q_sets
+    flipped = False
+    for _ in range(20):
+        a = C.sample_action(g, generator=gen)
+        for k in q_sets:            # keys take the reciprocal of their queries' factors
+            qn, kn = (g.layer == k).nonzero()[:, 0], (g.layer == g.arch.nodesets[k]["inv_tie"])
+            kn = kn.nonzero()[:, 0]
+            assert torch.equal(a.q[kn], 1.0 / a.q[qn])
+            assert torch.equal(a.perm[kn] - kn[0], a.perm[qn] - qn[0])
+            flipped |= bool((a.q[qn] < 0).any()) and bool((a.q[qn].abs() != 1).any())
+        assert rel_err(C.to_module(a.apply(g))(x), y) < TOL
+        assert rel_err(_moved(model, g, a.perm, a.q)(x), y) < TOL
+    assert flipped
+
+
+def test_random_actions_on_a_mixed_batch_pair_each_graphs_queries_and_keys():
+    graphs = [C.to_graph(*make(n, seed=s)) for n, s in
+              (("mlp_relu", 0), ("attn_sdpa", 0), ("mha", 1), ("attn_sdpa", 2))]
+    b = C.batch_graphs(graphs)
+    a = C.sample_action(b, torch.Generator().manual_seed(3))
+    for i, g in enumerate(graphs):
+        sub = C.Action(a.perm[b.ptr[i]:b.ptr[i + 1]] - b.ptr[i], a.q[b.ptr[i]:b.ptr[i + 1]])
+        model, x = make(["mlp_relu", "attn_sdpa", "mha", "attn_sdpa"][i], seed=[0, 0, 1, 2][i])
+        assert rel_err(C.to_module(sub.apply(g))(x), model(x)) < TOL
+
+
+# -- negative controls --------------------------------------------------------------------------
+def _one(g, node, q):
+    f = torch.ones(g.num_nodes, dtype=torch.float64)
+    f[node] = q
+    return f
+
+
+@pytest.mark.parametrize("name, q, k, v, o", [
+    ("attn_sdpa", "q", "k", "v", "o"),
+    ("mha", "attn.q", "attn.k", "attn.v", "attn.out_proj"),
+    ("encoder", *(f"enc.layers.1.self_attn.{p}" for p in ("q", "k", "v", "out_proj"))),
+])
+def test_controls_change_the_function(name, q, k, v, o):
+    model, x = make(name)
+    g = C.to_graph(model, x)
+    y = model(x)
+    Q, K, V = _nodes(g, q), _nodes(g, k), _nodes(g, v)
+    D = len(Q) // 2 if name != "mha" else len(Q) // 3
+    # a Q dimension scaled without its K dimension
+    assert rel_err(_moved(model, g, q=_one(g, Q[1], 2.5))(x), y) > 1e-6
+    # Q and K of one dimension scaled alike (not reciprocally)
+    f = _one(g, Q[1], 2.5)
+    f[K[1]] = 2.5
+    assert rel_err(_moved(model, g, q=f)(x), y) > 1e-6
+    # ... and reciprocally: a symmetry (sign included)
+    f[K[1]] = 1 / 2.5
+    f[Q[0]], f[K[0]] = -0.3, -1 / 0.3
+    assert rel_err(_moved(model, g, q=f)(x), y) < TOL
+    # two heads' Q dimensions swapped without their K
+    perm = torch.arange(g.num_nodes)
+    perm[Q[0]], perm[Q[D]] = Q[D], Q[0]
+    assert rel_err(_moved(model, g, perm=perm)(x), y) > 1e-6
+    # Q and K swapped across two heads (V left): not a symmetry either
+    perm[K[0]], perm[K[D]] = K[D], K[0]
+    assert rel_err(_moved(model, g, perm=perm)(x), y) > 1e-6
+    # inside one head, Q and K together: a symmetry
+    perm = torch.arange(g.num_nodes)
+    perm[Q[0]], perm[Q[1]], perm[K[0]], perm[K[1]] = Q[1], Q[0], K[1], K[0]
+    assert rel_err(_moved(model, g, perm=perm)(x), y) < TOL
+    # a V dimension scaled without the output projection's compensation
+    sd = model.state_dict()
+    bad = copy.deepcopy(model)
+    W = {"attn_sdpa": "v.weight", "mha": "attn.in_proj_weight",
+         "encoder": "enc.layers.1.self_attn.in_proj_weight"}[name]
+    row = 0 if name == "attn_sdpa" else 2 * len(Q)
+    sd2 = {kk: t.clone() for kk, t in sd.items()}
+    sd2[W][row] *= 3.0
+    bad.load_state_dict(sd2)
+    assert rel_err(bad(x), y) > 1e-6
+    # ... with it: a symmetry (here through the graph action)
+    assert rel_err(_moved(model, g, q=_one(g, V[0], -3.0))(x), y) < TOL
+
+
+def _head_move(g, names, D, H):
+    """The permutation moving head 0 onto head 1 (and back) in the node sets ``names``."""
+    perm = torch.arange(g.num_nodes)
+    for n in names:
+        nodes = _nodes(g, n)
+        for d in range(D):
+            perm[nodes[d]], perm[nodes[D + d]] = nodes[D + d], nodes[d]
+    return perm
+
+
+@pytest.mark.parametrize("name, prefix, H", [("attn_sdpa", "", 2), ("mha", "attn.", 3)])
+def test_whole_heads_move_as_a_symmetry_but_are_never_sampled(name, prefix, H):
+    model, x = make(name)
+    g = C.to_graph(model, x)
+    y = model(x)
+    D = len(_nodes(g, prefix + "q")) // H
+    qkv = [prefix + p for p in "qkv"]
+    assert rel_err(C.to_module(C.Action(_head_move(g, qkv, D, H), torch.ones(
+        g.num_nodes, dtype=torch.float64)).apply(g))(x), y) < TOL
+    # a head's Q and K moved without its V is not
+    part = _head_move(g, qkv[:2], D, H)
+    assert rel_err(C.to_module(C.Action(part, torch.ones(
+        g.num_nodes, dtype=torch.float64)).apply(g))(x), y) > 1e-6
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):                  # sampled permutations stay inside each head
+        a = C.sample_action(g, generator=gen)
+        for n in qkv:
+            nodes = _nodes(g, n)
+            assert torch.equal((a.perm[nodes] - nodes[0]) // D, torch.arange(len(nodes)) // D)
+
+
+def test_shared_queries_and_keys_flip_only_and_conflicting_pairs_are_dropped():
+    class QisK(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qk, self.v, self.o = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.qk(x)
+            return self.o(F.scaled_dot_product_attention(h, h, self.v(x)))
+
+    class SharedQ(nn.Module):          # one Q against two keys: q = 1/k1 = 1/k2 is not kept
+        def __init__(self):
+            super().__init__()
+            self.q, self.k1, self.k2 = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(3, 4)
+            self.v1, self.v2, self.o = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            q = self.q(x)
+            return self.o(F.scaled_dot_product_attention(q, self.k1(x), self.v1(x))
+                          + F.scaled_dot_product_attention(q, self.k2(x), self.v2(x)))
+
+    x = torch.randn(5, 6, 3, dtype=torch.float64)
+    torch.manual_seed(0)
+    m = QisK().double().eval()
+    g = C.to_graph(m, x)
+    assert [ns["group"] for ns in g.arch.nodesets] == ["fixed", "sign", "linear", "fixed"]
+    assert rel_err(_moved(m, g, q=_one(g, _nodes(g, "qk")[0], 2.0))(x), m(x)) > 1e-6
+    m = SharedQ().double().eval()
+    g = C.to_graph(m, x)
+    recs = {ns["name"]: ns for ns in g.arch.nodesets}
+    assert [recs[n]["group"] for n in ("q", "k1", "k2")] == ["perm"] * 3
+    assert all("inv_tie" not in ns for ns in g.arch.nodesets)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        a = C.sample_action(g, generator=gen)
+        assert rel_err(C.to_module(a.apply(g))(x), m(x)) < TOL
+
+
+# -- refusals -----------------------------------------------------------------------------------
+def _sdpa(**kw):
+    split = kw.pop("_split", None)
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            B, T, _ = x.shape
+            cut = split or (lambda t: t.view(B, T, 2, 2).transpose(1, 2))
+            q, k, v = (cut(f(x)) for f in (self.q, self.k, self.v))
+            return F.scaled_dot_product_attention(q, k, v, **kw).transpose(1, 2).reshape(
+                B, T, 4)
+    return M().eval()
+
+
+class _MHA(nn.Module):
+    def __init__(self, call=lambda a, h: a(h, h, h)[0], **kw):
+        super().__init__()
+        kw.setdefault("batch_first", True)
+        self.emb, self.attn, self.call = nn.Linear(4, 4), nn.MultiheadAttention(4, 2, **kw), call
+
+    def forward(self, x):
+        return self.call(self.attn, self.emb(x))
+
+
+X = torch.randn(2, 5, 4)
+
+
+@pytest.mark.parametrize("model, match", [
+    (lambda: _sdpa(dropout_p=0.1), r"dropout_p=0.1"),
+    (lambda: _sdpa(enable_gqa=True), r"enable_gqa"),
+    (lambda: _sdpa(_split=lambda t: t.view(t.shape[0], t.shape[1], 2, 2)),
+     r"scaled_dot_product_attention.*heads on an axis before the tokens"),
+    (lambda: _MHA(add_bias_kv=True), r"'attn'.*add_bias_kv=True"),
+    (lambda: _MHA(add_zero_attn=True), r"'attn'.*add_zero_attn"),
+    (lambda: _MHA(call=lambda a, h: a(h, h, h)[1]), r"attention weights.*not a node set"),
+    (lambda: _MHA(call=lambda a, h: a(h.transpose(1, 2), h, h)[0]), r"'attn'.*features"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), nn.TransformerEncoderLayer(
+        4, 2, 8, activation=F.silu, batch_first=True)), r"'1'.*activation.*relu and gelu"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), nn.TransformerDecoderLayer(4, 2, 8)),
+     r"TransformerDecoderLayer"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), nn.Transformer(4, 2, 1, 1, 8)), r"Transformer"),
+])
+def test_refusals_name_the_culprit(model, match):
+    with pytest.raises(C.UnsupportedLayerError, match=match):
+        C.to_graph(model().eval(), X if "features" not in match else X[:, :4])
+
+
+def test_a_training_mode_transformer_with_dropout_is_refused():
+    m = nn.Sequential(nn.Linear(4, 4), nn.TransformerEncoderLayer(4, 2, 8, dropout=0.1,
+                                                                  batch_first=True))
+    with pytest.raises(C.UnsupportedLayerError, match=r"'1.*dropout.*call model.eval\(\)"):
+        C.to_graph(m.train(), X)
+    m2 = _MHA(dropout=0.2).train()
+    with pytest.raises(C.UnsupportedLayerError, match=r"'attn'.*p=0.2"):
+        C.to_graph(m2, X)
+    C.to_graph(m.eval(), X)
+    C.to_graph(nn.Sequential(nn.Linear(4, 4), nn.TransformerEncoderLayer(
+        4, 2, 8, dropout=0.0, batch_first=True)).train(), X)   # nothing random: converts
+
+    class Drop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = _sdpa()
+
+        def forward(self, x):
+            q = x.view(2, 5, 2, 2).transpose(1, 2)
+            return F.scaled_dot_product_attention(q, q, q, dropout_p=0.3 if self.training
+                                                  else 0.0)
+    with pytest.raises(C.UnsupportedLayerError, match=r"dropout_p=0.3.*eval"):
+        C.to_graph(Drop().train(), X)
+
+
+# -- ScaleGMN ---------------------------------------------------------------------------------
+def test_scalegmn_is_equivariant_on_transformer_graphs():
+    import scalegmn
+    from scalegmn.testing import assert_equivariant, assert_sensitive
+    small = dict(hidden=8, layers=2)
+    graphs = [C.to_graph(*make(n, seed=s)) for n in ("attn_sdpa", "mha", "encoder")
+              for s in range(2)]
+    mixed = C.batch_graphs(graphs)
+    same = Batch.from_data_list([C.to_graph(*make("attn_sdpa", seed=s)) for s in range(3)])
+    for backend in ("scalegmn", "scalegmn-b"):
+        net = scalegmn.build(backend, "invariant", spec=mixed, out_dim=2, **small)
+        errors = assert_equivariant(net, mixed, n_actions=2)
+        assert "linear" in errors
+        assert_sensitive(net, mixed, "uncoupled")
+        editor = scalegmn.build(backend, "equivariant", spec=same, **small)
+        assert_equivariant(editor, same, n_actions=2)
+        assert_sensitive(editor, same, "unclaimed")
