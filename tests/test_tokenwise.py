@@ -240,3 +240,14 @@ def test_scalegmn_is_equivariant_on_token_wise_and_softmax_graphs():
         errors = assert_equivariant(net, mixed, n_actions=2)
         assert "scale" in errors and "sign" in errors
         assert_sensitive(net, mixed, "uncoupled")
+
+
+def test_the_simulation_check_refuses_token_wise_networks_by_name():
+    """``scalegmn simulate`` models (batch, features) and conv inputs only: a token-wise MLP is
+    refused with a clear error (it crashed with an IndexError)."""
+    from scalegmn.simulate import check
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    with pytest.raises(ValueError, match=r"token-wise input of shape \(batch, 6, 3\)"):
+        check(model, torch.randn(5, 6, 3, dtype=torch.float64), backward=False)
+    check(model, torch.randn(5, 3, dtype=torch.float64), backward=False)   # control

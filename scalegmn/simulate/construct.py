@@ -21,6 +21,11 @@ from .parts import (Channels, SimUpdate, _BackwardMessage, _const_one, _factor, 
 def _check_supported(arch):
     convs = [op for op in arch.ops if op["op"] == "conv"]
     allowed = {"input", "linear", "conv", "act", "scalar", "pool", "flatten", "mean", "output"}
+    if arch.ops and arch.ops[0].get("chan_dim", 1) != 1:
+        raise ValueError(f"simulate supports (batch, features) and (batch, channels, *spatial) "
+                         f"inputs; this network reads token-wise input of shape "
+                         f"(batch, {', '.join(map(str, arch.input['shape']))}) with the features "
+                         f"on the last axis")
     for op in arch.ops:
         if op["op"] not in allowed:
             raise ValueError(f"simulate supports feed-forward MLPs and CNNs; found a "
