@@ -85,7 +85,7 @@ def _structure(arch: ArchSpec) -> dict:
     lay = layout(arch)
     out = {k: getattr(lay, k).clone() for k in NODE_FIELDS}
     out.update(edge_index=lay.edge_index.clone(), edge_type=lay.edge_type.clone(),
-               edge_mask=lay.edge_mask.clone())
+               edge_mask=lay.edge_mask.clone(), edge_tie=lay.edge_tie.clone())
     return out
 
 
@@ -160,7 +160,10 @@ def to_state_dict(graph: ParameterGraph, *, strict: bool = True) -> dict:
                 raise ValueError(f"residual edges of '{arch.nodesets[b.op['ns']]['name']}' were "
                                  f"edited (must stay 1)")
             continue
-        sd[b.weight_key] = b.param_from_edges(vals).to(dtype).clone()
+        # contiguous: a transposed layout (an embedding's (V, d) weight) would otherwise give a
+        # strided tensor, and a matmul reading it may round differently from the original
+        sd[b.weight_key] = b.param_from_edges(vals).to(dtype).clone(
+            memory_format=torch.contiguous_format)
     for f in lay.features:
         v = graph.x[f.start:f.start + f.size, f.column]
         if f.shared:
@@ -173,6 +176,10 @@ def to_state_dict(graph: ParameterGraph, *, strict: bool = True) -> dict:
         sd[f.key] = (v[0].round().long().clone() if f.scalar else v.to(dtype).clone())
     if strict:
         _check_structural_zeros(graph, lay, kshape)
+        for key, same_as, a, b in lay.ties:
+            if not torch.equal(graph.edge_attr[a], graph.edge_attr[b]):
+                raise ValueError(f"'{key}' is the weight '{same_as}' (tied), but their edges "
+                                 f"hold different values (edited unequally)")
     return sd
 
 

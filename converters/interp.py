@@ -26,7 +26,7 @@ def run(arch, x: torch.Tensor, param_op: Callable, trace: dict | None = None) ->
             vals[op["out"]] = x
         elif kind == "output":
             return vals[op["in"][0]]
-        elif "module" in op:
+        elif "module" in op or "param" in op:   # a module's, or a bare parameter's op
             vals[op["out"]] = param_op(op, [vals[v] for v in op["in"]])
         else:
             vals[op["out"]] = rule_for(kind).apply(op, [vals[v] for v in op["in"]])

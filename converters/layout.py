@@ -59,6 +59,15 @@ class Layout:
             features += rule.features(op, self)
         self.num_edges = e
         self.blocks = blocks
+        #: one parameter used twice (a tied weight): ``(key, same_as, a, b)``, edges ``b`` hold
+        #: the weights of edges ``a``; ``edge_tie`` gives each such pair one id (-1: untied)
+        self.ties = [t for op in arch.ops for t in ops.rule_for(op["op"]).tied_edges(op, self)]
+        self.edge_tie = torch.full((e,), -1, dtype=torch.long)
+        n_tied = 0
+        for _, _, a, b in self.ties:
+            ids = n_tied + torch.arange(len(a))
+            self.edge_tie[a], self.edge_tie[b] = ids, ids
+            n_tied += len(a)
         self.features = features
         claimed = {}
         for f in features:

@@ -27,19 +27,37 @@ class SpecModule(nn.Module):
         super().__init__()
         self.arch = arch
         for op in arch.ops:
+            if "param" in op:   # a parameter used outside a module (a learned position)
+                holder, leaf = self._holder(op["param"])
+                t = rule_for(op["op"]).to_param(op)
+                if op.get("buffer"):
+                    holder.register_buffer(leaf, t)
+                else:
+                    holder.register_parameter(leaf, nn.Parameter(t))
             if "module" not in op:
                 continue
-            *parents, leaf = op["module"].split(".")
-            holder = self
-            for p in parents:
-                if not hasattr(holder, p):
-                    holder.add_module(p, _Container())
-                holder = getattr(holder, p)
+            holder, leaf = self._holder(op["module"])
             holder.add_module(leaf, rule_for(op["op"]).to_module(op))
 
+    def _holder(self, path: str) -> tuple:
+        """(module holding ``path``, its last name), creating containers on the way."""
+        *parents, leaf = path.split(".")
+        holder = self
+        for p in parents:
+            if not hasattr(holder, p):
+                holder.add_module(p, _Container())
+            holder = getattr(holder, p)
+        return holder, leaf
+
+    def _param_op(self, op: dict, ins: list) -> torch.Tensor:
+        rule = rule_for(op["op"])
+        if "param" in op:
+            holder, leaf = self._holder(op["param"])
+            return rule.forward(op, getattr(holder, leaf), ins)
+        return rule.forward(op, self.get_submodule(op["module"]), ins)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run(self.arch, x, lambda op, ins: rule_for(op["op"]).forward(
-            op, self.get_submodule(op["module"]), ins))
+        return run(self.arch, x, self._param_op)
 
     def extra_repr(self) -> str:
         return f"arch={self.arch.hash}"
@@ -51,4 +69,6 @@ def to_module(graph: ParameterGraph, *, strict: bool = True) -> nn.Module:
     with torch.device("meta"):
         module = SpecModule(graph.arch)
     module.load_state_dict(sd, assign=True, strict=True)
+    for op in graph.arch.ops:   # e.g. a tied weight made one Parameter again
+        rule_for(op["op"]).finish_module(op, module)
     return module.eval()

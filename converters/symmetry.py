@@ -70,6 +70,8 @@ def analyse(ops_list, sizes: dict, names: dict) -> list:
     out_sets = set(parts[out_v])
     for ns in out_sets:
         fixed[ns] = True
+    for ns in s.constant:   # constant inputs (a learned position's nodes)
+        fixed[ns] = True
     align_id, tie_id = align.classes(), tie.classes()
     # propagate through classes: fixedness and cuts along alignment, factors along ties
     n_align = max(align_id) + 1
@@ -89,7 +91,8 @@ def analyse(ops_list, sizes: dict, names: dict) -> list:
     for k in range(n_sets):
         is_fixed = cls_fixed[align_id[k]]
         group = "fixed" if is_fixed else GROUPS[group_from_bits(tie_bits[tie_id[k]])]
-        role = "input" if k == 0 else "output" if k in out_sets else "hidden"
+        role = ("input" if k == 0 else "output" if k in out_sets
+                else "other" if k in s.constant else "hidden")
         act, act_params = (act_of.get(ns_value[k], ("identity", {})) if k in ns_value
                            else s.ns_act.get(k, ("identity", {})))
         if k in out_sets:

@@ -29,7 +29,7 @@ _REFUSALS = [
     ((nn.Transformer, nn.TransformerDecoder, nn.TransformerDecoderLayer),
      "this transformer layer is not supported (nn.TransformerEncoderLayer, "
      "nn.TransformerEncoder and nn.MultiheadAttention are)"),
-    ((nn.Embedding, nn.EmbeddingBag), "embedding tables (integer inputs) are not supported"),
+    ((nn.EmbeddingBag,), "nn.EmbeddingBag is not supported (nn.Embedding is)"),
     ((nn.modules.conv._ConvTransposeNd,), "transposed convolutions are not supported"),
     ((nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm),
      "this normalisation is not supported (BatchNorm, LayerNorm, GroupNorm, InstanceNorm and "
@@ -422,6 +422,9 @@ class _Builder:
         for pname, p in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
             if p is None:
                 continue
+            if id(p) in self.used_params and ops.RULES["tie"].allow(
+                    self, node, m, pname, self.used_params[id(p)]):
+                continue   # a Linear reusing an embedding's weight (converters.ops.embedding)
             if id(p) in self.used_params:
                 self.fail(node, type(m).__name__,
                           f"parameter '{path}.{pname}' is shared with "
@@ -449,6 +452,8 @@ class _Builder:
         self.rules["input"].trace_placeholder(self, node)
 
     def on_get_attr(self, node):
+        if self.rules["position"].trace_attr(self, node):   # a learned position, a CLS token
+            return
         self.fail(node, f"get_attr {node.target}",
                   "a parameter, buffer or constant tensor is used outside a supported module "
                   "(e.g. F.linear with raw parameters, or a tensor created in forward)")
@@ -460,6 +465,8 @@ class _Builder:
     def on_call_module(self, node):
         m = self.gm.get_submodule(node.target)
         t = type(m)
+        if getattr(ops.module_rule(t), "reads_ids", False):   # nn.Embedding: integer ids
+            return ops.module_rule(t).trace_module(self, node, m, None)
         x = self.tensor_arg(node, node.args[0]) if node.args else None
         if getattr(ops.module_rule(t), "reads_call", False):   # several tensors: attention
             return ops.module_rule(t).trace_module(self, node, m, x)
@@ -469,8 +476,21 @@ class _Builder:
         if rule is None:
             self.fail(node, t.__name__, _refusal(m) or "not supported")
         rule.trace_module(self, node, m, x)
+        if self.__dict__.get("pending_ties"):   # its weight is an embedding's (tied)
+            self.rules["tie"].emit(self, node)
+
+    def _reads_attr(self, node) -> bool:
+        """Whether ``node`` reads a parameter fetched outside a module (``on_get_attr``): then
+        the ``position`` rule reads it."""
+        attrs = self.__dict__.get("attrs")
+        if attrs and any(a in attrs for a in node.all_input_nodes):
+            self.rules["position"].trace_use(self, node)
+            return True
+        return False
 
     def on_call_function(self, node):
+        if self._reads_attr(node):
+            return
         name = getattr(node.target, "__name__", str(node.target))
         rule = ops.function_rule(node.target, name)
         if rule is None:
@@ -478,6 +498,8 @@ class _Builder:
         rule.trace_function(self, node, node.target, node.args, node.kwargs, name)
 
     def on_call_method(self, node):
+        if self._reads_attr(node):
+            return
         name = node.target
         rule = ops.method_rule(name)
         if rule is None:
@@ -491,7 +513,7 @@ class _Builder:
     # -- finish --------------------------------------------------------------------------------
     def finish(self) -> ArchSpec:
         sd_keys = set(self.module.state_dict().keys())
-        used = set(self.used_params.values())
+        used = set(self.used_params.values()) | set(self.__dict__.get("tied_keys", ()))
         unused = sorted(sd_keys - used)
         if unused:
             raise UnsupportedLayerError(type(self.module).__name__, "state_dict",

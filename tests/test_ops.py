@@ -37,6 +37,9 @@ CASES = {
     "instancenorm": ["instnorm_cnn", "instnorm_1d", "convt_1d", "convt_3d"],
     "rmsnorm": ["rmsnorm_mlp", "rmsnorm_tokens"],
     "conv_transpose": ["convt_cnn", "convt_1d", "convt_3d"],
+    "embedding": ["emb_mlp", "emb_positions", "emb_tied_lm", "emb_tied_tanh"],
+    "position": ["emb_positions", "emb_tied_lm"],
+    "tie": ["emb_tied_lm", "emb_tied_tanh"],
     "rnn": ["lstm", "gru_state", "rnn_tanh", "rnn_relu"],
     "select": ["lstm", "gru_state", "rnn_tanh", "rnn_relu"],
 }

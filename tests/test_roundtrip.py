@@ -49,6 +49,7 @@ def test_graph_is_well_formed(name):
     structural = ((g.edge_type == C.EDGE_TYPES.index("residual"))
                   | (g.edge_type == C.EDGE_TYPES.index("state")))
     on_edges = int(g.edge_mask[~structural].sum())
+    on_edges -= int(g.edge_mask[g.edge_tie >= 0].sum()) // 2   # a tied weight: two edges
     rnns = [m for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
     ln_bias += sum(p.numel() for m in rnns for k, p in m.named_parameters() if "bias" in k)
     biases = sum(m.bias.numel() for m in model.modules()

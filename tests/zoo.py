@@ -581,6 +581,70 @@ class Encoder(nn.Module):
         return self.out(self.enc(self.emb(x)))
 
 
+class EmbeddingMLP(nn.Module):
+    """Token ids ``(batch, tokens)`` -> ``nn.Embedding`` (with a padding row) -> a token-wise
+    ReLU layer -> mean over the tokens -> a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(7, 5, padding_idx=0)
+        self.l1, self.out = nn.Linear(5, 4), nn.Linear(4, 3)
+
+    def forward(self, ids):
+        return self.out(torch.relu(self.l1(self.emb(ids))).mean(1))
+
+
+class EmbeddingPositions(nn.Module):
+    """A learned position table sliced to the sequence (``self.pos[:, :T]``), a CLS token
+    concatenated in front (``torch.cat([cls.expand(B, -1, -1), h], dim=1)``), a tanh layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(7, 4)
+        self.pos = nn.Parameter(torch.zeros(1, 9, 4))
+        self.cls = nn.Parameter(torch.zeros(1, 1, 4))
+        self.l1, self.out = nn.Linear(4, 5), nn.Linear(5, 3)
+
+    def forward(self, ids):
+        B, T = ids.shape
+        h = self.emb(ids) + self.pos[:, :T]
+        h = torch.cat([self.cls.expand(B, -1, -1), h], dim=1)
+        return self.out(torch.tanh(self.l1(h)).mean(1))
+
+
+class TiedLM(nn.Module):
+    """A small language model: embedding + a ``(T, d)`` position table (no slice), a pre-norm
+    feed-forward block with a residual, a final LayerNorm and an un-embedding head whose weight
+    *is* the embedding's (``head.weight = emb.weight``), with its own bias."""
+
+    def __init__(self, vocab=9, d=4):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.zeros(6, d))
+        self.ln, self.l1, self.l2 = nn.LayerNorm(d), nn.Linear(d, 6), nn.Linear(6, d)
+        self.ln_f, self.head = nn.LayerNorm(d), nn.Linear(d, vocab)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):
+        h = self.emb(ids) + self.pos
+        h = h + self.l2(F.gelu(self.l1(self.ln(h))))
+        return self.head(self.ln_f(h))
+
+
+class TiedTanh(nn.Module):
+    """``head(tanh(l1(emb(ids))))`` with ``head.weight = emb.weight`` (no bias): the tied
+    embedding and head-input neurons share their permutation and sign flips."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.l1 = nn.Embedding(6, 4), nn.Linear(4, 4)
+        self.head = nn.Linear(4, 6, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.head(torch.tanh(self.l1(self.emb(ids))))
+
+
 def _randomise_bn(model, generator):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -648,7 +712,14 @@ ZOO = {
     "mha_kv": (MHACross, (4, 3)),
     "encoder": (Encoder, (4, 3)),
     "encoder_prenorm": (lambda: Encoder(True, "gelu", batch_first=False, layers=1), (4, 3)),
+    "emb_mlp": (EmbeddingMLP, (6,)),
+    "emb_positions": (EmbeddingPositions, (6,)),
+    "emb_tied_lm": (TiedLM, (6,)),
+    "emb_tied_tanh": (TiedTanh, (5,)),
 }
+
+#: ZOO models whose input is token ids: name -> vocabulary size (``make`` draws integer ids)
+TOKEN_IDS = {"emb_mlp": 7, "emb_positions": 7, "emb_tied_lm": 9, "emb_tied_tanh": 6}
 
 
 def make(name: str, dtype=torch.float64, seed: int = 0):
@@ -661,7 +732,10 @@ def make(name: str, dtype=torch.float64, seed: int = 0):
         for p in model.parameters():  # weights large enough that units are active
             p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * 0.7)
         _randomise_bn(model, g)
-    x = torch.randn(5, *shape, generator=g, dtype=dtype)
+    if name in TOKEN_IDS:
+        x = torch.randint(0, TOKEN_IDS[name], (5, *shape), generator=g)
+    else:
+        x = torch.randn(5, *shape, generator=g, dtype=dtype)
     return model.eval(), x
 
 

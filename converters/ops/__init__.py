@@ -18,6 +18,7 @@ from .base import (Block, Edges, FeatureSlot, OpRule, ParamAction, SymmetryState
 from .cat import Cat
 from .conv import Conv
 from .conv_transpose import ConvTranspose
+from .embedding import Embedding, Position, Tie
 from .endpoints import Input, Output
 from .linear import Linear
 from .norm import BatchNorm, LayerNorm
@@ -93,6 +94,8 @@ for _rule in (Input(), Output(), Linear(), Conv(), BatchNorm(), LayerNorm(), Act
 for _rule in (View(), Permute(), Shape()):   # token-wise data: axes moved, split, merged
     register(_rule)
 register(Softmax())
+for _rule in (Embedding(), Position(), Tie()):   # token ids, learned positions, tied weights
+    register(_rule)
 for _rule in (Mul(), GLU()):   # products of two branches
     register(_rule)
 for _rule in (Attention(), MultiheadAttention(), TransformerEncoder()):   # before Select

@@ -170,6 +170,8 @@ class SymmetryState:
         self.act_of: dict = {}
         self.align, self.tie = UnionFind(n), UnionFind(n)
         self.cuts = [set() for _ in range(n)]
+        #: node sets of constant inputs (a learned position's nodes): fixed, role ``other``
+        self.constant: set = set()
         #: node sets an op creates that are no value's channels (``OpRule.inner_sets``: a
         #: recurrent layer's gates and hidden states): their factor bits and activation
         self.ns_allow: dict = {}
@@ -336,6 +338,12 @@ class OpRule:
         """The ``FeatureSlot``s of the op's node-feature parameters."""
         return []
 
+    def tied_edges(self, op: dict, lay) -> list:
+        """``[(key, same_as, a, b)]``: edges ``b`` (state-dict key ``key``) hold the same weights
+        as edges ``a`` (``same_as``), one parameter used twice (``graph.edge_tie``). Default:
+        none."""
+        return []
+
     # -- running ------------------------------------------------------------------------------
     def to_module(self, op: dict):
         """A fresh ``nn.Module`` holding the op's parameters (ops with a ``"module"`` key)."""
@@ -344,6 +352,10 @@ class OpRule:
     def forward(self, op: dict, module, ins: list) -> torch.Tensor:
         """The op with its rebuilt module (bitwise the original layer)."""
         return module(ins[0])
+
+    def finish_module(self, op: dict, module) -> None:
+        """After ``to_module`` loaded the state dict into ``module``: e.g. tie parameters that
+        are one object in the original. Default: nothing."""
 
     def apply(self, op: dict, ins: list) -> torch.Tensor:
         """A parameter-free op on its input values."""

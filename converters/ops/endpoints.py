@@ -16,6 +16,9 @@ class Input(OpRule):
 
     def trace_placeholder(self, t, node) -> None:
         shape = t.shape(node)
+        meta = node.meta.get("tensor_meta")
+        if meta is not None and not (meta.dtype.is_floating_point or meta.dtype.is_complex):
+            return t.rules["embedding"].trace_ids(t, node)   # integer token ids
         if len(shape) < 2:
             t.fail(node, "input", f"input must be (batch, channels, ...), got shape {shape}")
         cd = getattr(t, "chan_dim", 1)
