@@ -464,6 +464,8 @@ class _Builder:
     # -- dispatch to the op rules ------------------------------------------------------------
     def on_call_module(self, node):
         m = self.gm.get_submodule(node.target)
+        if self.rules["attention"].reads_scores(self, node):   # q @ k^T, softmax, @ v
+            return
         t = type(m)
         if getattr(ops.module_rule(t), "reads_ids", False):   # nn.Embedding: integer ids
             return ops.module_rule(t).trace_module(self, node, m, None)
@@ -489,6 +491,8 @@ class _Builder:
         return False
 
     def on_call_function(self, node):
+        if self.rules["attention"].reads_scores(self, node):   # q @ k^T, softmax, @ v
+            return
         if self._reads_attr(node):
             return
         name = getattr(node.target, "__name__", str(node.target))
@@ -498,6 +502,8 @@ class _Builder:
         rule.trace_function(self, node, node.target, node.args, node.kwargs, name)
 
     def on_call_method(self, node):
+        if self.rules["attention"].reads_scores(self, node):   # q @ k^T, softmax, @ v
+            return
         if self._reads_attr(node):
             return
         name = node.target

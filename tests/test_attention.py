@@ -6,6 +6,7 @@ permutations inside each head), 20 random float64 actions, negative controls, th
 that are symmetries but never sampled, refusals naming the culprit, and ScaleGMN's equivariance
 on transformer graphs."""
 import copy
+import math
 
 import pytest
 import torch
@@ -18,7 +19,8 @@ from converters.groups import GROUP_ID
 from zoo import make
 
 TOL = 1e-9
-ATTN_ZOO = ["attn_sdpa", "attn_sdpa_1head", "mha", "mha_kv", "encoder", "encoder_prenorm"]
+ATTN_ZOO = ["attn_sdpa", "attn_sdpa_1head", "attn_written", "mha", "mha_kv", "encoder",
+            "encoder_prenorm"]
 
 
 def rel_err(a, b):
@@ -71,6 +73,8 @@ G = "fixed", "linear", "scale", "perm", "sign"
     ("attn_sdpa", {"input": "fixed", "emb": "linear", "q": "linear", "k": "linear",
                    "v": "linear", "o": "scale", "out": "fixed"}),
     ("attn_sdpa_1head", {"q": "linear", "k": "linear", "v": "linear", "o": "scale"}),
+    ("attn_written", {"emb": "linear", "q": "linear", "k": "linear", "v": "sign",
+                      "o": "fixed"}),
     ("mha", {"emb": "linear", "attn.q": "linear", "attn.k": "linear", "attn.v": "linear",
              "attn.out_proj": "scale", "out": "fixed"}),
     ("mha_kv", {"pq": "linear", "pk": "linear", "pv": "linear", "attn.q": "linear",
@@ -148,6 +152,7 @@ def _one(g, node, q):
 
 @pytest.mark.parametrize("name, q, k, v, o", [
     ("attn_sdpa", "q", "k", "v", "o"),
+    ("attn_written", "q", "k", "v", "o"),
     ("mha", "attn.q", "attn.k", "attn.v", "attn.out_proj"),
     ("encoder", *(f"enc.layers.1.self_attn.{p}" for p in ("q", "k", "v", "out_proj"))),
 ])
@@ -181,15 +186,16 @@ def test_controls_change_the_function(name, q, k, v, o):
     # a V dimension scaled without the output projection's compensation
     sd = model.state_dict()
     bad = copy.deepcopy(model)
-    W = {"attn_sdpa": "v.weight", "mha": "attn.in_proj_weight",
+    W = {"attn_sdpa": "v.weight", "attn_written": "v.weight", "mha": "attn.in_proj_weight",
          "encoder": "enc.layers.1.self_attn.in_proj_weight"}[name]
-    row = 0 if name == "attn_sdpa" else 2 * len(Q)
+    row = 0 if name.startswith("attn") else 2 * len(Q)
     sd2 = {kk: t.clone() for kk, t in sd.items()}
     sd2[W][row] *= 3.0
     bad.load_state_dict(sd2)
     assert rel_err(bad(x), y) > 1e-6
     # ... with it: a symmetry (here through the graph action)
-    assert rel_err(_moved(model, g, q=_one(g, V[0], -3.0))(x), y) < TOL
+    q_v = -3.0 if name != "attn_written" else -1.0        # tanh after it: sign flips only
+    assert rel_err(_moved(model, g, q=_one(g, V[0], q_v))(x), y) < TOL
 
 
 def _head_move(g, names, D, H):
@@ -354,3 +360,59 @@ def test_scalegmn_is_equivariant_on_transformer_graphs():
         editor = scalegmn.build(backend, "equivariant", spec=same, **small)
         assert_equivariant(editor, same, n_actions=2)
         assert_sensitive(editor, same, "unclaimed")
+
+
+# -- the written-out form ------------------------------------------------------------------------
+class _Written(nn.Module):
+    def __init__(self, body):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(4, 4) for _ in range(4))
+        self.body = body
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k, v = (f(x).view(B, T, 2, 2).transpose(1, 2) for f in (self.q, self.k, self.v))
+        y = self.body(x, q, k, v)
+        return self.o(y.transpose(1, 2).reshape(B, T, 4))
+
+
+@pytest.mark.parametrize("body", [
+    lambda x, q, k, v: torch.softmax(0.5 * torch.matmul(q, k.transpose(2, 3)), -1).matmul(v),
+    lambda x, q, k, v: F.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)), dim=-1) @ v,
+    lambda x, q, k, v: F.dropout((q @ k.transpose(-2, -1)).softmax(-1), 0.2, False) @ v,
+    lambda x, q, k, v: nn.functional.softmax(q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5)
+                                             if False else q @ k.transpose(-2, -1) / 3.0,
+                                             dim=3) @ v,
+])
+def test_written_out_forms_round_trip_bitwise_and_keep_their_symmetry(body):
+    torch.manual_seed(0)
+    m = _Written(body).double().eval()
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    g = C.to_graph(m, x)
+    assert [op["op"] for op in g.arch.ops].count("attention") == 1
+    recs = {ns["name"]: ns for ns in g.arch.nodesets}
+    assert recs["q"]["inv_tie"] == _sets(g)["k"] and recs["q"]["perm_cuts"] == (2,)
+    back = C.to_module(g)
+    assert torch.equal(back(x), m(x))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        a = C.sample_action(g, generator=gen)
+        assert rel_err(C.to_module(a.apply(g))(x), m(x)) < TOL
+    assert rel_err(_moved(m, g, q=_one(g, _nodes(g, "q")[0], 2.0))(x), m(x)) > 1e-6
+
+
+@pytest.mark.parametrize("body, match", [
+    (lambda x, q, k, v: (q @ k.transpose(-2, -1)).softmax(-2) @ v, r"over the keys"),
+    (lambda x, q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(x.size(1))).softmax(-1) @ v,
+     r"multiplied or divided by a Python number"),
+    (lambda x, q, k, v: (q @ k.transpose(-2, -1)).relu().softmax(-1) @ v, r"may only be scaled"),
+    (lambda x, q, k, v: ((q @ k.transpose(-2, -1)) + (q @ k.transpose(-2, -1))).softmax(-1) @ v,
+     r"may only be scaled"),
+    (lambda x, q, k, v: q @ v.transpose(-2, -1) @ k, r"may only be scaled"),
+    (lambda x, q, k, v: (q @ k.transpose(-2, -1)).softmax(-1).softmax(-1) @ v,
+     r"may only be scaled"),
+    (lambda x, q, k, v: q @ k, r"matmul"),
+])
+def test_written_out_refusals_name_the_node(body, match):
+    with pytest.raises(C.UnsupportedLayerError, match=match):
+        C.to_graph(_Written(body).eval(), X)

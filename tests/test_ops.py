@@ -29,7 +29,7 @@ CASES = {
     "view": ["tokens_heads"],
     "permute": ["tokens_mlp", "tokens_heads", "tokens_conv"],
     "softmax": ["softmax_mlp", "softmax_tokens"],
-    "attention": ["attn_sdpa", "attn_sdpa_1head"],
+    "attention": ["attn_sdpa", "attn_sdpa_1head", "attn_written"],
     "mha": ["mha", "mha_kv", "encoder", "encoder_prenorm"],
     "mul": ["gates", "swiglu"],
     "glu": ["swiglu"],

@@ -1,6 +1,8 @@
 """The architectures every converter test runs on: one of each supported layer type."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -565,6 +567,26 @@ class MHACross(nn.Module):
         return self.out(self.attn(self.pq(x), self.pk(x), self.pv(x), need_weights=False)[0])
 
 
+class WrittenAttention(nn.Module):
+    """Attention written out (as in many GPT codes), two heads: ``softmax(q @ k.transpose(-2,
+    -1) * (1.0 / math.sqrt(k.size(-1)))) @ v`` with an eval-mode dropout on the weights, the
+    values 4 wide, then tanh (the values' neurons: sign flips)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Linear(3, 6)
+        self.q, self.k, self.v = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 4)
+        self.drop, self.o = nn.Dropout(0.1), nn.Linear(4, 2)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        h = self.emb(x)
+        q, k, v = (f(h).view(B, T, 2, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        y = self.drop(F.softmax(att, dim=-1)) @ v
+        return self.o(torch.tanh(y.transpose(1, 2).contiguous().view(B, T, -1)))
+
+
 class Encoder(nn.Module):
     """An embedding, ``nn.TransformerEncoder`` (``layers`` x ``nn.TransformerEncoderLayer``,
     dropout 0.1, inactive in eval mode) with a final LayerNorm, and a linear head."""
@@ -708,6 +730,7 @@ ZOO = {
     "rnn_relu": (lambda: RecurrentHead(nn.RNN, num_layers=2, nonlinearity="relu"), (6, 4)),
     "attn_sdpa": (SDPAttention, (4, 3)),
     "attn_sdpa_1head": (lambda: SDPAttention(heads=1, causal=False, scale=0.3, vdim=4), (4, 3)),
+    "attn_written": (WrittenAttention, (4, 3)),
     "mha": (MHABlock, (4, 3)),
     "mha_kv": (MHACross, (4, 3)),
     "encoder": (Encoder, (4, 3)),

@@ -29,6 +29,7 @@ together": not declared (the smaller group), tested as a symmetry that is never 
 """
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -40,20 +41,22 @@ from ..groups import NEG
 from .base import Edges, FeatureSlot, OpRule, is_number
 
 
-def head_layout(t, node, x, what: str) -> tuple:
+def head_layout(t, node, x, what: str, transposed: bool = False) -> tuple:
     """``(heads, head_dim)`` of an attention operand ``x`` (a ``_Val``): one node set, the
-    features of one head on the last axis, the tokens on the axis before, the heads (when the
-    features are split) on an axis before that. Refused, naming ``node``, otherwise."""
+    features of one head on the last axis, the tokens on the axis before (``transposed``: the
+    other way round, a transposed key), the heads (when the features are split) on an axis
+    before both. Refused, naming ``node``, otherwise."""
     t.single_set(node, what, x)
     r = x.rank
     if r < 3:
         t.fail(node, what, f"its operands must be (batch, ..., tokens, features), got rank {r}")
+    fa = r - 2 if transposed else r - 1
     if x.cdim is not None:
-        if x.cdim != r - 1:
-            t.fail(node, what, f"it reads the features on the last axis, but its operand's "
+        if x.cdim != fa:
+            t.fail(node, what, f"it reads the features on axis {fa}, but its operand's "
                                f"features are on axis {x.cdim}")
         return 1, x.chan
-    if len(x.caxes) != 2 or x.caxes[1] != r - 1 or x.caxes[0] >= r - 2:
+    if len(x.caxes) != 2 or x.caxes[1] != fa or x.caxes[0] >= r - 2:
         t.fail(node, what, f"its operand's features are split over axes {list(x.caxes)} (sizes "
                            f"{list(x.csplit)}): attention needs the heads on an axis before the "
                            f"tokens and each head's features on the last axis "
@@ -73,14 +76,22 @@ class Attention(OpRule):
     sqrt(head_dim)). Parameter-free; its channels are ``v``'s."""
 
     kind = "attention"
-    functions = (F.scaled_dot_product_attention,)
+    functions = (F.scaled_dot_product_attention, operator.matmul, torch.matmul, math.sqrt)
+    methods = ("matmul",)
     doc = ("``in`` = [q, k, v]; ``heads``, ``head_dim``, ``v_head_dim``, ``causal``, "
-           "``scale``; its channels are v's")
+           "``scale``; ``steps`` for the written-out form; its channels are v's")
 
     _NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale",
               "enable_gqa")
 
     def trace_function(self, t, node, fn, args, kwargs, name):
+        if fn is math.sqrt:           # on a size (1 / math.sqrt(k.size(-1))): no tensor
+            if any(isinstance(a, fx.Node) and t.vals.get(a) is not None for a in args):
+                t.fail(node, "math.sqrt", "not supported on tensors")
+            t.vals[node] = None
+            return
+        if fn is not F.scaled_dot_product_attention:
+            return self._scores(t, node, args, kwargs)
         what = "scaled_dot_product_attention"
         p = dict(zip(self._NAMES, args))
         for k, v in kwargs.items():
@@ -115,6 +126,79 @@ class Attention(OpRule):
                       "scale": None if scale is None else float(scale)})
         t.vals[node] = t.value(vid, list(v.parts), v.chan, v.rank, None, v.caxes, v.csplit)
 
+    def trace_method(self, t, node, name):
+        self._scores(t, node, node.args, node.kwargs)
+
+    # -- the written-out form: softmax(q @ k.transpose(-2, -1) * scale) @ v ------------------
+    def _scores(self, t, node, args, kwargs):
+        """``q @ kT`` of two traced values: the scores (no channels), recorded for the ops that
+        follow (``reads_scores``) until ``@ v`` ends the attention."""
+        what = "matmul"
+        if kwargs or len(args) != 2:
+            t.fail(node, what, "expects two tensors")
+        q, kt = (t.tensor_arg(node, a) for a in args)
+        (hq, dq), (hk, dk) = head_layout(t, node, q, what), head_layout(t, node, kt, what, True)
+        if hq != hk or dq != dk or q.rank != kt.rank or q.caxes[:-1] != kt.caxes[:-1]:
+            t.fail(node, what, "a product of two layers' values is read only as attention "
+                               "scores q @ k.transpose(-2, -1), with one number of heads and "
+                               "one head size")
+        _scores(t)[node] = {"q": q, "kt": kt, "steps": [], "heads": hq, "head_dim": dq}
+        t.vals[node] = None
+
+    def reads_scores(self, t, node) -> bool:
+        """Read ``node`` when it uses attention scores (``converters.trace`` asks first): a
+        scale by a constant, a softmax over the keys, an eval-mode dropout, and ``@ v``,
+        which emits the ``attention`` op with the ``steps`` seen. False when it uses none."""
+        sc = t.__dict__.get("attn_scores")
+        src = next((a for a in node.all_input_nodes if a in sc), None) if sc else None
+        if src is None:
+            return False
+        info, what = sc[src], f"attention scores ({node.name})"
+        fn = node.target if node.op != "call_module" else t.gm.get_submodule(node.target)
+        name = fn if isinstance(fn, str) else getattr(fn, "__name__", type(fn).__name__)
+        args, kw = list(node.args), dict(node.kwargs)
+        soft = any(s[0] == "softmax" for s in info["steps"])
+        others = [a for a in args if a is not src]
+        if name in ("mul", "truediv", "div") and len(args) == 2 and not kw and not soft:
+            c = size_value(t, others[0]) if others else None
+            if not is_number(c) or (name != "mul" and args[0] is not src):
+                t.fail(node, what, "scores may be multiplied or divided by a Python number only")
+            step = ["mul" if name == "mul" else "div", float(c), args[0] is not src]
+        elif name in ("softmax", "Softmax") and not soft:
+            dim = (fn.dim if node.op == "call_module" else
+                   kw.get("dim", args[1] if len(args) > 1 else None))
+            rank = info["q"].rank
+            if not isinstance(dim, int) or dim % rank != rank - 1 or kw.get("dtype") or (
+                    node.op != "call_module" and len(args) > 2):
+                t.fail(node, what, f"the softmax must be over the keys (the last axis, "
+                                   f"dim=-1) without a dtype, got dim={dim!r}")
+            step = ["softmax", rank - 1]
+        elif name in ("dropout", "Dropout") and soft and (
+                node.op == "call_module" or kw.get("training", args[2] if len(args) > 2
+                                                   else True) is False):
+            t.vals[node] = None      # an eval-mode dropout: the identity
+            sc[node] = info
+            return True
+        elif name in ("matmul",) and soft and len(args) == 2 and args[0] is src:
+            v = t.tensor_arg(node, args[1])
+            hv, dv = head_layout(t, node, v, what)
+            q, kt = info["q"], info["kt"]
+            if hv != info["heads"] or v.rank != q.rank or v.caxes != q.caxes:
+                t.fail(node, what, "the values must have the queries' heads and axes")
+            vid = t.new_vid()
+            t.ops.append({"op": "attention", "in": [q.vid, kt.vid, v.vid], "out": vid,
+                          "heads": hv, "head_dim": info["head_dim"], "v_head_dim": dv,
+                          "causal": False, "scale": None, "steps": info["steps"]})
+            t.vals[node] = t.value(vid, list(v.parts), v.chan, v.rank, None, v.caxes, v.csplit)
+            return True
+        else:
+            t.fail(node, what, "attention scores q @ k.transpose(-2, -1) may only be scaled "
+                               "by a constant, softmaxed over the keys (dim=-1), dropped out "
+                               "in eval mode and multiplied by the values (softmax(...) @ v)")
+        sc[node] = {**info, "steps": info["steps"] + [step]}
+        t.vals[node] = None
+        return True
+
     def out_parts(self, op, parts):
         return list(parts[op["in"][2]])
 
@@ -129,8 +213,53 @@ class Attention(OpRule):
         couple_heads(s, q, k, v, op["heads"], op["head_dim"], op["v_head_dim"])
 
     def apply(self, op, ins):
-        return F.scaled_dot_product_attention(ins[0], ins[1], ins[2], is_causal=op["causal"],
-                                              scale=op["scale"])
+        if "steps" not in op:
+            return F.scaled_dot_product_attention(ins[0], ins[1], ins[2],
+                                                  is_causal=op["causal"], scale=op["scale"])
+        s = ins[0] @ ins[1]                   # the written-out form, step by step
+        for step in op["steps"]:
+            if step[0] == "softmax":
+                s = s.softmax(step[1])
+            elif step[0] == "mul":
+                s = step[1] * s if step[2] else s * step[1]
+            else:
+                s = s / step[1]
+        return s @ ins[2]
+
+
+def size_value(t, n):
+    """The Python value of ``n``: a constant, or an expression of sizes of the features
+    (``k.size(-1)``, ``q.shape[-1]``, ``E // H``, ``math.sqrt``) read from the recorded shapes.
+    None when it reads any other size (a token count, which the graph does not record) or is not
+    such an expression."""
+    if not isinstance(n, fx.Node):
+        return n
+    if n.op == "call_method" and n.target == "size" and len(n.args) == 2:
+        return _feature_size(t, n.args[0], n.args[1])
+    if n.op != "call_function":
+        return None
+    if n.target is operator.getitem and isinstance(n.args[0], fx.Node) and (
+            n.args[0].op == "call_function" and n.args[0].target is getattr):
+        return _feature_size(t, n.args[0].args[0], n.args[1])
+    fns = (operator.floordiv, operator.truediv, operator.mul, operator.add, operator.sub,
+           operator.pow, math.sqrt)
+    if not any(n.target is f for f in fns) or n.kwargs:
+        return None
+    args = [size_value(t, a) for a in n.args]
+    return None if any(a is None for a in args) else n.target(*args)
+
+
+def _feature_size(t, src, axis):
+    """The size of axis ``axis`` of the traced value ``src`` when it holds features."""
+    v = t.vals.get(src) if isinstance(src, fx.Node) else None
+    if v is None or not isinstance(axis, int) or axis % v.rank not in v.caxes:
+        return None
+    return t.shape(src)[axis]
+
+
+def _scores(t) -> dict:
+    """fx node -> the attention scores it holds (queries, transposed keys, steps so far)."""
+    return t.__dict__.setdefault("attn_scores", {})
 
 
 def couple_heads(s, q: int, k: int, v: int, heads: int, d: int, dv: int) -> None:

@@ -212,7 +212,7 @@ def size_arith(t, node, args) -> bool:
     """True (and the node's value set to None) when ``node`` is arithmetic on sizes only."""
     if any(isinstance(a, fx.Node) and t.vals.get(a) is not None for a in args):
         return False
-    if all(isinstance(a, (int, fx.Node)) and not isinstance(a, bool) for a in args):
-        t.vals[node] = None
+    if all(isinstance(a, (int, float, fx.Node)) and not isinstance(a, bool) for a in args):
+        t.vals[node] = None       # floats too: an attention's 1.0 / math.sqrt(k.size(-1))
         return True
     return False
