@@ -214,7 +214,8 @@ class ScaleGMNConfig(ModelConfig):
     input_norm: normalise the inputs (``None``: on for gmn, off otherwise).
     data_scale: per-layer input scales from the example batch's magnitudes.
     layer_scales, init, backward_edge_updates: ours by default; the published model's choices
-    with ``False``, ``torch_default``, ``scale_only`` (``scalegmn.published_style``).
+    with ``False`` (the per-node-set input scales frozen at their initial value),
+    ``torch_default``, ``scale_only`` (``scalegmn.published_style``).
     execution: how it runs (``ExecutionConfig``)."""
 
     residual: bool = True

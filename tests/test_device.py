@@ -90,7 +90,7 @@ def test_cuda_equivariance(batches, name, backend, task):
     b = copy.copy(batches[name]).to("cuda")
     net = scalegmn.build(backend, task, spec=b, out_dim=3, **SMALL).double().to("cuda")
     errors = assert_equivariant(net, b, n_actions=2)
-    assert errors
+    assert errors or net.claimed_groups() == ("fixed",)    # the flat MLP claims no symmetry
 
 
 @cuda
@@ -113,7 +113,7 @@ def test_cuda_training_step(backend):
 @pytest.mark.parametrize("backend", ["scalegmn", "scalegmn-b"])
 @pytest.mark.parametrize("task", ["invariant", "equivariant"])
 def test_cuda_sparse_dense_and_cpu_agree(batches, backend, task):
-    b = batches["siren_nfn"]
+    b = batches["cnn_zoo_tanh"]
     outs = {}
     for device in ("cpu", "cuda"):
         for engine in ("sparse", "dense"):

@@ -44,14 +44,19 @@ Modules, by concern:
 """
 from __future__ import annotations
 
-from .cli import main
-from .isolation import isolated
-from .measure import Case, measure, measure_row
-from .probes import count_flops, matmul_peak, memory_view, peak_rss_mib, time_call
-from .report import exponents, fit_exponent, write_report
-from .settings import PRESETS, BenchSettings, Size
-from .suites import SWEEPS, Parts
+from ..lazy import lazy_exports
+
+# imported on first use: the measuring server (``isolation.serve``) imports this package and
+# must not load torch before it forks (with a GPU it preloads nothing)
+_LAZY = {"main": ".cli", "isolated": ".isolation", "Case": ".measure", "measure": ".measure",
+         "measure_row": ".measure", "count_flops": ".probes", "matmul_peak": ".probes",
+         "memory_view": ".probes", "peak_rss_mib": ".probes", "time_call": ".probes",
+         "exponents": ".report", "fit_exponent": ".report", "write_report": ".report",
+         "PRESETS": ".settings", "BenchSettings": ".settings", "Size": ".settings",
+         "SWEEPS": ".suites", "Parts": ".suites"}
 
 __all__ = ["main", "isolated", "Case", "measure", "measure_row", "count_flops", "matmul_peak",
            "memory_view", "peak_rss_mib", "time_call", "exponents", "fit_exponent",
            "write_report", "PRESETS", "BenchSettings", "Size", "SWEEPS", "Parts"]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

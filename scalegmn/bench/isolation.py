@@ -157,7 +157,10 @@ def serve() -> None:
     pools)."""
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)                               # stray prints go to stderr, not the protocol
-    for name in PRELOAD:
+    # with a GPU the server imports nothing: a CUDA context made (by any import) before a fork
+    # is unusable in the child ("CUDA error: initialization error"); each child imports its own
+    preload = PRELOAD if os.environ.get("SCALEGMN_BENCH_PRELOAD", "1") != "0" else ()
+    for name in preload:
         try:
             importlib.import_module(name)
         except ImportError:
@@ -173,12 +176,28 @@ def server_env(malloc: str = "keep", extra: Optional[dict] = None) -> dict:
     """Environment of a server and its measuring processes: the folder holding these packages
     (``PACKAGES_DIR``) first on ``PYTHONPATH``, ``OMP_WAIT_POLICY=PASSIVE`` unless set (spinning
     OpenMP threads slow small steps down many times over when the machine has other work; see
-    docs/performance.md), and ``SCALEGMN_MALLOC=malloc`` (the server applies
-    ``scalegmn.allocator.apply`` with it, as ``scalegmn train`` does). ``extra`` is added last."""
+    docs/performance.md), ``SCALEGMN_MALLOC=malloc`` (the server applies
+    ``scalegmn.allocator.apply`` with it, as ``scalegmn train`` does) and
+    ``SCALEGMN_BENCH_PRELOAD`` (``0`` when a CUDA device is visible: the server then imports
+    nothing before it forks). ``extra`` is added last."""
     paths = [str(PACKAGES_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                    if p]
+    gpu = _cuda_visible()
     return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": os.pathsep.join(paths),
-            "SCALEGMN_MALLOC": malloc, **(extra or {})}
+            "SCALEGMN_MALLOC": malloc, "SCALEGMN_BENCH_PRELOAD": "0" if gpu else "1",
+            **(extra or {})}
+
+
+def _cuda_visible() -> bool:
+    """Whether this process sees a CUDA device (then the server preloads nothing)."""
+    import torch
+    return torch.cuda.is_available()
+
+
+def preloaded() -> dict:
+    """A measuring target: which heavy modules the process had before it ran (a check of the
+    server's preload policy)."""
+    return {"torch": "torch" in sys.modules, "scalegmn.gmn": "scalegmn.gmn" in sys.modules}
 
 
 class Server:

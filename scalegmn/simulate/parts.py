@@ -249,8 +249,8 @@ class _WeightGradient(nn.Module):
         hd = eng.gather(ones, h, "dst")
         x = hs[..., ch.block("X")].reshape(-1, ch.n, ch.P)
         g = pinv(hd[..., ch.block("GZ")]).reshape(-1, ch.n, ch.P)
-        src = ch.src.clamp_min(0)
-        xu = x[:, :, src] * (ch.src >= 0).to(x.dtype)           # (E, n, P, K)
+        src = ch.src.to(x.device)                                # built on the host
+        xu = x[:, :, src.clamp_min(0)] * (src >= 0).to(x.dtype)  # (E, n, P, K)
         dw = torch.einsum("esp,espk->ek", g, xu)
         out = eb.clone()
         out[..., ch.K:2 * ch.K] = dw

@@ -52,8 +52,8 @@ KEY_HELP = {
     "model.input_norm": "normalise inputs (null: on for gmn, off otherwise)",
     "model.edit_init": "equivariant task: initial scale of the predicted edit",
     "model.data_scale": "per-layer input scales from the example batch's magnitudes",
-    "model.layer_scales": "learned per-node-set input scales (false: none, as the published "
-                          "ScaleGMN)",
+    "model.layer_scales": "learn the per-node-set input scales (false: frozen at their initial "
+                          "value, as the published ScaleGMN has none to learn)",
     "model.init": "near_identity (gates near 1, norm-preserving maps) or torch_default "
                   "(PyTorch's initialisation, as the published ScaleGMN)",
     "model.backward_edge_updates": "ScaleGMN-B: every_group, or scale_only (backward edges "

@@ -41,3 +41,19 @@ def test_one_server_per_malloc_policy():
     assert isolation.start_server("keep") is not isolation.start_server("default")
     assert str(isolation.PACKAGES_DIR) == isolation.server_env()["PYTHONPATH"].split(":")[0]
     assert (isolation.PACKAGES_DIR / "scalegmn" / "bench" / "isolation.py").is_file()
+
+
+def test_with_a_gpu_the_server_preloads_nothing_before_it_forks(monkeypatch):
+    """A CUDA context made in the server before a fork is unusable in the measuring child (seen
+    on an H200: every measurement failed with "CUDA error: initialization error"); with a GPU
+    visible the server imports nothing and each child imports torch itself."""
+    from scalegmn.bench import isolation
+    monkeypatch.setattr(isolation, "_cuda_visible", lambda: False)
+    assert isolation.server_env()["SCALEGMN_BENCH_PRELOAD"] == "1"
+    assert isolated("scalegmn.bench.isolation:preloaded", {}, timeout=120)["torch"]
+    monkeypatch.setattr(isolation, "_cuda_visible", lambda: True)
+    assert isolation.server_env()["SCALEGMN_BENCH_PRELOAD"] == "0"
+    out = isolated("scalegmn.bench.isolation:preloaded", {}, timeout=120)
+    assert out["torch"] is False and out["scalegmn.gmn"] is False
+    # and a real measurement still runs in such a server
+    assert "error" not in isolated("scalegmn.bench.probes:machine", {}, timeout=120)
