@@ -53,6 +53,8 @@ def _swapped(model, g, names):
                "d": "perm", "e": "perm"}),
     ("swiglu", {"w1": "perm", "w3": "linear", "w2": "perm", "g1[0:4]": "linear",
                 "g1[4:8]": "perm", "g2[0:3]": "sign", "g2[3:6]": "perm"}),
+    ("geglu", {"proj[0:5]": "linear", "proj[5:10]": "perm", "mid": "linear", "p2[0:3]": "sign",
+               "p2[3:6]": "scale"}),
 ])
 def test_groups(name, groups):
     g = C.to_graph(*make(name))
@@ -83,7 +85,7 @@ def test_factors_share_one_permutation_and_glu_halves_pair_position_by_position(
     assert lin["split"] == 2 and lin["out_features"] == 8
 
 
-@pytest.mark.parametrize("name", ["gates", "swiglu"])
+@pytest.mark.parametrize("name", ["gates", "swiglu", "geglu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_round_trip_is_bitwise(name, dtype):
     model, x = make(name, dtype)
@@ -93,7 +95,7 @@ def test_round_trip_is_bitwise(name, dtype):
     assert torch.equal(back(x), model(x))
 
 
-@pytest.mark.parametrize("name", ["gates", "swiglu"])
+@pytest.mark.parametrize("name", ["gates", "swiglu", "geglu"])
 def test_twenty_random_actions_keep_the_function(name):
     model, x = make(name)
     g = C.to_graph(model, x)
@@ -112,6 +114,7 @@ def test_twenty_random_actions_keep_the_function(name):
     ("swiglu", "w3", 3.0), ("swiglu", "w3", -0.5),          # the linear branch carries
     ("swiglu", "g1[0:4]", -2.0),                              # GLU's first half carries
     ("gates", "v", -4.0), ("gates", "a", 0.25), ("gates", "c", 2.0),
+    ("geglu", "proj[0:5]", -3.0), ("geglu", "p2[3:6]", 3.0),    # halves cut by chunk, split
 ])
 def test_a_factor_on_the_carrying_neurons_keeps_the_function(name, layer, q):
     model, x = make(name)
@@ -127,6 +130,9 @@ def test_a_factor_on_the_carrying_neurons_keeps_the_function(name, layer, q):
     ("gates", "g", 0.5),             # the sigmoid gate
     ("gates", "c", -1.0),            # carrying, but through a ReLU
     ("gates", "d", -1.0),            # tanh(d) is odd, but d does not carry
+    ("geglu", "proj[5:10]", 2.0),    # the GELU gate half
+    ("geglu", "p2[3:6]", -1.0),      # the ReLU half of a split
+    ("geglu", "p2[0:3]", 2.0),       # the tanh half of a split
 ])
 def test_controls_a_factor_outside_the_group_changes_the_function(name, layer, q):
     model, x = make(name)
@@ -141,12 +147,24 @@ def test_controls_a_factor_outside_the_group_changes_the_function(name, layer, q
     ("swiglu", ["g1[0:4]", "g1[4:8]"], ["g1[4:8]"]),
     ("gates", ["g", "v"], ["v"]),
     ("gates", ["a", "b"], ["b"]),
+    ("geglu", ["proj[0:5]", "proj[5:10]"], ["proj[0:5]"]),
 ])
 def test_controls_the_factors_must_share_their_permutation(name, together, alone):
     model, x = make(name)
     g = C.to_graph(model, x)
     assert rel_err(_swapped(model, g, together)(x), model(x)) < TOL
     assert rel_err(_swapped(model, g, alone)(x), model(x)) > 1e-6
+
+
+def test_halves_read_apart_are_permuted_apart():
+    """``a, b = torch.split(h, half, -1)`` read by different activations: each half is its own
+    node set, permuted independently (no product joins them)."""
+    model, x = make("geglu")
+    g = C.to_graph(model, x)
+    assert not torch.equal(g.perm_class[_nodes(g, "p2[0:3]")], g.perm_class[_nodes(g, "p2[3:6]")])
+    for half in ("p2[0:3]", "p2[3:6]"):
+        assert rel_err(_swapped(model, g, [half])(x), model(x)) < TOL
+    assert [op["index"] for op in g.arch.ops if op["op"] == "half"] == [0, 1, 0, 1]
 
 
 def test_a_layer_times_itself_is_perm():
@@ -199,6 +217,14 @@ class _M(nn.Module):
      (2, 6, 3), "glu", "output of a Linear directly"),
     (_M(lambda s, x: s.o(s.g(s.d(s.a(x)))), a=nn.Linear(3, 4), d=nn.Dropout(0.1),
         g=nn.GLU(), o=nn.Linear(2, 1)), (2, 3), "g", "output of a Linear directly"),
+    (_M(lambda s, x: (lambda h: s.o(s.g(h) + s.b(h)))(s.a(x)), a=nn.Linear(3, 4), g=nn.GLU(),
+        b=nn.Linear(4, 2), o=nn.Linear(2, 1)), (2, 3), "g", "only reader"),
+    (_M(lambda s, x: s.o(x.chunk(2, -1)[0]), o=nn.Linear(2, 1)), (2, 4), "chunk",
+     "two halves of a Linear"),
+    (_M(lambda s, x: s.o(s.a(x).chunk(3, -1)[0]), a=nn.Linear(3, 6), o=nn.Linear(2, 1)),
+     (2, 3), "chunk", "two halves of a Linear"),
+    (_M(lambda s, x: s.o(s.a(x).chunk(2, 1)[0].mean(1)), a=nn.Linear(3, 6),
+        o=nn.Linear(6, 1)), (2, 4, 3), "chunk", "two halves of a Linear"),
 ])
 def test_refusals_name_the_node(model, shape, where, msg):
     with pytest.raises(C.UnsupportedLayerError) as info:

@@ -667,6 +667,23 @@ class TiedTanh(nn.Module):
         return self.head(torch.tanh(self.l1(self.emb(ids))))
 
 
+class GEGLU(nn.Module):
+    """Hand-written halves of a Linear on ``(batch, tokens, features)``: GEGLU
+    ``v, g = proj(h).chunk(2, dim=-1); v * gelu(g)``, and ``torch.split`` into two halves read by
+    different activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.proj, self.mid = nn.Linear(3, 4), nn.Linear(4, 10), nn.Linear(5, 6)
+        self.p2, self.out = nn.Linear(6, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        v, g = self.proj(self.inp(x)).chunk(2, dim=-1)
+        h = self.mid(v * F.gelu(g))
+        a, b = torch.split(self.p2(h), 3, dim=-1)
+        return self.out(torch.cat([torch.tanh(a), torch.relu(b)], -1))
+
+
 def _randomise_bn(model, generator):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -713,6 +730,7 @@ ZOO = {
     "softmax_tokens": (SoftmaxTokens, (6, 3)),
     "gates": (Gates, (3,)),
     "swiglu": (SwiGLU, (5, 3)),
+    "geglu": (GEGLU, (4, 3)),
     "groupnorm_cnn": (GroupNormCNN, (2, 5, 5)),
     "groupnorm_mlp": (GroupNormMLP, (3,)),
     "instnorm_cnn": (InstanceNormCNN, (2, 5, 5)),

@@ -24,7 +24,7 @@ from .linear import Linear
 from .norm import BatchNorm, LayerNorm
 from .pool import Mean, Pool
 from .prelu import PReLU
-from .product import GLU, Mul
+from .product import GLU, Half, Mul
 from .recurrent import Recurrent, Select
 from .reshape import Flatten
 from .residual import Add
@@ -96,7 +96,7 @@ for _rule in (View(), Permute(), Shape()):   # token-wise data: axes moved, spli
 register(Softmax())
 for _rule in (Embedding(), Position(), Tie()):   # token ids, learned positions, tied weights
     register(_rule)
-for _rule in (Mul(), GLU()):   # products of two branches
+for _rule in (Mul(), GLU(), Half()):   # products of two branches, a Linear's halves
     register(_rule)
 for _rule in (Attention(), MultiheadAttention(), TransformerEncoder()):   # before Select
     register(_rule)

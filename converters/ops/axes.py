@@ -196,6 +196,8 @@ class Shape(OpRule):
                 t.fail(node, f"attribute .{args[1]}", "not supported")
             t.vals[node] = None
             return
+        if fn is operator.getitem and t.rules["half"].select(t, node, args[0], args[1]):
+            return                                     # a, b = h.chunk(2, -1)
         if fn is operator.getitem and not _is_size(args[0]):
             from . import FORMS
             rest = FORMS[FORMS.index(self) + 1:]

@@ -98,10 +98,9 @@ class Linear(OpRule):
         return self._sets(op)[1:]
 
     def constrain(self, op, s):
-        """Absorbs any factor of its input: its weight columns are divided by it. The second
-        half of a split layer takes what its value allows (the GLU restricts it further)."""
-        for k in self._sets(op)[1:]:
-            s.restrict_set(k, s.allow[op["out"]])
+        """Absorbs any factor of its input: its weight columns are divided by it. (A split
+        layer's value is read only by the ops cutting it in halves: they restrict the first half
+        through the value, the second through its node set.)"""
 
     def edges(self, op, lay) -> Edges:
         return Edges(channel_edges(op, lay, size=op["out_features"]), tuple(op["spatial"]),

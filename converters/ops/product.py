@@ -21,6 +21,7 @@ any factor; ReLU: positive; tanh: signs; sigmoid, SiLU, ...: none), the first on
 """
 from __future__ import annotations
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
@@ -100,19 +101,95 @@ class Mul(OpRule):
         return ins[0] * ins[1]
 
 
+def _halving_dim(t, u, node):
+    """The axis along which fx node ``u`` cuts ``node``'s value into two halves (a GLU,
+    ``chunk(2, dim)``, ``split(half, dim)``), or None."""
+    if not u.args or u.args[0] is not node:
+        return None
+    args, kw = u.args, u.kwargs
+    if u.op == "call_module" and type(t.gm.get_submodule(u.target)) is nn.GLU:
+        return t.gm.get_submodule(u.target).dim
+    if u.op == "call_function" and u.target is F.glu:
+        return args[1] if len(args) > 1 else kw.get("dim", -1)
+    name = u.target if u.op == "call_method" else getattr(u.target, "__name__", None)
+    if u.op in ("call_method", "call_function") and name in ("chunk", "split") and \
+            (u.op == "call_method" or u.target in (torch.chunk, torch.split)):
+        size = args[1] if len(args) > 1 else kw.get("chunks", kw.get("split_size_or_sections",
+                                                                      kw.get("split_size")))
+        want = 2 if name == "chunk" else t.shape(node)[-1] // 2
+        if size == want:
+            return args[2] if len(args) > 2 else kw.get("dim", 0)
+    return None
+
+
 def glu_split(t, node) -> bool:
-    """Whether the value of fx ``node`` (a Linear's output) is read by a GLU over its last axis:
-    the Linear then writes its two halves as two node sets (``converters.ops.linear``)."""
+    """Whether the value of fx ``node`` (a Linear's output) is cut into two halves along its last
+    axis by a GLU, ``chunk(2, -1)`` or ``split(half, -1)``, and read by nothing else: the Linear
+    then writes its halves as two node sets (``converters.ops.linear``)."""
     rank = len(t.shape(node))
-    for u in node.users:
-        dim = None
-        if u.op == "call_module" and type(t.gm.get_submodule(u.target)) is nn.GLU:
-            dim = t.gm.get_submodule(u.target).dim
-        elif u.op == "call_function" and u.target is F.glu:
-            dim = u.args[1] if len(u.args) > 1 else u.kwargs.get("dim", -1)
-        if isinstance(dim, int) and dim % rank == rank - 1 and u.args and u.args[0] is node:
-            return True
-    return False
+    for u in node.users:     # every reader cuts it in halves: each half's group is its own
+        dim = _halving_dim(t, u, node)
+        if not (isinstance(dim, int) and not isinstance(dim, bool) and dim % rank == rank - 1):
+            return False
+    return bool(node.users)
+
+
+class Half(OpRule):
+    """``half``: ``index`` (0 or 1): one half of a split Linear's features, cut by
+    ``chunk(2, dim)``/``split(half, dim)`` along the features (``dim``) and read by indexing the
+    result (``a, b = h.chunk(2, -1)``). Its channels are the half's own node set, whose factors its
+    consumers decide, independently of the other half (a product of the halves aligns them)."""
+
+    kind = "half"
+    methods = ("chunk", "split")
+    functions = (torch.chunk, torch.split)
+    doc = "``dim``, ``index``: one of the two node sets of a split Linear"
+
+    def trace_method(self, t, node, name):
+        self._cut(t, node, name)
+
+    def trace_function(self, t, node, fn, args, kwargs, name):
+        self._cut(t, node, name)
+
+    def _cut(self, t, node, name):
+        x = t.tensor_arg(node, node.args[0])
+        if not (len(x.parts) == 2 and x.flat is None and glu_split(t, node.args[0])
+                and _halving_dim(t, node, node.args[0]) is not None):
+            t.fail(node, name, "chunk/split is supported only into the two halves of a Linear's "
+                               "features, read directly (h.chunk(2, dim=-1), "
+                               "h.split(half, dim=-1)) by nothing else")
+        t.__dict__.setdefault("halves", {})[node] = x
+        t.vals[node] = None
+
+    def select(self, t, node, src, index) -> bool:
+        """Emit half ``index`` of the cut ``src`` (an fx node), if ``src`` is one."""
+        x = t.__dict__.get("halves", {}).get(src)
+        if x is None:
+            return False
+        if not isinstance(index, int) or isinstance(index, bool) or index not in (0, 1, -1, -2):
+            t.fail(node, "indexing", f"the halves of a Linear are items 0 and 1, got {index!r}")
+        k = index % 2
+        ns = x.parts[k]
+        t.emit(node, {"op": "half", "dim": x.cdim, "index": k}, x, chan=t.sizes[ns], parts=[ns])
+        return True
+
+    def out_parts(self, op, parts):
+        return [parts[op["in"][0]][op["index"]]]
+
+    def constrain(self, op, s):
+        i, o = op["in"][0], op["out"]
+        if op["index"] == 0:       # the value's own bits are the first half's
+            s.allow[i] &= s.allow[o]
+            if o in s.act_of:
+                s.act_of.setdefault(i, s.act_of[o])
+        else:
+            ns = s.parts[i][1]
+            s.restrict_set(ns, s.allow[o])
+            if o in s.act_of:
+                s.ns_act.setdefault(ns, s.act_of[o])
+
+    def apply(self, op, ins):
+        return torch.chunk(ins[0], 2, op["dim"])[op["index"]]
 
 
 class GLU(OpRule):
@@ -141,8 +218,9 @@ class GLU(OpRule):
                 or t.sizes[x.parts[0]] != t.sizes[x.parts[1]]
                 or x.parts[1] != x.parts[0] + 1):
             t.fail(node, what, "a GLU must read the output of a Linear directly, along its "
-                               "features (the Linear's two halves become two node sets that "
-                               "share one permutation); other inputs are unsupported")
+                               "features, and be its only reader (the Linear's two halves become "
+                               "two node sets that share one permutation); other inputs are "
+                               "unsupported")
         a, b = x.parts
         n = t.sizes[a]
         t.emit(node, {"op": "glu", "dim": d}, x, chan=n, parts=[a])
