@@ -176,8 +176,9 @@ def to_state_dict(graph: ParameterGraph, *, strict: bool = True) -> dict:
         sd[f.key] = (v[0].round().long().clone() if f.scalar else v.to(dtype).clone())
     if strict:
         _check_structural_zeros(graph, lay, kshape)
-        for key, same_as, a, b in lay.ties:
-            if not torch.equal(graph.edge_attr[a], graph.edge_attr[b]):
+        for key, same_as, a, b in lay.ties:   # equal up to 1 / (1 / q) rounding (8 ulp)
+            va, vb = graph.edge_attr[a], graph.edge_attr[b]
+            if not torch.allclose(va, vb, rtol=8 * torch.finfo(va.dtype).eps, atol=0):
                 raise ValueError(f"'{key}' is the weight '{same_as}' (tied), but their edges "
                                  f"hold different values (edited unequally)")
     return sd
