@@ -216,25 +216,28 @@ def test_control_tied_sets_moved_apart_are_refused_or_change_the_function():
                    model(ids)) < TOL
 
 
-def test_reciprocal_scaling_of_a_tied_pair_is_exact_but_not_declared():
-    """``q_head = 1 / q_emb`` keeps the function (both uses of the weight scale alike), but a
-    per-neuron group cannot say "reciprocal": the tie declares the smaller group."""
+class _TiedReLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.l1 = nn.Embedding(6, 4), nn.Linear(4, 4)
+        self.head = nn.Linear(4, 6, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.head(torch.relu(self.l1(self.emb(ids))))
+
+
+def test_a_tied_pair_takes_reciprocal_factors():
+    """``q_head = 1 / q_emb`` keeps the function (both uses of the weight scale alike): the
+    embedding's neurons and the head's input neurons are an inverse tie (one permutation)."""
     torch.manual_seed(0)
-
-    class TiedReLU(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb, self.l1 = nn.Embedding(6, 4), nn.Linear(4, 4)
-            self.head = nn.Linear(4, 6, bias=False)
-            self.head.weight = self.emb.weight
-
-        def forward(self, ids):
-            return self.head(torch.relu(self.l1(self.emb(ids))))
-
-    model = TiedReLU().double().eval()
+    model = _TiedReLU().double().eval()
     ids = torch.randint(0, 6, (5, 4))
     g = C.to_graph(model, ids)
-    assert [ns["group"] for ns in g.arch.nodesets] == ["fixed", "perm", "perm", "fixed"]
+    sets = g.arch.nodesets
+    assert [ns["group"] for ns in sets] == ["fixed", "scale", "scale", "fixed"]
+    assert sets[1]["inv_tie"] == 2 and sets[2]["inv_tie"] == 1 and sets[1]["align"] == \
+        sets[2]["align"]
     c = torch.tensor([2.0, 0.5, 3.0, 1.5], dtype=torch.float64)
     moved = copy.deepcopy(model)
     with torch.no_grad():     # emb features times c, l1 rows times 1/c (relu), columns / c
@@ -243,8 +246,64 @@ def test_reciprocal_scaling_of_a_tied_pair_is_exact_but_not_declared():
         moved.l1.bias.mul_(1 / c)
     assert moved.head.weight is moved.emb.weight
     assert rel_err(moved(ids), model(ids)) < TOL
-    assert rel_err(_acted(model, g, torch.where(g.layer == 1, 2.0, 1.0).double())(ids),
-                   model(ids)) > 1e-6                          # the same factor on both: no
+    y, gen = model(ids), torch.Generator().manual_seed(0)
+    for _ in range(20):
+        a = C.sample_action(g, generator=gen)
+        e, h = a.q[_nodes(g, "emb")], a.q[_nodes(g, "l1")]
+        assert (e > 0).all() and (e != 1).any() and torch.equal(h, 1 / e)
+        back = C.to_module(a.apply(g))           # tied edges agree up to 1 / (1 / q) rounding
+        assert back.head.weight is back.emb.weight and rel_err(back(ids), y) < TOL
+    f = torch.where(g.layer == 1, 2.0, 1.0).double()
+    f[_nodes(g, "l1")] = 2.0                                   # the same factor on both: no
+    assert rel_err(_acted(model, g, f)(ids), model(ids)) > 1e-6
+
+
+def test_a_tied_pair_already_tied_to_a_position_takes_sign_flips():
+    """``head(emb(ids) + pos)``: the sum is tied to the embedding (one factor) and is the head's
+    input (the reciprocal factor): ``q = 1 / q``, sign flips, declared with one tie."""
+    class HeadOnSum(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.pos = nn.Embedding(6, 4), nn.Parameter(torch.randn(1, 5, 4))
+            self.head = nn.Linear(4, 6)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids):
+            return self.head(self.emb(ids) + self.pos)
+
+    torch.manual_seed(0)
+    model = HeadOnSum().double().eval()
+    ids = torch.randint(0, 6, (3, 5))
+    g = C.to_graph(model, ids)
+    sets = g.arch.nodesets
+    assert [ns["group"] for ns in sets] == ["fixed", "sign", "fixed", "sign", "fixed"]
+    assert "inv_tie" not in sets[1] and sets[1]["tie"] == sets[3]["tie"] >= 0
+    y, gen = model(ids), torch.Generator().manual_seed(0)
+    flipped = False
+    for _ in range(20):
+        a = C.sample_action(g, generator=gen)
+        flipped |= bool((a.q == -1).any())
+        back = C.to_module(a.apply(g))
+        assert rel_err(back(ids), y) < TOL
+    assert flipped
+    f = torch.ones(g.num_nodes, dtype=torch.float64)
+    f[_nodes(g, "emb")[0]] = f[_nodes(g, "pos:add")[0]] = 2.0
+    assert rel_err(C.to_module(C.Action(torch.arange(g.num_nodes), f).apply(g),
+                               strict=False)(ids), y) > 1e-6
+    # the head reading the embedding itself: one node set, q = 1 / q
+    class HeadOnEmb(HeadOnSum):
+        def forward(self, ids):
+            return self.head(self.emb(ids) * 2)
+
+    model = HeadOnEmb().double().eval()
+    model.pos = None
+    g = C.to_graph(model, ids)
+    assert [ns["group"] for ns in g.arch.nodesets] == ["fixed", "sign", "fixed"]
+    y = model(ids)
+    f = torch.ones(g.num_nodes, dtype=torch.float64)
+    f[_nodes(g, "emb")[0]] = 2.0
+    assert rel_err(C.to_module(C.Action(torch.arange(g.num_nodes), f).apply(g),
+                               strict=False)(ids), y) > 1e-6
 
 
 # -- tied weights --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Embeddings, learned positions and tied weights (docs/design.md 3.8).
+"""Embeddings, learned positions and tied weights (docs/design.md 3.9).
 
 - ``embedding`` (``nn.Embedding``): the model input is integer token ids, shape ``(batch,
   *tokens)``. The input node set holds one fixed node per vocabulary entry (``num_embeddings``
@@ -14,9 +14,10 @@
   and is tied to it: a bias per position, which moves and scales with its feature.
 - ``tie``: an ``nn.Linear`` whose weight *is* an embedding's weight (``head.weight =
   emb.weight``): an identity op after the Linear that records the tie. The embedding's neurons
-  and the Linear's input neurons share one permutation and one factor, restricted to sign flips
-  (the exact group, ``q_head = 1 / q_emb``, is larger: section 3.8); the graph's ``edge_tie``
-  field gives the two edges holding one weight one id.
+  and the Linear's input neurons share one permutation and take reciprocal factors
+  (``q_head = 1 / q_emb``, an inverse tie), or, when either is tied to other node sets, one
+  factor restricted to sign flips; the graph's ``edge_tie`` field gives the two edges holding
+  one weight one id.
 """
 from __future__ import annotations
 
@@ -369,16 +370,26 @@ class Tie(OpRule):
                           "emb_value": emb["out"], "head_in": x.vid}, t.vals[node])
 
     def constrain(self, op, s):
-        """Both uses of the weight transform alike only for ``q_head = 1 / q_emb`` with one
-        permutation; declared: one factor for both, a sign flip (``q = 1 / q``)."""
+        """An identity on the Linear's output (the tie itself is coupled in ``couple``)."""
         s.pass_through(op)
-        s.restrict(op["emb_value"], NEG)
-        s.restrict(op["head_in"], NEG)
 
     def couple(self, op, s):
+        """Both uses of the weight transform alike exactly when the embedding's neuron ``i`` and
+        the head's input neuron ``i`` share one permutation and ``q_head = 1 / q_emb``: an
+        inverse tie (``SymmetryState.inverse_tie``). When either node set is already tied to
+        others (a residual, a position) or they are one node set, one factor for both restricted
+        to sign flips (``q = 1 / q``) is declared instead, which a tie can say."""
         e, h = s.parts[op["emb_value"]][0], s.parts[op["head_in"]][0]
         s.align.union(e, h)
-        s.tie.union(e, h)
+        n = len(s.sizes)
+        shared = [k for k in range(n) if k not in (e, h)
+                  and s.tie.find(k) in (s.tie.find(e), s.tie.find(h))]
+        paired = {k for pair in s.inverse for k in pair}
+        if s.tie.find(e) == s.tie.find(h) or shared or e in paired or h in paired:
+            s.tie.union(e, h)
+            s.allow[op["emb_value"]] &= NEG   # the tie class's factors: its members' AND
+        else:
+            s.inverse_tie(e, h)
 
     def apply(self, op, ins):
         return ins[0]
