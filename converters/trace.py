@@ -26,9 +26,8 @@ from .symmetry import analyse
 
 _REFUSALS = [
     ((nn.RNNBase, nn.RNNCellBase), "recurrent layers are not supported"),
-    ((nn.Transformer, nn.TransformerDecoder, nn.TransformerDecoderLayer),
-     "this transformer layer is not supported (nn.TransformerEncoderLayer, "
-     "nn.TransformerEncoder and nn.MultiheadAttention are)"),
+    ((nn.Transformer,), "this transformer model is not supported (its parts are: "
+                        "nn.TransformerEncoder(Layer), nn.TransformerDecoder(Layer))"),
     ((nn.EmbeddingBag,), "nn.EmbeddingBag is not supported (nn.Embedding is)"),
     ((nn.modules.conv._ConvTransposeNd,), "transposed convolutions are not supported"),
     ((nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm),

@@ -20,7 +20,7 @@ from zoo import make
 
 TOL = 1e-9
 ATTN_ZOO = ["attn_sdpa", "attn_sdpa_1head", "attn_written", "mha", "mha_kv", "encoder",
-            "encoder_prenorm"]
+            "encoder_prenorm", "decoder", "decoder_prenorm"]
 
 
 def rel_err(a, b):
@@ -89,6 +89,15 @@ G = "fixed", "linear", "scale", "perm", "sign"
                          "enc.layers.0.self_attn.q": "linear",
                          "enc.layers.0.linear1": "perm", "enc.layers.0:add2": "perm",
                          "enc.norm": "linear"}),
+    ("decoder", {"emb": "perm", "enc.norm2": "linear", "dec.layers.0.self_attn.q": "linear",
+                 "dec.layers.0.multihead_attn.q": "linear",
+                 "dec.layers.0.multihead_attn.k": "linear",
+                 "dec.layers.0.multihead_attn.v": "linear",
+                 "dec.layers.0.multihead_attn.out_proj": "perm", "dec.layers.1.linear1": "scale",
+                 "dec.layers.1.norm3": "perm", "dec.norm": "linear"}),
+    ("decoder_prenorm", {"emb": "perm", "dec.layers.0.norm2": "linear",
+                         "dec.layers.0.multihead_attn.k": "linear",
+                         "dec.layers.0.linear1": "perm", "dec.layers.0:add3": "perm"}),
 ])
 def test_groups_per_node_set(name, groups):
     model, x = make(name)
@@ -155,6 +164,7 @@ def _one(g, node, q):
     ("attn_written", "q", "k", "v", "o"),
     ("mha", "attn.q", "attn.k", "attn.v", "attn.out_proj"),
     ("encoder", *(f"enc.layers.1.self_attn.{p}" for p in ("q", "k", "v", "out_proj"))),
+    ("decoder", *(f"dec.layers.0.multihead_attn.{p}" for p in ("q", "k", "v", "out_proj"))),
 ])
 def test_controls_change_the_function(name, q, k, v, o):
     model, x = make(name)
@@ -163,11 +173,12 @@ def test_controls_change_the_function(name, q, k, v, o):
     Q, K, V = _nodes(g, q), _nodes(g, k), _nodes(g, v)
     D = len(Q) // 2 if name != "mha" else len(Q) // 3
     # a Q dimension scaled without its K dimension
-    assert rel_err(_moved(model, g, q=_one(g, Q[1], 2.5))(x), y) > 1e-6
+    assert rel_err(_moved(model, g, q=_one(g, Q[1], 10.0))(x), y) > 1e-6
     # Q and K of one dimension scaled alike (not reciprocally)
-    f = _one(g, Q[1], 2.5)
-    f[K[1]] = 2.5
+    f = _one(g, Q[1], 10.0)
+    f[K[1]] = 10.0
     assert rel_err(_moved(model, g, q=f)(x), y) > 1e-6
+    f[Q[1]] = 2.5
     # ... and reciprocally: a symmetry (sign included)
     f[K[1]] = 1 / 2.5
     f[Q[0]], f[K[0]] = -0.3, -1 / 0.3
@@ -187,7 +198,8 @@ def test_controls_change_the_function(name, q, k, v, o):
     sd = model.state_dict()
     bad = copy.deepcopy(model)
     W = {"attn_sdpa": "v.weight", "attn_written": "v.weight", "mha": "attn.in_proj_weight",
-         "encoder": "enc.layers.1.self_attn.in_proj_weight"}[name]
+         "encoder": "enc.layers.1.self_attn.in_proj_weight",
+         "decoder": "dec.layers.0.multihead_attn.in_proj_weight"}[name]
     row = 0 if name.startswith("attn") else 2 * len(Q)
     sd2 = {kk: t.clone() for kk, t in sd.items()}
     sd2[W][row] *= 3.0
@@ -295,6 +307,17 @@ class _MHA(nn.Module):
         return self.call(self.attn, self.emb(x))
 
 
+class _Dec(nn.Module):
+    def __init__(self, **call):
+        super().__init__()
+        self.emb, self.call = nn.Linear(4, 4), call
+        self.dec = nn.TransformerDecoderLayer(4, 2, 8, batch_first=True)
+
+    def forward(self, x):
+        h = self.emb(x)
+        return self.dec(h, h, **self.call)
+
+
 X = torch.randn(2, 5, 4)
 
 
@@ -310,7 +333,8 @@ X = torch.randn(2, 5, 4)
     (lambda: nn.Sequential(nn.Linear(4, 4), nn.TransformerEncoderLayer(
         4, 2, 8, activation=F.silu, batch_first=True)), r"'1'.*activation.*relu and gelu"),
     (lambda: nn.Sequential(nn.Linear(4, 4), nn.TransformerDecoderLayer(4, 2, 8)),
-     r"TransformerDecoderLayer"),
+     r"'1' \(TransformerDecoderLayer.*memory"),
+    (lambda: _Dec(tgt_is_causal=True), r"'dec'.*(tgt_is_causal|attn_mask)"),
     (lambda: nn.Sequential(nn.Linear(4, 4), nn.Transformer(4, 2, 1, 1, 8)), r"Transformer"),
 ])
 def test_refusals_name_the_culprit(model, match):

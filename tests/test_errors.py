@@ -337,8 +337,7 @@ def test_an_ordinary_cat_round_trips_and_keeps_its_function():
 
 
 REFUSED_LAYERS = {
-    "TransformerDecoderLayer": (lambda: nn.TransformerDecoderLayer(16, 2, 32, batch_first=True),
-                                "transformer"),
+    "Transformer": (lambda: nn.Transformer(16, 2, 1, 1, 32, batch_first=True), "transformer"),
     "EmbeddingBag": (lambda: nn.EmbeddingBag(10, 16), "EmbeddingBag is not supported"),
     "LSTMCell": (lambda: nn.LSTMCell(16, 16), "recurrent"),
     "GRUCell": (lambda: nn.GRUCell(16, 16), "recurrent"),

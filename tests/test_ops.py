@@ -30,7 +30,7 @@ CASES = {
     "permute": ["tokens_mlp", "tokens_heads", "tokens_conv"],
     "softmax": ["softmax_mlp", "softmax_tokens"],
     "attention": ["attn_sdpa", "attn_sdpa_1head", "attn_written"],
-    "mha": ["mha", "mha_kv", "encoder", "encoder_prenorm"],
+    "mha": ["mha", "mha_kv", "encoder", "encoder_prenorm", "decoder", "decoder_prenorm"],
     "mul": ["gates", "swiglu", "geglu"],
     "glu": ["swiglu"],
     "half": ["geglu"],

@@ -567,6 +567,27 @@ class MHACross(nn.Module):
         return self.out(self.attn(self.pq(x), self.pk(x), self.pv(x), need_weights=False)[0])
 
 
+class Decoder(nn.Module):
+    """An embedding, an encoder layer for the memory, ``nn.TransformerDecoder`` (``layers`` x
+    ``nn.TransformerDecoderLayer``: self-attention, cross-attention on the memory, feed-forward)
+    with a final LayerNorm, and a linear head; ``memory="input"`` attends to the embedding."""
+
+    def __init__(self, norm_first=False, activation="relu", batch_first=True, layers=2,
+                 memory="encoder"):
+        super().__init__()
+        self.memory = memory
+        self.emb, self.out = nn.Linear(3, 6), nn.Linear(6, 2)
+        if memory == "encoder":
+            self.enc = nn.TransformerEncoderLayer(6, 2, 8, dropout=0.1, batch_first=batch_first)
+        layer = nn.TransformerDecoderLayer(6, 2, 10, dropout=0.1, activation=activation,
+                                           batch_first=batch_first, norm_first=norm_first)
+        self.dec = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(6))
+
+    def forward(self, x):
+        h = self.emb(x)
+        return self.out(self.dec(h, self.enc(h) if self.memory == "encoder" else h))
+
+
 class WrittenAttention(nn.Module):
     """Attention written out (as in many GPT codes), two heads: ``softmax(q @ k.transpose(-2,
     -1) * (1.0 / math.sqrt(k.size(-1)))) @ v`` with an eval-mode dropout on the weights, the
@@ -753,6 +774,8 @@ ZOO = {
     "mha_kv": (MHACross, (4, 3)),
     "encoder": (Encoder, (4, 3)),
     "encoder_prenorm": (lambda: Encoder(True, "gelu", batch_first=False, layers=1), (4, 3)),
+    "decoder": (Decoder, (4, 3)),
+    "decoder_prenorm": (lambda: Decoder(True, "gelu", False, 1, memory="input"), (4, 3)),
     "emb_mlp": (EmbeddingMLP, (6,)),
     "emb_positions": (EmbeddingPositions, (6,)),
     "emb_tied_lm": (TiedLM, (6,)),

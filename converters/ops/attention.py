@@ -604,19 +604,66 @@ def emit_encoder_layer(t, node, path: str, m: nn.TransformerEncoderLayer, x):
     return e.layernorm(f"{path}.norm2", m.norm2, e.add(x, ff(x), f"{path}:add2"))
 
 
+def emit_decoder_layer(t, node, path: str, m: nn.TransformerDecoderLayer, x, mem):
+    """Append the ops of ``nn.TransformerDecoderLayer`` ``m`` (at ``path``) on the target value
+    ``x`` and the memory value ``mem``, in its eval-mode order; returns the output value."""
+    what = f"TransformerDecoderLayer '{path}'"
+    e = _Emit(t, node, what)
+    act = _act_op(t, node, what, m.activation)
+    if isinstance(m.activation, nn.Module):
+        _claim(t, node, f"{path}.activation", m.activation)
+    for sub in ("self_attn", "multihead_attn"):
+        check_mha(t, node, getattr(m, sub), f"{path}.{sub}")
+    for v, name in ((x, "target"), (mem, "memory")):
+        if v.flat is not None or v.rank != 3 or v.cdim != v.rank - 1:
+            t.fail(node, what, f"its {name} must be (batch, tokens, features) with the features "
+                               f"last (or (tokens, batch, features) without batch_first)")
+
+    def attn(sub, q, kv, same):
+        sp = f"{path}.{sub}"
+        _claim(t, node, sp, getattr(m, sub))
+        return emit_mha(t, node, sp, getattr(m, sub), q, kv, kv, False, same)
+
+    def sa(v):
+        return attn("self_attn", v, v, (True, True))
+
+    def ca(v):
+        return attn("multihead_attn", v, mem, (v is mem, True))
+
+    def ff(v):
+        h = e.chain(act, e.linear(f"{path}.linear1", m.linear1, v))
+        return e.linear(f"{path}.linear2", m.linear2, h)
+
+    norm = lambda i, v: e.layernorm(f"{path}.norm{i}", getattr(m, f"norm{i}"), v)
+    if m.norm_first:
+        x = e.add(x, sa(norm(1, x)), f"{path}:add1")
+        x = e.add(x, ca(norm(2, x)), f"{path}:add2")
+        return e.add(x, ff(norm(3, x)), f"{path}:add3")
+    x = norm(1, e.add(x, sa(x), f"{path}:add1"))
+    x = norm(2, e.add(x, ca(x), f"{path}:add2"))
+    return norm(3, e.add(x, ff(x), f"{path}:add3"))
+
+
+_DEC_ARGS = ("tgt", "memory", "tgt_mask", "memory_mask", "tgt_key_padding_mask",
+             "memory_key_padding_mask", "tgt_is_causal", "memory_is_causal")
+
+
 class TransformerEncoder(OpRule):
-    """No op kind of its own: ``nn.TransformerEncoderLayer`` and ``nn.TransformerEncoder`` (in
-    eval mode, without masks) are read as the ops of their parts, module by module at their
-    own paths (``layers.0.self_attn``: an ``mha`` op; ``linear1``, ``norm1``, ...), so the
-    rebuilt network holds the same parameters under the same keys."""
+    """No op kind of its own: ``nn.TransformerEncoderLayer``, ``nn.TransformerEncoder``,
+    ``nn.TransformerDecoderLayer`` and ``nn.TransformerDecoder`` (in eval mode, without masks)
+    are read as the ops of their parts, module by module at their own paths
+    (``layers.0.self_attn``: an ``mha`` op; ``linear1``, ``norm1``, ...), so the rebuilt network
+    holds the same parameters under the same keys."""
 
     kind = None
-    modules = (nn.TransformerEncoderLayer, nn.TransformerEncoder)
+    modules = (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.TransformerDecoderLayer,
+               nn.TransformerDecoder)
     reads_call = True
 
     _ARGS = {nn.TransformerEncoderLayer: ("src", "src_mask", "src_key_padding_mask",
                                           "is_causal"),
-             nn.TransformerEncoder: ("src", "mask", "src_key_padding_mask", "is_causal")}
+             nn.TransformerEncoder: ("src", "mask", "src_key_padding_mask", "is_causal"),
+             nn.TransformerDecoderLayer: _DEC_ARGS, nn.TransformerDecoder: _DEC_ARGS}
 
     def trace_module(self, t, node, m, x):
         path, what = node.target, f"{type(m).__name__} '{node.target}'"
@@ -626,24 +673,32 @@ class TransformerEncoder(OpRule):
             if key not in names:
                 t.fail(node, what, f"unexpected argument {key!r}")
             p[key] = val
-        for key in names[1:3]:
+        decoder = names is _DEC_ARGS
+        for key in (names[2:6] if decoder else names[1:3]):
             if p.get(key) is not None:
                 t.fail(node, what, f"'{key}' is not supported")
-        if p.get("is_causal"):
-            t.fail(node, what, "is_causal=True needs a mask, which is not supported")
-        x = t.tensor_arg(node, p.get("src"))
+        for key in (names[6:] if decoder else names[3:]):
+            if p.get(key):
+                t.fail(node, what, f"{key}=True needs a mask, which is not supported")
+        x = t.tensor_arg(node, p.get(names[0]))
+        if decoder and p.get("memory") is None:
+            t.fail(node, what, "it needs the memory tensor: layer(tgt, memory)")
+        mem = t.tensor_arg(node, p["memory"]) if decoder else None
         if path in t.used_modules:
             t.fail(node, what, "module called more than once (weight sharing)")
         t.used_modules[path] = m
-        if isinstance(m, nn.TransformerEncoderLayer):
-            y = emit_encoder_layer(t, node, path, m, x)
+        one = emit_decoder_layer if decoder else emit_encoder_layer
+        extra = (mem,) if decoder else ()
+        if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+            y = one(t, node, path, m, x, *extra)
         else:
             y = x
             for i, layer in enumerate(m.layers):
-                y = emit_encoder_layer(t, node, f"{path}.layers.{i}", layer, y)
+                y = one(t, node, f"{path}.layers.{i}", layer, y, *extra)
             if m.norm is not None:
                 y = _Emit(t, node, what).layernorm(f"{path}.norm", m.norm, y)
         t.vals[node] = y
 
 
-_LEAVES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
+_LEAVES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder,
+           nn.TransformerDecoderLayer, nn.TransformerDecoder)
