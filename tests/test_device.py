@@ -117,6 +117,7 @@ def test_cuda_sparse_dense_and_cpu_agree(batches, backend, task):
     outs = {}
     for device in ("cpu", "cuda"):
         for engine in ("sparse", "dense"):
+            torch.manual_seed(0)                 # the same weights in every build
             net = scalegmn.build(backend, task, spec=b, out_dim=3, engine=engine,
                                  **SMALL).double().to(device)
             out = net(copy.copy(b).to(device))
@@ -147,3 +148,20 @@ def test_cuda_bf16_autocast_forward():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = net(b)
         assert torch.isfinite(out.float()).all()
+
+
+@pytest.mark.parametrize("engine", ["sparse", "dense"])
+@pytest.mark.parametrize("backend", ["scalegmn", "scalegmn-b"])
+def test_bf16_autocast_runs_on_every_engine(engine, backend):
+    """Autocast (here on the CPU; bench --autocast on a GPU) gives the groups' node maps
+    different output dtypes (bf16 after a Linear, float32 after a LayerNorm); the sparse engine
+    used to fail writing them into one tensor (seen on an H200)."""
+    b = batch_of("mlp_relu", 3, torch.float32)      # scale, fixed and linear neuron groups
+    torch.manual_seed(0)
+    net = scalegmn.build(backend, "invariant", spec=b, out_dim=3, engine=engine, **SMALL)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(b)
+    out.float().sum().backward()
+    assert torch.isfinite(out.float()).all()
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -54,8 +54,10 @@ def reset_peak_rss() -> bool:
 
 def limit_memory(max_mem_gib: Optional[float]) -> None:
     """Cap the address space at what is mapped now plus ``max_mem_gib`` GiB (an allocation error
-    instead of the machine's OOM killer); no cap for None or 0."""
-    if not max_mem_gib:
+    instead of the machine's OOM killer); no cap for None or 0, nor in a GPU server
+    (``SCALEGMN_BENCH_PRELOAD=0``): CUDA reserves tens of GiB of address space when it starts,
+    which such a cap turns into host allocation failures (seen on an H200)."""
+    if not max_mem_gib or os.environ.get("SCALEGMN_BENCH_PRELOAD") == "0":
         return
     import resource
     try:
@@ -192,6 +194,13 @@ def _cuda_visible() -> bool:
     """Whether this process sees a CUDA device (then the server preloads nothing)."""
     import torch
     return torch.cuda.is_available()
+
+
+def address_space_limit() -> dict:
+    """A measuring target: this process's address-space limit (``RLIMIT_AS``)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    return {"soft": soft, "hard": hard}
 
 
 def preloaded() -> dict:

@@ -31,15 +31,18 @@ def apply_by_group(fn, x: torch.Tensor, index: dict) -> torch.Tensor:
         (g, idx), = index.items()
         if idx is None:
             return fn.fn(g)(x)
-    out = None
-    for g, idx in index.items():
-        y = fn.fn(g)(x[idx])
-        if out is None:
-            out = x.new_zeros(x.shape[0], y.shape[-1])
-        out[idx] = y
-    if out is None:
-        out = fn.fn(next(iter(fn.keys())))(x[:0])
-        out = x.new_zeros(x.shape[0], out.shape[-1])
+    parts = [(idx, fn.fn(g)(x[idx])) for g, idx in index.items()]
+    if not parts:
+        y = fn.fn(next(iter(fn.keys())))(x[:0])
+        return x.new_zeros(x.shape[0], y.shape[-1], dtype=y.dtype)
+    # under autocast the groups' maps may end in different dtypes (bf16 after a Linear, float32
+    # after a LayerNorm): the rows take the widest
+    dtype = parts[0][1].dtype
+    for _, y in parts[1:]:
+        dtype = torch.promote_types(dtype, y.dtype)
+    out = x.new_zeros(x.shape[0], parts[0][1].shape[-1], dtype=dtype)
+    for idx, y in parts:
+        out[idx] = y.to(dtype)
     return out
 
 

@@ -57,3 +57,18 @@ def test_with_a_gpu_the_server_preloads_nothing_before_it_forks(monkeypatch):
     assert out["torch"] is False and out["scalegmn.gmn"] is False
     # and a real measurement still runs in such a server
     assert "error" not in isolated("scalegmn.bench.probes:machine", {}, timeout=120)
+
+
+def test_no_address_space_cap_in_a_gpu_server(monkeypatch):
+    """CUDA reserves tens of GiB of address space at start: under the cap every measurement on
+    an H200 failed with host 'can't allocate memory' errors."""
+    import resource
+    from scalegmn.bench import isolation
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    monkeypatch.setenv("SCALEGMN_BENCH_PRELOAD", "0")
+    isolation.limit_memory(1.0)
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+    # a CPU server does cap (checked in a child process, so this one keeps its limit)
+    out = isolated("scalegmn.bench.isolation:address_space_limit", {}, timeout=120,
+                   max_mem_gib=1.0)
+    assert out["soft"] != resource.RLIM_INFINITY
