@@ -92,11 +92,19 @@ def load_graph(path) -> ParameterGraph:
     if missing:
         raise ValueError(f"graph file '{path}' lacks {missing}")
     arch = ArchSpec.from_json(payload["arch"])
+    extra = dict(payload.get("extra", {}))
+    extra.setdefault("edge_tie", _edge_tie(arch))   # files written before the field existed
     g = ParameterGraph(arch=arch, num_nodes=payload["x"].shape[0],
-                       **{k: payload[k] for k in _TENSORS}, **payload.get("extra", {}))
+                       **{k: payload[k] for k in _TENSORS}, **extra)
     if tuple(payload["pad_shape"]) != tuple(arch.kernel_shape):
         g.pad_shape = tuple(payload["pad_shape"])
     return g
+
+
+def _edge_tie(arch: ArchSpec) -> torch.Tensor:
+    """The ``edge_tie`` field of ``arch`` (structural: which edges hold one tied weight)."""
+    from .layout import layout
+    return layout(arch).edge_tie.clone()
 
 
 def to_networkx(graph: ParameterGraph) -> nx.DiGraph:
@@ -133,7 +141,7 @@ def from_networkx(G: nx.DiGraph) -> ParameterGraph:
         edge_attr=torch.tensor([e[2]["edge_attr"] for e in edges], dtype=dtype),
         edge_mask=torch.tensor([e[2]["edge_mask"] for e in edges], dtype=torch.bool),
         edge_type=torch.tensor([e[2]["edge_type"] for e in edges], dtype=torch.long),
-        num_nodes=len(nodes), arch=arch, **fields)
+        edge_tie=_edge_tie(arch), num_nodes=len(nodes), arch=arch, **fields)
     if tuple(G.graph.get("pad_shape", arch.kernel_shape)) != tuple(arch.kernel_shape):
         g.pad_shape = tuple(G.graph["pad_shape"])
     return g

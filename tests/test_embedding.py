@@ -439,3 +439,16 @@ def test_scalegmn_is_equivariant_on_embedding_graphs():
         editor = scalegmn.build(backend, "equivariant", spec=same, **small)
         assert_equivariant(editor, same, n_actions=2)
         assert_sensitive(editor, same, "unclaimed")
+
+
+def test_saved_and_networkx_graphs_keep_edge_tie(tmp_path):
+    g = C.to_graph(*make("emb_tied_tanh"))
+    C.save_graph(g, tmp_path / "g.pt")
+    assert torch.equal(C.load_graph(tmp_path / "g.pt").edge_tie, g.edge_tie)
+    assert torch.equal(C.from_networkx(C.to_networkx(g)).edge_tie, g.edge_tie)
+    old = copy.copy(g)                 # a file written before the field existed
+    del old.edge_tie
+    C.save_graph(old, tmp_path / "old.pt")
+    loaded = C.load_graph(tmp_path / "old.pt")
+    assert torch.equal(loaded.edge_tie, g.edge_tie)
+    C.batch_graphs([loaded, C.to_graph(*make("mlp_relu"))])
