@@ -452,3 +452,39 @@ def test_saved_and_networkx_graphs_keep_edge_tie(tmp_path):
     loaded = C.load_graph(tmp_path / "old.pt")
     assert torch.equal(loaded.edge_tie, g.edge_tie)
     C.batch_graphs([loaded, C.to_graph(*make("mlp_relu"))])
+
+
+def test_a_small_transformer_language_model_with_cls_positions_and_a_tied_head():
+    """Embedding, CLS token, a position table sliced to T + 1, a pre-norm transformer encoder
+    layer, a final LayerNorm and a head tied to the embedding: bitwise round trip (the head
+    stays the embedding's Parameter), 20 random float64 actions keep the function."""
+    class TinyLM(nn.Module):
+        def __init__(self, vocab=11, d=8):
+            super().__init__()
+            self.emb = nn.Embedding(vocab, d)
+            self.pos, self.cls = nn.Parameter(torch.randn(1, 7, d)), nn.Parameter(
+                torch.randn(1, 1, d))
+            self.enc = nn.TransformerEncoderLayer(d, 2, 16, dropout=0.0, batch_first=True,
+                                                  norm_first=True)
+            self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids):
+            B, T = ids.shape
+            h = torch.cat([self.cls.expand(B, -1, -1), self.emb(ids)], dim=1)
+            return self.head(self.ln(self.enc(h + self.pos[:, :T + 1])))
+
+    torch.manual_seed(0)
+    model = TinyLM().double().eval()
+    ids = torch.randint(0, 11, (3, 5))
+    g = C.to_graph(model, ids)
+    groups = {ns["name"]: ns["group"] for ns in g.arch.nodesets}
+    assert groups["emb"] == groups["cls:cat"] == groups["ln"] == "perm"
+    assert groups["cls"] == groups["pos"] == "fixed"
+    back = C.to_module(g)
+    assert torch.equal(back(ids), model(ids)) and back.head.weight is back.emb.weight
+    assert torch.equal(back(ids[:, :2]), model(ids[:, :2]))
+    y, gen = model(ids), torch.Generator().manual_seed(0)
+    for _ in range(20):
+        a = C.sample_action(g, generator=gen)
+        assert rel_err(C.to_module(a.apply(g))(ids), y) < TOL
