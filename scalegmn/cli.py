@@ -211,7 +211,7 @@ def cmd_benchmark(args):
 
 def cmd_quickstart(args):
     from .quickstart import run
-    return run(args.out, quick=args.quick)
+    return run(args.out, quick=args.quick, bench_dir=args.benchmark_dir)
 
 
 def main(argv=None):
@@ -293,6 +293,10 @@ def main(argv=None):
     q.add_argument("--out", default="quickstart_out",
                    help="folder for the runs, the table and the plots (default: %(default)s)")
     q.add_argument("--quick", action="store_true", help="a tiny version (for tests)")
+    q.add_argument("--benchmark-dir", default="runs/benchmark",
+                   help="output folder of 'scalegmn benchmark --suite cpu', whose ScaleGMN "
+                        "MNIST-INR figure the result is compared with when present "
+                        "(default: %(default)s)")
     q.set_defaults(fn=cmd_quickstart)
     bm = sub.add_parser("benchmark", help="the papers' tasks as suites of training runs "
                                           "(resumable), written up in docs/results.md")

@@ -1,4 +1,6 @@
 """The ``scalegmn convert`` and ``scalegmn quickstart`` commands."""
+import json
+
 import pytest
 import torch
 
@@ -308,12 +310,20 @@ def test_quickstart_writes_its_result_table(tmp_path, tiny_inrs, monkeypatch, ca
     monkeypatch.setattr(Q, "load_config", lambda name, overrides=(): real(name, list(overrides) + [
         f"data.path={tiny_inrs}", "model.hidden=8", "model.layers=1", "train.epochs=1",
         "train.progress=false"]))
+    monkeypatch.chdir(tmp_path)             # no runs/benchmark here
     assert main(["quickstart", "--out", str(tmp_path / "q"), "--quick"]) == 0
     printed = capsys.readouterr().out
     table = (tmp_path / "q" / "results.md").read_text()
-    for backend in ("scalegmn", "mlp"):
+    for backend in ("scalegmn", "gmn", "mlp"):
         row = next(ln for ln in table.splitlines() if ln.split()[:2] == ["inr_classification",
                                                                           backend])
         assert row in printed                       # the table that was printed
         assert next(ln for ln in table.splitlines() if ln.split()[:1] == [backend]) in printed
     assert "perm+sign" in table
+    # the number in context: chance, this run's figures, the paper's, the cpu benchmark's
+    summary = json.loads((tmp_path / "q" / "scalegmn" / "summary.json").read_text())
+    mine = f"{100 * summary['test']['accuracy']:.1f} %"
+    context = table[table.index("in context"):]
+    assert "chance level (1/" in context and "96.6 %" in context
+    assert next(ln for ln in context.splitlines() if "ScaleGMN (this run)" in ln).endswith(mine)
+    assert "benchmark --suite cpu" in context and "not run here" in context
