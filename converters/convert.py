@@ -15,7 +15,8 @@ def to_graph(module: nn.Module, example_input: Optional[torch.Tensor] = None, *,
     """The parameter graph of ``module`` (traced in eval mode with ``torch.fx``).
 
     ``example_input`` (with a batch dimension) is needed only when the input shape cannot be
-    inferred (a CNN whose flatten size depends on the image size). Raises
+    inferred (a CNN whose flatten size depends on the image size); a tuple ``(x, mask, ...)``
+    for a model whose further inputs are attention masks (docs/design.md 3.8). Raises
     ``UnsupportedLayerError`` for anything the graph cannot represent exactly (also a BatchNorm or
     an active dropout in training mode: call ``module.eval()`` first), and ``ValueError`` for
     NaN/inf parameters unless ``allow_nonfinite``.

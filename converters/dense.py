@@ -104,10 +104,13 @@ def _batched_param_op(P, B):
     return op_fn
 
 
-def functional_forward(dense: DenseWeights, x: torch.Tensor) -> torch.Tensor:
+def functional_forward(dense: DenseWeights, x: torch.Tensor,
+                       *extra: torch.Tensor) -> torch.Tensor:
     """Run B networks at once from their dense view; differentiable in weights and inputs.
 
     ``x``: ``(n, *input_shape)`` shared by every network, or ``(B, n, *input_shape)``.
+    ``extra``: further model inputs (attention masks), passed unchanged: an ``attention`` op
+    sees the B networks' rows stacked, so its mask must broadcast over them (a (T, S) mask).
     Returns ``(B, n, *output_shape)``; equal (to rounding) to running each network's module.
     """
     B = dense.batch_size
@@ -118,5 +121,6 @@ def functional_forward(dense: DenseWeights, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x must be (n, *{tuple(dense.arch.input['shape'])}) or (B={B}, n, ...),"
                          f" got {tuple(x.shape)}")
     n = x.shape[1]
-    y = run(dense.arch, x.reshape(B * n, *x.shape[2:]), _batched_param_op(dense.params(), B))
+    xs = x.reshape(B * n, *x.shape[2:])
+    y = run(dense.arch, (xs, *extra) if extra else xs, _batched_param_op(dense.params(), B))
     return y.reshape(B, n, *y.shape[1:])

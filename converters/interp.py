@@ -23,7 +23,9 @@ def run(arch, x: torch.Tensor, param_op: Callable, trace: dict | None = None) ->
     for op in arch.ops:
         kind = op["op"]
         if kind == "input":
-            vals[op["out"]] = x
+            vals[op["out"]] = x[0] if isinstance(x, tuple) else x
+        elif kind == "extra_input":   # an attention mask passed as a further model input
+            vals[op["out"]] = x[op["index"]]
         elif kind == "output":
             return vals[op["in"][0]]
         elif "module" in op or "param" in op:   # a module's, or a bare parameter's op

@@ -56,8 +56,9 @@ class SpecModule(nn.Module):
             return rule.forward(op, getattr(holder, leaf), ins)
         return rule.forward(op, self.get_submodule(op["module"]), ins)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run(self.arch, x, self._param_op)
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """``x``: the network input; ``extra``: further inputs (attention masks), if any."""
+        return run(self.arch, (x, *extra) if extra else x, self._param_op)
 
     def extra_repr(self) -> str:
         return f"arch={self.arch.hash}"

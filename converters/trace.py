@@ -21,7 +21,7 @@ from .errors import UnsupportedLayerError
 from . import ops
 from .groups import NODE_FEATURES
 from .ops.alias import ALIAS_FNS, dropout_args
-from .ops.attention import active_dropout
+from .ops.transformer import active_dropout
 from .symmetry import analyse
 
 _REFUSALS = [
@@ -234,18 +234,24 @@ def trace_arch(module: nn.Module, example_input: Optional[torch.Tensor] = None) 
             example_input = _guess_input(gm, module, dtype)
         try:
             with torch.no_grad():
-                _ShapeRecorder(gm).run(example_input)
+                _ShapeRecorder(gm).run(*_inputs(example_input))
         except _NodeFailed as f:
             where, what = _node_site(gm, f.node)
             shape = tuple(getattr(example_input, "shape", ()))
             raise UnsupportedLayerError(
                 where, what, f"running the model on example_input of shape {shape} failed "
                              f"here: {type(f.error).__name__}: {f.error}") from f.error
-        spec = _build(gm, module, dtype, len(getattr(example_input, "shape", ())))
+        spec = _build(gm, module, dtype, len(getattr(_inputs(example_input)[0], "shape", ())))
     finally:
         for name, m in module.named_modules():   # each module back in its own mode
             m.training = modes.get(name, m.training)
     return spec
+
+
+def _inputs(example_input) -> tuple:
+    """The model's inputs: ``example_input``, or its items when it is a tuple (the network
+    input, then attention masks: ``converters.ops.attention.ExtraInput``)."""
+    return tuple(example_input) if isinstance(example_input, tuple) else (example_input,)
 
 
 def _refuse_training_mode(gm_train: fx.GraphModule, module: nn.Module, modes: dict) -> None:
@@ -434,10 +440,9 @@ class _Builder:
     # -- main walk -----------------------------------------------------------------------------
     def build(self) -> ArchSpec:
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
-        if len(placeholders) != 1:
+        if not placeholders:
             raise UnsupportedLayerError(type(self.module).__name__, "forward",
-                                        f"exactly one input tensor is supported, got "
-                                        f"{len(placeholders)}")
+                                        "the model takes no input tensor")
         for node in self.gm.graph.nodes:
             try:
                 getattr(self, "on_" + node.op)(node)
@@ -448,6 +453,8 @@ class _Builder:
         return self.finish()
 
     def on_placeholder(self, node):
+        if self.ops:   # a further input: read only as an attention mask (ops.attention)
+            return self.rules["extra_input"].trace_placeholder(self, node)
         self.rules["input"].trace_placeholder(self, node)
 
     def on_get_attr(self, node):

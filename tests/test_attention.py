@@ -440,3 +440,107 @@ def test_written_out_forms_round_trip_bitwise_and_keep_their_symmetry(body):
 def test_written_out_refusals_name_the_node(body, match):
     with pytest.raises(C.UnsupportedLayerError, match=match):
         C.to_graph(_Written(body).eval(), X)
+
+
+# -- masks passed as further model inputs --------------------------------------------------------
+class _Masked(nn.Module):
+    """Attention with its mask(s) passed as further inputs: ``form`` sdpa (additive float
+    mask), written (``+ mask``), filled (``masked_fill`` with a bool mask), mha (``attn_mask``,
+    ``key_padding_mask``), causal (``nn.MultiheadAttention`` with ``is_causal`` and its mask)."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.form = form
+        self.emb, self.out = nn.Linear(3, 6), nn.Linear(6, 2)
+        if form in ("mha", "causal"):
+            self.attn = nn.MultiheadAttention(6, 2, batch_first=True)
+        else:
+            self.q, self.k, self.v = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 6)
+
+    def forward(self, x, mask, pad=None):
+        B, T, _ = x.shape
+        h = self.emb(x)
+        if self.form in ("mha", "causal"):
+            y = self.attn(h, h, h, attn_mask=mask, key_padding_mask=pad,
+                          is_causal=self.form == "causal")[0]
+            return self.out(torch.relu(y))
+        q, k, v = (f(h).view(B, T, 2, 3).transpose(1, 2) for f in (self.q, self.k, self.v))
+        if self.form == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif self.form == "written":
+            y = F.softmax((q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1)) + mask, dim=-1) @ v
+        else:
+            y = (q @ k.transpose(-2, -1)).masked_fill(mask, float("-inf")).softmax(-1) @ v
+        return self.out(torch.relu(y.transpose(1, 2).reshape(B, T, 6)))
+
+
+def _mask_inputs(form, dtype=torch.float64):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 5, 3, generator=g, dtype=dtype)
+    causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+    if form in ("filled", "causal"):
+        return x, (causal,)
+    mask = torch.randn(5, 5, generator=g, dtype=dtype)
+    if form == "mha":
+        pad = torch.zeros(4, 5, dtype=dtype)
+        pad[0, -1] = pad[2, -2] = -1e4
+        return x, (mask, pad)
+    return x, (mask,)
+
+
+@pytest.mark.parametrize("form", ["sdpa", "written", "filled", "mha", "causal"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_masks_passed_as_model_inputs_round_trip_and_keep_the_symmetry(form, dtype):
+    torch.manual_seed(0)
+    model = _Masked(form).to(dtype).eval()
+    x, masks = _mask_inputs(form, dtype)
+    g = C.to_graph(model, (x, *masks))
+    kinds = [op["op"] for op in g.arch.ops]
+    assert kinds.count("extra_input") == len(masks) and kinds[0] == "input"
+    assert list(g.arch.input["shape"]) == [5, 3]
+    back = C.to_module(g)
+    y = model(x, *masks)
+    assert torch.equal(back(x, *masks), y)
+    for k, v in model.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+    if form == "filled":     # the mask is read at run time, not frozen
+        other = (torch.triu(torch.ones(5, 5, dtype=torch.bool), 2),)
+        assert torch.equal(back(x, *other), model(x, *other))
+    recs = {ns["name"]: ns for ns in g.arch.nodesets}
+    q = "attn.q" if form in ("mha", "causal") else "q"
+    assert recs[q]["group"] == "linear" and "inv_tie" in recs[q]
+    if dtype == torch.float64:
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(20):
+            a = C.sample_action(g, generator=gen)
+            assert rel_err(C.to_module(a.apply(g))(x, *masks), y) < TOL
+        d = C.to_dense(Batch.from_data_list([g, g]))
+        assert rel_err(C.functional_forward(d, x, *masks)[1], y) < 1e-12
+        f = _one(g, _nodes(g, q)[0], 10.0)             # a query scaled without its key
+        assert rel_err(_moved(model, g, q=f)(x, *masks), y) > 1e-6
+
+
+def test_masks_that_are_not_model_inputs_are_refused():
+    class Derived(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(4, 4)
+
+        def forward(self, x, m):
+            q = self.q(x)
+            return F.scaled_dot_product_attention(q, q, q, attn_mask=torch.relu(q @ q.transpose(
+                -2, -1)))
+
+    class Elsewhere(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(4, 4)
+
+        def forward(self, x, m):
+            return self.q(x) + m
+
+    m = torch.zeros(5, 5)
+    with pytest.raises(C.UnsupportedLayerError, match=r"may only be scaled|attn_mask"):
+        C.to_graph(Derived().eval(), (X, m))
+    with pytest.raises(C.UnsupportedLayerError):
+        C.to_graph(Elsewhere().eval(), (X, torch.zeros(2, 5, 4)))

@@ -8,7 +8,7 @@ import torch
 import converters as C
 from converters import ops
 from converters.ops.base import OpRule
-from zoo import ZOO, make
+from zoo import ZOO, extra_inputs, make
 
 #: op kind -> zoo models that contain it (each model exercises its kind's rule in every hook)
 CASES = {
@@ -29,7 +29,8 @@ CASES = {
     "view": ["tokens_heads"],
     "permute": ["tokens_mlp", "tokens_heads", "tokens_conv"],
     "softmax": ["softmax_mlp", "softmax_tokens"],
-    "attention": ["attn_sdpa", "attn_sdpa_1head", "attn_written"],
+    "attention": ["attn_sdpa", "attn_sdpa_1head", "attn_written", "attn_masked"],
+    "extra_input": ["attn_masked"],
     "mha": ["mha", "mha_kv", "encoder", "encoder_prenorm", "decoder", "decoder_prenorm"],
     "mul": ["gates", "swiglu", "geglu"],
     "glu": ["swiglu"],
@@ -70,15 +71,16 @@ def test_every_rule_round_trips_and_its_action_rule_is_the_graph_action(kind):
     for name in CASES[kind]:
         assert name in ZOO, name
         model, x = make(name)
-        g = C.to_graph(model, x)
+        extra = extra_inputs(name, x)          # attention masks passed as further inputs
+        g = C.to_graph(model, (x, *extra) if extra else x)
         assert any(op["op"] == kind for op in g.arch.ops), (kind, name)
         back = C.to_module(g)
         sd, sd2 = model.state_dict(), back.state_dict()
         assert set(sd) == set(sd2)
         for k in sd:
             assert torch.equal(sd[k], sd2[k]) and sd[k].dtype == sd2[k].dtype, k
-        y = model(x)
-        assert torch.equal(back(x), y)
+        y = model(x, *extra)
+        assert torch.equal(back(x, *extra), y)
         gen = torch.Generator().manual_seed(0)
         for _ in range(20):
             a = C.sample_action(g, generator=gen)
@@ -89,7 +91,7 @@ def test_every_rule_round_trips_and_its_action_rule_is_the_graph_action(kind):
                 assert torch.equal(by_rules[k], by_graph[k]), (name, k)
             moved = copy.deepcopy(model)
             moved.load_state_dict(by_rules)
-            assert rel_err(moved(x), y) < TOL, name
+            assert rel_err(moved(x, *extra), y) < TOL, name
 
 
 def test_action_rules_refuse_an_action_of_another_graph():

@@ -51,6 +51,8 @@ def test_graph_is_well_formed(name):
     on_edges = int(g.edge_mask[~structural].sum())
     on_edges -= int(g.edge_mask[g.edge_tie >= 0].sum()) // 2   # a tied weight: two edges
     rnns = [m for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
+    ln_bias += sum(m.in_proj_bias.numel() for m in model.modules()   # attention: Q, K, V biases
+                   if isinstance(m, torch.nn.MultiheadAttention) and m.in_proj_bias is not None)
     ln_bias += sum(p.numel() for m in rnns for k, p in m.named_parameters() if "bias" in k)
     biases = sum(m.bias.numel() for m in model.modules()
                  if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd,

@@ -608,6 +608,23 @@ class WrittenAttention(nn.Module):
         return self.o(torch.tanh(y.transpose(1, 2).contiguous().view(B, T, -1)))
 
 
+class MaskedAttention(nn.Module):
+    """``F.scaled_dot_product_attention`` with an additive mask passed as a further model input
+    (``forward(x, mask)``; without it, no mask), two heads, then a ReLU head."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.o, self.out = nn.Linear(3, 6), nn.Linear(6, 4), nn.Linear(4, 2)
+        self.q, self.k, self.v = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 6)
+
+    def forward(self, x, mask=None):
+        B, T, _ = x.shape
+        h = self.emb(x)
+        q, k, v = (f(h).view(B, T, 2, 3).transpose(1, 2) for f in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(torch.relu(self.o(y.transpose(1, 2).reshape(B, T, 6))))
+
+
 class Encoder(nn.Module):
     """An embedding, ``nn.TransformerEncoder`` (``layers`` x ``nn.TransformerEncoderLayer``,
     dropout 0.1, inactive in eval mode) with a final LayerNorm, and a linear head."""
@@ -770,6 +787,7 @@ ZOO = {
     "attn_sdpa": (SDPAttention, (4, 3)),
     "attn_sdpa_1head": (lambda: SDPAttention(heads=1, causal=False, scale=0.3, vdim=4), (4, 3)),
     "attn_written": (WrittenAttention, (4, 3)),
+    "attn_masked": (MaskedAttention, (4, 3)),
     "mha": (MHABlock, (4, 3)),
     "mha_kv": (MHACross, (4, 3)),
     "encoder": (Encoder, (4, 3)),
@@ -784,6 +802,18 @@ ZOO = {
 
 #: ZOO models whose input is token ids: name -> vocabulary size (``make`` draws integer ids)
 TOKEN_IDS = {"emb_mlp": 7, "emb_positions": 7, "emb_tied_lm": 9, "emb_tied_tanh": 6}
+
+
+#: ZOO models with further inputs (attention masks): name -> the inputs after ``x``
+EXTRA_INPUTS = {
+    "attn_masked": lambda x: (torch.randn(x.shape[1], x.shape[1], dtype=x.dtype,
+                                          generator=torch.Generator().manual_seed(5)),),
+}
+
+
+def extra_inputs(name: str, x: torch.Tensor) -> tuple:
+    """The further inputs of ZOO model ``name`` for the example input ``x`` (usually none)."""
+    return EXTRA_INPUTS[name](x) if name in EXTRA_INPUTS else ()
 
 
 def make(name: str, dtype=torch.float64, seed: int = 0):

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 from ..errors import UnsupportedLayerError
 from .activation import Act
 from .alias import Alias
-from .attention import Attention, MultiheadAttention, TransformerEncoder
+from .attention import Attention, ExtraInput
 from .axes import Permute, Shape, View
 from .base import (Block, Edges, FeatureSlot, OpRule, ParamAction, SymmetryState, UnionFind,
                    kernel_slots)
@@ -21,6 +21,7 @@ from .conv_transpose import ConvTranspose
 from .embedding import Embedding, Position, Tie
 from .endpoints import Input, Output
 from .linear import Linear
+from .mha import MultiheadAttention
 from .norm import BatchNorm, LayerNorm
 from .pool import Mean, Pool
 from .prelu import PReLU
@@ -29,6 +30,7 @@ from .recurrent import Recurrent, Select
 from .reshape import Flatten
 from .residual import Add
 from .sample_norm import GroupNorm, InstanceNorm, RMSNorm
+from .transformer import TransformerEncoder
 from .scalar import Scalar
 from .softmax import Softmax
 
@@ -98,7 +100,7 @@ for _rule in (Embedding(), Position(), Tie()):   # token ids, learned positions,
     register(_rule)
 for _rule in (Mul(), GLU(), Half()):   # products of two branches, a Linear's halves
     register(_rule)
-for _rule in (Attention(), MultiheadAttention(), TransformerEncoder()):   # before Select
+for _rule in (Attention(), MultiheadAttention(), TransformerEncoder(), ExtraInput()):
     register(_rule)
 for _rule in (Recurrent(), Select()):   # recurrent layers and indexing their results
     register(_rule)
