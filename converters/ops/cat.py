@@ -24,18 +24,24 @@ class Cat(OpRule):
         if (cdim is None or dim % rank != cdim or any(v.flat is not None for v in vals)
                 or any(v.caxes != vals[0].caxes for v in vals)):
             t.fail(node, "cat", "only concatenation along the channel dimension is supported")
+        self.check_distinct(t, node, vals)
+        vid = t.new_vid()
+        t.ops.append({"op": "cat", "in": [v.vid for v in vals], "out": vid, "dim": cdim})
+        t.vals[node] = t.value(vid, [p for v in vals for p in v.parts],
+                               sum(v.chan for v in vals), rank, None, (cdim,))
+
+    def check_distinct(self, t, node, vals) -> None:
+        """Refuse a node set that appears twice among the operands ``vals``: ``cat([h, h])``,
+        ``cat([h, relu(h)])``, ``cat([cat([h, g]), h])``, ... (a neuron feeds a layer through one
+        edge, so the graph cannot represent it)."""
         seen = set()
         for p in (p for v in vals for p in v.parts):
-            if p in seen:   # cat([h, h]), cat([h, relu(h)]), cat([cat([h, g]), h]), ...
+            if p in seen:
                 t.fail(node, "cat", f"the neurons of '{t.names[p]}' appear twice in one "
                                     f"concatenation; a neuron feeds a layer through one edge, "
                                     f"so the graph cannot represent it (concatenate distinct "
                                     f"layers)")
             seen.add(p)
-        vid = t.new_vid()
-        t.ops.append({"op": "cat", "in": [v.vid for v in vals], "out": vid, "dim": cdim})
-        t.vals[node] = t.value(vid, [p for v in vals for p in v.parts],
-                               sum(v.chan for v in vals), rank, None, (cdim,))
 
     def out_parts(self, op, parts):
         return [ns for v in op["in"] for ns in parts[v]]
