@@ -232,6 +232,12 @@ def trace_arch(module: nn.Module, example_input: Optional[torch.Tensor] = None) 
         dtype = _module_dtype(module)
         if example_input is None:
             example_input = _guess_input(gm, module, dtype)
+        needed = [n for n in gm.graph.nodes if n.op == "placeholder" and not n.args]
+        if len(_inputs(example_input)) < len(needed):   # a mask input, say, not passed
+            raise UnsupportedLayerError(
+                type(module).__name__, "forward",
+                f"the model takes {len(needed)} inputs ({', '.join(n.name for n in needed)}): "
+                f"pass them all, example_input=(x, ...) (further inputs are attention masks)")
         try:
             with torch.no_grad():
                 _ShapeRecorder(gm).run(*_inputs(example_input))

@@ -540,6 +540,8 @@ def test_masks_that_are_not_model_inputs_are_refused():
             return self.q(x) + m
 
     m = torch.zeros(5, 5)
+    with pytest.raises(C.UnsupportedLayerError, match=r"'_Masked'.*takes 2 inputs \(x, mask\)"):
+        C.to_graph(_Masked("sdpa").eval(), X[..., :3])      # the mask not passed
     with pytest.raises(C.UnsupportedLayerError, match=r"may only be scaled|attn_mask"):
         C.to_graph(Derived().eval(), (X, m))
     with pytest.raises(C.UnsupportedLayerError):

@@ -71,9 +71,13 @@ def _const(t, node, what: str, name: str, v, kinds=(bool,)):
 
 
 class Attention(OpRule):
-    """``attention``: ``F.scaled_dot_product_attention(q, k, v)``; ``in`` = [q, k, v],
-    ``heads``, ``head_dim`` (of q and k), ``v_head_dim``, ``causal``, ``scale`` (None: 1 /
-    sqrt(head_dim)). Parameter-free; its channels are ``v``'s."""
+    """``attention``: ``F.scaled_dot_product_attention(q, k, v)``; ``in`` = [q, k, v] and,
+    with ``mask``, the mask's ``extra_input`` value; ``heads``, ``head_dim`` (of q and k),
+    ``v_head_dim``, ``causal``, ``scale`` (None: 1 / sqrt(head_dim)). The written-out form has
+    ``in`` = [q, k transposed, v, masks...] and ``steps``, replayed after ``q @ kT``: ``["mul",
+    c, c_first]``, ``["div", c]``, ``["add_mask", i, mask_first]``, ``["masked_fill", i,
+    value]``, ``["softmax", dim]`` (``i``: the mask's position in ``in``), then ``@ v``.
+    Parameter-free; its channels are ``v``'s; q: (batch, [heads,] tokens, head_dim)."""
 
     kind = "attention"
     functions = (F.scaled_dot_product_attention, operator.matmul, torch.matmul, math.sqrt)
