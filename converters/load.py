@@ -42,6 +42,20 @@ def _unwrap_state_dict(obj):
     return obj
 
 
+def _example(model: torch.nn.Module, shape) -> torch.Tensor:
+    """Zeros of shape (2, *shape) for ``model``: token ids (id 0) when its first layer reads
+    ids (an ``nn.Embedding``), else floats of the model's dtype."""
+    from .trace import _guess_input, _module_dtype, _trace
+    dtype = _module_dtype(model)
+    try:
+        guess = _guess_input(_trace(model), model, dtype)
+    except Exception:   # no layer tells its input: the shape is for a float input
+        guess = None
+    if guess is not None and not guess.is_floating_point():
+        return torch.zeros(2, *shape, dtype=guess.dtype)
+    return torch.zeros(2, *shape, dtype=dtype)
+
+
 def load_graph_source(source: str, arch: ArchSpec | None = None, trust: bool = False,
                       example_shape=None) -> ParameterGraph:
     """A ``ParameterGraph`` from ``file.py:factory``, a state dict + ``arch``, or (with
@@ -49,8 +63,7 @@ def load_graph_source(source: str, arch: ArchSpec | None = None, trust: bool = F
     example = torch.zeros(2, *example_shape) if example_shape else None
     if ":" in source and source.rpartition(":")[0].endswith(".py"):
         model = load_factory(source)
-        return to_graph(model, example.to(next(model.parameters()).dtype)
-                        if example is not None else None)
+        return to_graph(model, _example(model, example_shape) if example_shape else None)
     if not os.path.isfile(source):
         raise FileNotFoundError(f"no such file '{source}' (pass file.py:factory, a state dict "
                                 f"with --arch, or a pickled model with --trust)")

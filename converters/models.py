@@ -154,3 +154,11 @@ class ResNet18(nn.Module):
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+# Reference models written as people write them (ViT, GPT, LLaMA block, MobileNetV2, U-Net,
+# LSTM/GRU classifiers, TextCNN): converters/zoo_models.py keeps this module short.
+from .zoo_models import (GPT, RNNClassifier, LlamaBlock, MobileNetV2, TextCNN,  # noqa: E402
+                         UNet, ViT, ZOO_FACTORIES, example_input, gpt_tiny, gru_classifier,
+                         llama_block, lstm_classifier, mobilenet_v2_tiny, text_cnn, unet_small,
+                         vit_tiny)

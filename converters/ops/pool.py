@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -73,7 +74,14 @@ class Pool(OpRule):
         t.channel_axis(node, fn, x, "first")
         if kwargs.pop("return_indices", False):
             t.fail(node, fn, "return_indices=True is unsupported")
-        kwargs = {k: _jsonable(v) for k, v in kwargs.items()}
+        try:
+            kwargs = {k: _jsonable(v) for k, v in kwargs.items()}
+        except TypeError:
+            bad = sorted(k for k, v in kwargs.items() if isinstance(v, fx.Node))
+            t.fail(node, fn, f"{', '.join(bad) or 'an argument'} computed in forward (e.g. a "
+                             f"kernel from x.size(2)) would be frozen to the example input; "
+                             f"pass constants, or pool globally with "
+                             f"F.adaptive_{fn[:-2].replace('adaptive_', '')}{d}d(x, 1)")
         t.emit(node, {"op": "pool", "fn": fn, "kwargs": kwargs}, x)
 
     def constrain(self, op, s):
