@@ -196,3 +196,13 @@ def test_example_shape_of_a_model_reading_token_ids_gives_integer_ids(tmp_path):
     # float models keep float examples of the model's dtype
     g = load_graph_source(f"{SOURCE}:lstm_classifier", example_shape=[5, 8])
     assert g.num_nodes == C.to_graph(Z.lstm_classifier(), torch.zeros(2, 5, 8)).num_nodes
+
+
+def test_the_transformer_symmetry_example_runs(capsys):
+    """examples/transformer_symmetry.py: its asserts (head swap and Q/K rescaling keep the
+    function, Q and K scaled alike change it) hold."""
+    import runpy
+    runpy.run_path(str(Path(__file__).parents[1] / "examples" / "transformer_symmetry.py"),
+                   run_name="__main__")
+    out = capsys.readouterr().out
+    assert "(broken)" in out and "function unchanged" in out
