@@ -206,3 +206,24 @@ def test_the_transformer_symmetry_example_runs(capsys):
                    run_name="__main__")
     out = capsys.readouterr().out
     assert "(broken)" in out and "function unchanged" in out
+
+
+# -- the converters benchmark -------------------------------------------------------------------
+def test_the_converters_bench_lists_every_zoo_model_and_measures_one():
+    from scalegmn.bench import report, suites, workloads
+    from scalegmn.bench.settings import BenchSettings, Size
+    assert suites.ZOO_CONVERTER_CASES == tuple(f"zoo:{n}" for n in Z.ZOO_FACTORIES)
+    assert set(suites.ZOO_CONVERTER_CASES) <= set(suites.CONVERTER_CASES)
+    assert "resnet18" in suites.CONVERTER_CASES
+    with pytest.raises(ValueError, match="zoo:.*vit_tiny"):
+        workloads.make_model("zoo:nosuch")
+    settings = BenchSettings(table=Size(batch=2, hidden=8, layers=1, repeats=1, max_s=None),
+                             threads=1, timeout=120)
+    result = suites.run_converters(settings, cases=("zoo:text_cnn", "zoo:gru_classifier"),
+                                   repeats=1, fit_batch=2, fit_steps=2)
+    rows = result["converters"]
+    assert [r["workload"] for r in rows] == ["zoo:text_cnn", "zoo:gru_classifier"]
+    for r in rows:
+        assert r["nodes"] > 0 and r["edges"] > 0 and r["to_graph_s"] > 0
+        assert r["round_trip_exact"] and r["peak_rss_mib"] > 0
+    assert "zoo:text_cnn" in report.converters_markdown(result)

@@ -219,8 +219,13 @@ def allocator_suite(settings: BenchSettings) -> dict:
 
 
 # -- converters and data generation --------------------------------------------------------------
-CONVERTER_CASES = ("mlp:784-512-512-10", "cnn_zoo", "resnet18")
-QUICK_CONVERTER_CASES = ("mlp:2-32-32-1", "cnn_zoo", "resnet18")
+#: the reference models of ``converters.models.ZOO_FACTORIES`` (named here so that importing
+#: the suites does not import torch; a test checks the two lists agree)
+ZOO_CONVERTER_CASES = ("zoo:vit_tiny", "zoo:gpt_tiny", "zoo:llama_block", "zoo:mobilenet_v2_tiny",
+                       "zoo:unet_small", "zoo:lstm_classifier", "zoo:gru_classifier",
+                       "zoo:text_cnn")
+CONVERTER_CASES = ("mlp:784-512-512-10", "cnn_zoo", "resnet18") + ZOO_CONVERTER_CASES
+QUICK_CONVERTER_CASES = ("mlp:2-32-32-1", "cnn_zoo", "resnet18") + ZOO_CONVERTER_CASES
 
 
 def run_converters(settings: BenchSettings, *, cases: Iterable[str] = CONVERTER_CASES,
@@ -258,5 +263,5 @@ def run_profiles(settings: BenchSettings, backends: Iterable[str]) -> dict:
 
 __all__ = ["Parts", "table_cases", "table", "Sweep", "SWEEPS", "sweep_point", "is_fatal",
            "run_sweep", "PAPER", "run_paper", "run_efficiency", "run_allocator_check",
-           "allocator_suite", "CONVERTER_CASES", "run_converters", "converters_suite",
+           "allocator_suite", "CONVERTER_CASES", "ZOO_CONVERTER_CASES", "run_converters", "converters_suite",
            "run_profiles"]

@@ -2,7 +2,8 @@
 
 A workload names a family of input networks: ``siren`` (2-32-32-1 SIRENs, the MNIST-INR
 workload), ``cnn_zoo`` (the Small-CNN-Zoo CNN), ``mlp:2-32-32-1`` (ReLU MLPs of these widths)
-or ``resnet18`` (converters only). Backends are built for a batch of them as an invariant task
+or ``resnet18`` and ``zoo:NAME`` (a reference model of ``converters.models.ZOO_FACTORIES``,
+e.g. ``zoo:vit_tiny``; converters only). Backends are built for a batch of them as an invariant task
 with 10 outputs.
 """
 from __future__ import annotations
@@ -61,8 +62,13 @@ def make_model(workload: str) -> tuple:
         return converters.models.mlp(widths(workload), "relu"), None
     if workload == "resnet18":
         return converters.models.ResNet18().eval(), torch.randn(1, 3, 64, 64)
+    if workload.startswith("zoo:") and workload[4:] in converters.models.ZOO_FACTORIES:
+        name = workload[4:]
+        return (converters.models.ZOO_FACTORIES[name][0]().eval(),
+                converters.models.example_input(name, 2))
     raise ValueError(f"unknown workload {workload!r}; choose from {sorted(WORKLOADS)}, "
-                     "mlp:<widths>, resnet18")
+                     f"mlp:<widths>, resnet18, "
+                     f"zoo:{{{','.join(sorted(converters.models.ZOO_FACTORIES))}}}")
 
 
 def example_input(model: torch.nn.Module, workload: str) -> torch.Tensor:
