@@ -19,7 +19,7 @@ class ViT(nn.Module):
     """A Vision Transformer: a patch-embedding conv, a CLS token, learned positions, pre-norm
     ``nn.TransformerEncoderLayer`` blocks, a final LayerNorm and a linear head on the mean of
     the tokens (``pool="mean"``) or on the CLS token (``pool="cls"``, ``x[:, 0]``: the
-    converter refuses this indexing, see ``docs/design.md``).
+    converter refuses this indexing: README, Converting models).
 
     Input (B, in_channels, image_size, image_size), output (B, n_classes)."""
 
@@ -64,7 +64,7 @@ class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention: (B, T, dim) -> (B, T, dim). Separate ``query``,
     ``key`` and ``value`` projections (minGPT's form), or with ``fused_qkv=True`` one
     ``c_attn`` projection split into three (GPT-2's form: the converter refuses the three-way
-    split, see ``docs/design.md``)."""
+    split: README, Converting models)."""
 
     def __init__(self, dim: int, heads: int, fused_qkv: bool = False):
         super().__init__()

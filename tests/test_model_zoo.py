@@ -159,7 +159,7 @@ class _TextCNNMaxPool(Z.TextCNN):
 ])
 def test_known_gaps_are_refused_naming_the_node(make_model, name, node, reason):
     """If one of these starts converting, the gap is closed: move the form into the zoo and
-    drop it here (docs/design.md lists the gaps)."""
+    drop it here (the README's Converting models section lists the gaps)."""
     model = make_model().double().eval()
     x = Z.example_input(name, 3, torch.float64)
     with pytest.raises(C.UnsupportedLayerError) as e:
