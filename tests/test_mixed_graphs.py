@@ -93,7 +93,7 @@ def test_the_attention_temperature_is_a_blind_spot_of_scalegmn():
     """Queries and keys scaled by the *same* factor give another function (the logits scale by
     its square), a valid network; ScaleGMN and ScaleGMN-B treat each query and key neuron as an
     independent ``linear`` neuron with no outgoing edges, so they are exactly invariant to it.
-    Recorded as a limitation (README): the inverse tie has no function of its own in ScaleGMN."""
+    A limitation stated in the README: the inverse tie has no function of its own in ScaleGMN."""
     m, x = make("attn_sdpa")
     g = C.to_graph(m, x)
     pairs = layout(g.arch).inverse_pairs
