@@ -227,3 +227,19 @@ def test_the_converters_bench_lists_every_zoo_model_and_measures_one():
         assert r["nodes"] > 0 and r["edges"] > 0 and r["to_graph_s"] > 0
         assert r["round_trip_exact"] and r["peak_rss_mib"] > 0
     assert "zoo:text_cnn" in report.converters_markdown(result)
+
+
+def test_scalegmn_is_invariant_on_a_batch_of_every_zoo_model():
+    """ScaleGMN (auto engine: sparse for the recurrent graphs) on one mixed float64 batch of all
+    zoo models (two batches: 1-d and 2-d kernels do not batch together): invariant under
+    random group actions, sensitive to uncoupled rescalings."""
+    import scalegmn
+    from scalegmn.testing import assert_equivariant, assert_sensitive
+    conv1d = ["text_cnn", "gpt_tiny", "llama_block", "lstm_classifier", "gru_classifier"]
+    for names in (conv1d, [n for n in NAMES if n != "text_cnn"]):
+        mixed = C.batch_graphs([C.to_graph(*make(n)) for n in names])
+        net = scalegmn.build("scalegmn", "invariant", spec=mixed, out_dim=2, hidden=8,
+                             layers=2).double()
+        errors = assert_equivariant(net, mixed, n_actions=2)
+        assert {"perm", "scale", "sign"} <= set(errors)
+        assert_sensitive(net, mixed, "uncoupled")
