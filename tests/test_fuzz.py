@@ -324,6 +324,8 @@ def check(model: nn.Module, x: torch.Tensor, n_actions: int = N_ACTIONS, seed: i
                 a = C.sample_action(g, generator=gen)
                 by_graph = C.to_state_dict(a.apply(g))
                 by_rules = a.apply_state_dict(g.arch, sd)
+                if set(by_rules) != set(by_graph):
+                    return "failure", f"action {i}: op rules and graph action differ in keys"
                 for k in by_graph:
                     if not torch.equal(by_rules[k], by_graph[k]):
                         return "failure", f"action {i}: op rules and graph action differ at {k}"
@@ -386,19 +388,40 @@ def test_the_fuzzer_builds_every_op_kind():
     assert twice == {"add", "mul", "cat"}
 
 
+def _channel_edges_without_check(op, lay, groups=1, size=None):
+    """``converters.ops.linear.channel_edges`` with its duplicate-node-set guard removed (a
+    planted bug: a layer reading one node set twice gets two edges per (src, dst) pair)."""
+    in_sets = lay.parts[op["in"][0]]
+    chan_nodes = torch.cat([torch.arange(lay.offsets[p], lay.offsets[p + 1]) for p in in_sets])
+    size = lay.sizes[op["ns"]] if size is None else size
+    ipg, opg = len(chan_nodes) // groups, size // groups
+    o = torch.arange(size)
+    return chan_nodes[((o // opg) * ipg)[:, None] + torch.arange(ipg)[None, :]]
+
+
 def test_a_planted_cat_duplicate_bug_is_found(monkeypatch):
-    """With the Cat rule's duplicate check switched off, ``torch.cat([h, h])`` is converted and
-    breaks (the bug of the issue): the fuzzer must report it."""
+    """The bug of the issue, planted: with the Cat rule's duplicate check off,
+    ``torch.cat([h, h])`` reaches the next layer (whose own guard then raises a plain
+    ``ValueError``: a failure); with that guard off too, it converts, round-trips, and the
+    actions corrupt it. The fuzzer's deterministic sample reports both."""
+    from converters.ops import linear
     from converters.ops.cat import Cat
-    cat_twice = {"input": "vec", "in": 3, "vocab": 0, "out": 2, "last": ("vec", 6),
-                 "steps": [("cat", 0, 0)]}
-    assert outcome(cat_twice)[0] == "refused"           # the real rule refuses it
+    cat_twice = {"input": "vec", "in": 3, "vocab": 0, "out": 2, "last": ("vec", 8),
+                 "steps": [("linear", 0, 4), ("act", 1, "relu"), ("cat", 2, 2)]}
+    assert outcome(cat_twice)[0] == "refused"           # the real rules refuse it
+
+    def sample_failures():
+        return [s for s in range(40) if outcome(make_program(Choices.seeded(s)))[0] == "failure"]
+    assert not sample_failures()
     monkeypatch.setattr(Cat, "check_distinct", lambda self, t, node, vals: None)
-    assert outcome(cat_twice)[0] == "failure"            # planted: converted, and wrong
-    # the fuzzer's own deterministic sample (the first 40 programs) reports it
-    failing = [s for s in range(40)
-               if outcome(make_program(Choices.seeded(s)))[0] == "failure"]
+    status, msg = outcome(cat_twice)
+    assert status == "failure" and "ValueError" in msg
+    failing = sample_failures()
     assert failing, "the planted bug went unnoticed"
+    monkeypatch.setattr(linear, "channel_edges", _channel_edges_without_check)
+    status, msg = outcome(cat_twice)
+    assert status == "failure" and msg.startswith("action 0"), msg   # converted, then wrong
+    assert sample_failures() == failing
     for s in failing:
         assert any(st_[0] == "cat" for st_ in make_program(Choices.seeded(s))["steps"])
 
