@@ -4,7 +4,8 @@ Random architectures are composed from the converter's op kinds (linear layers o
 every activation of the activation table, residual adds, concatenations, LayerNorm / BatchNorm
 (eval) / GroupNorm / RMSNorm, token-wise layers on ``(batch, tokens, features)``, softmax,
 products and GLU, ``F.scaled_dot_product_attention`` with a head split, LSTM / GRU read at
-``out[:, -1]``, embeddings, and one value used twice: ``torch.cat([h, h])``, ``h * h``,
+``out[:, -1]``, ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` (post- and
+pre-norm), embeddings, and one value used twice: ``torch.cat([h, h])``, ``h * h``,
 ``h + h``, a module called twice). Each is a real ``nn.Module`` (``FuzzNet``) that holds an
 ``nn.ModuleList`` and a fixed list of steps unrolled in ``forward``, so ``torch.fx`` traces it.
 
@@ -47,7 +48,7 @@ ACT_NAMES = tuple(ACTS)
 NORMS = ("layernorm", "batchnorm", "groupnorm", "rmsnorm")
 #: ops on any value, and the extra ones on token-wise values
 OPS = ("linear", "act", "norm", "add", "cat", "mul", "glu", "softmax", "twice")
-TOKEN_OPS = ("attn", "rnn", "mean")
+TOKEN_OPS = ("attn", "mha", "encoder", "rnn", "mean")
 
 
 # -- the architectures ---------------------------------------------------------------------------
@@ -124,6 +125,9 @@ def make_program(c: Choices) -> dict:
         elif op == "attn":
             heads = c.pick((1, 2))
             step, out = ("attn", a, heads, heads * c.int(1, 3), c.int(0, 1)), ("tok", w)
+        elif op in ("mha", "encoder"):
+            heads = c.pick([d for d in (1, 2, 3) if w % d == 0])
+            step, out = (op, a, heads, c.int(1, 6)), ("tok", w)
         elif op == "rnn":
             step = ("rnn", a, c.pick(("lstm", "gru")), c.int(1, 5), c.int(1, 2))
             out = ("vec", step[3])
@@ -201,6 +205,14 @@ class FuzzNet(nn.Module):
                 ids = tuple(add(nn.Linear(w, d)) for _ in range(3)) + (add(nn.Linear(d, w)),)
                 steps.append(("attn", a, ids, heads, causal))
                 widths.append(w)
+            elif op == "mha":
+                steps.append(("mha", a, add(nn.MultiheadAttention(w, s[2], batch_first=True))))
+                widths.append(w)
+            elif op == "encoder":
+                layer = nn.TransformerEncoderLayer(w, s[2], dim_feedforward=s[3], dropout=0.0,
+                                                   batch_first=True, norm_first=bool(s[3] % 2))
+                steps.append(("encoder", a, add(layer)))
+                widths.append(w)
             elif op == "rnn":
                 cls = nn.LSTM if s[2] == "lstm" else nn.GRU
                 steps.append(("rnn", a, add(cls(w, s[3], num_layers=s[4], batch_first=True))))
@@ -259,6 +271,10 @@ class FuzzNet(nn.Module):
                 if heads > 1:
                     y = y.transpose(1, 2).reshape(B, T, -1)
                 y = self.mods[io](y)
+            elif op == "mha":
+                y, _ = self.mods[s[2]](h, h, h, need_weights=False)
+            elif op == "encoder":
+                y = self.mods[s[2]](h)
             else:   # rnn
                 out, _ = self.mods[s[2]](h)
                 y = out[:, -1]
@@ -383,7 +399,7 @@ def test_the_fuzzer_builds_every_op_kind():
             if s[0] in ("add", "mul", "cat") and s[1] == s[2]:
                 twice.add(s[0])
     assert set(steps) == {"embed", "linear", "act", "norm", "residual", "add", "mul", "cat",
-                          "glu", "softmax", "twice", "attn", "rnn", "mean"}
+                          "glu", "softmax", "twice", "attn", "mha", "encoder", "rnn", "mean"}
     assert acts == set(ACT_NAMES) and norms == set(NORMS)
     assert twice == {"add", "mul", "cat"}
 
