@@ -56,19 +56,29 @@ class SpecModule(nn.Module):
             return rule.forward(op, getattr(holder, leaf), ins)
         return rule.forward(op, self.get_submodule(op["module"]), ins)
 
-    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
-        """``x``: the network input; ``extra``: further inputs (attention masks), if any."""
-        return run(self.arch, (x, *extra) if extra else x, self._param_op)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: the network input (one argument, so that ``torch.fx`` can trace the module)."""
+        return run(self.arch, x, self._param_op)
 
     def extra_repr(self) -> str:
         return f"arch={self.arch.hash}"
 
 
+class SpecModuleWithInputs(SpecModule):
+    """A rebuilt network that reads further inputs (attention masks): ``forward(x, *extra)``."""
+
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """``x``: the network input; ``extra``: the further inputs, in the original order."""
+        return run(self.arch, (x, *extra), self._param_op)
+
+
 def to_module(graph: ParameterGraph, *, strict: bool = True) -> nn.Module:
     """The network ``graph`` describes, in eval mode (see ``to_state_dict`` for ``strict``)."""
     sd = to_state_dict(graph, strict=strict)
+    cls = (SpecModuleWithInputs if any(op["op"] == "extra_input" for op in graph.arch.ops)
+           else SpecModule)
     with torch.device("meta"):
-        module = SpecModule(graph.arch)
+        module = cls(graph.arch)
     module.load_state_dict(sd, assign=True, strict=True)
     for op in graph.arch.ops:   # e.g. a tied weight made one Parameter again
         rule_for(op["op"]).finish_module(op, module)

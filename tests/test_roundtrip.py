@@ -203,3 +203,18 @@ def test_kernel_padding_is_centred_across_sizes():
     outside[1:4, 1:4] = False
     assert (grid[outside] == 0).all() and not small.edge_mask[0].reshape(5, 5)[outside].any()
     assert torch.equal(C.to_state_dict(small)["0.weight"], C.to_state_dict(g3)["0.weight"])
+
+
+def test_a_rebuilt_network_can_be_traced_again():
+    """The rebuilt module's forward takes one input unless the network reads further inputs
+    (attention masks): torch.fx turned `*extra` into a proxy and refused `if extra`, which broke
+    `scalegmn simulate` on every model."""
+    import torch.fx as fx
+    import torch.nn as nn
+    model = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
+    back = C.to_module(C.to_graph(model))
+    assert type(back) is C.SpecModule
+    fx.symbolic_trace(back)
+    again = C.to_module(C.to_graph(back, torch.zeros(3, 2)))
+    x = torch.randn(5, 2)
+    assert torch.equal(again(x), model(x))
