@@ -22,6 +22,21 @@ def _jsonable(v):
     raise TypeError(f"cannot record argument {v!r}")
 
 
+def probe_input(model, channels: int, ndim: int, sizes: tuple, dtype):
+    """The first ``(2, channels, s, ..., s)`` zeros (``ndim`` spatial axes, ``s`` from
+    ``sizes``) that ``model`` runs on, or None: the guessed example input of a network whose
+    first layer is a convolution."""
+    for s in sizes:
+        x = torch.zeros(2, channels, *([s] * ndim), dtype=dtype)
+        try:
+            with torch.no_grad():
+                model(x)
+            return x
+        except Exception:       # noqa: BLE001 - any failure: try the next size
+            continue
+    return None
+
+
 def conv_padding(op: dict) -> list:
     """``F.pad`` widths for non-zero padding modes, as ``nn.ConvNd`` computes them."""
     k, d, pad = op["kernel_size"], op["dilation"], op["padding"]
@@ -63,15 +78,8 @@ class Conv(OpRule):
         t.new_nodeset(node, op, [x], m.out_channels, node.target)
 
     def example_input(self, m, model, dtype):
-        for s in (32, 28, 64, 224, 16, 8):
-            x = torch.zeros(2, m.in_channels, *([s] * _CONV[type(m)]), dtype=dtype)
-            try:
-                with torch.no_grad():
-                    model(x)
-                return True, x
-            except Exception:
-                continue
-        return True, None
+        return True, probe_input(model, m.in_channels, _CONV[type(m)], (32, 28, 64, 224, 16, 8),
+                                 dtype)
 
     def kernel(self, op):
         return list(op["kernel_size"])

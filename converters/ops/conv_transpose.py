@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import Edges
-from .conv import Conv, _jsonable
+from .conv import Conv, _jsonable, probe_input
 from .linear import act_bias, channel_edges
 from .sample_norm import channels_on_axis_1
 
@@ -57,15 +57,8 @@ class ConvTranspose(Conv):
         t.new_nodeset(node, op, [x], m.out_channels, node.target)
 
     def example_input(self, m, model, dtype):
-        for s in (8, 16, 4, 28, 32, 7):
-            x = torch.zeros(2, m.in_channels, *([s] * _CONVT[type(m)]), dtype=dtype)
-            try:
-                with torch.no_grad():
-                    model(x)
-                return True, x
-            except Exception:
-                continue
-        return True, None
+        return True, probe_input(model, m.in_channels, _CONVT[type(m)], (8, 16, 4, 28, 32, 7),
+                                 dtype)
 
     def edges(self, op, lay) -> Edges:
         g = op["groups"]
