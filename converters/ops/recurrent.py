@@ -375,7 +375,7 @@ class Select(OpRule):
         vid = t.new_vid()
         t.ops.append({"op": "select", "path": path, "index": index, "parts": [ns],
                       "in": [info["vid"]], "out": vid})
-        t.vals[node] = t.value(vid, [ns], t.sizes[ns], rank, None)
+        t.vals[node] = t.value(vid, [ns], t.sizes[ns], rank, None, caxes=(rank - 1,))
         if seq:
             _items(t)[node] = ("seq", {**info, "vid": vid, "path": []})
 
