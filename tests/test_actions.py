@@ -7,12 +7,7 @@ from torch_geometric.data import Batch
 import converters as C
 from converters.groups import GROUP_ID
 from zoo import ZOO, make
-
-TOL = 1e-9
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+from checks import TOL, rel_err
 
 
 def custom_action(g, q=None, perm=None):

@@ -14,8 +14,7 @@ import converters as C
 from converters.groups import ACTIVATIONS
 from converters.ops.activation import ACTS
 from zoo import make
-
-TOL = 1e-9
+from checks import TOL, rel_err
 
 
 class Fn(nn.Module):
@@ -71,10 +70,6 @@ def _model(act, dtype=torch.float64, seed=0):
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * 2)
     return model.eval(), torch.randn(64, 3, generator=g, dtype=dtype) * 2
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
 def _moved(model, g, q):

@@ -15,16 +15,11 @@ import torch.nn.functional as F
 from torch_geometric.data import Batch
 
 import converters as C
-from converters.groups import GROUP_ID
 from zoo import make
+from checks import TOL, rel_err
 
-TOL = 1e-9
 ATTN_ZOO = ["attn_sdpa", "attn_sdpa_1head", "attn_written", "mha", "mha_kv", "encoder",
             "encoder_prenorm", "decoder", "decoder_prenorm"]
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
 def _sets(g):

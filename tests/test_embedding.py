@@ -12,18 +12,9 @@ from torch_geometric.data import Batch
 import converters as C
 from converters.groups import EDGE_TYPE_ID
 from zoo import make
+from checks import TOL, rel_err, nodes_of
 
-TOL = 1e-9
 EMB_ZOO = ["emb_mlp", "emb_positions", "emb_tied_lm", "emb_tied_tanh"]
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
-
-
-def _nodes(g, name):
-    k = [ns["name"] for ns in g.arch.nodesets].index(name)
-    return (g.layer == k).nonzero().squeeze(1)
 
 
 def _edges_into(g, name):
@@ -58,12 +49,12 @@ def test_vocabulary_nodes_and_one_edge_per_weight():
     g = C.to_graph(model, ids)
     W = model.emb.weight                                       # (V, d)
     assert g.arch.nodesets[0]["size"] == 7 and g.arch.nodesets[0]["role"] == "input"
-    assert torch.equal(g.io_index[_nodes(g, "tokens")], torch.arange(7))
+    assert torch.equal(g.io_index[nodes_of(g, "tokens")], torch.arange(7))
     src, dst, val = _edges_into(g, "emb")
     assert len(val) == W.numel()
-    v, i = src - int(_nodes(g, "tokens")[0]), dst - int(_nodes(g, "emb")[0])
+    v, i = src - int(nodes_of(g, "tokens")[0]), dst - int(nodes_of(g, "emb")[0])
     assert torch.equal(val, W[v, i])                           # edge v -> i holds W[v, i]
-    assert (g.x[_nodes(g, "emb"), 0] == 0).all()               # no bias
+    assert (g.x[nodes_of(g, "emb"), 0] == 0).all()               # no bias
     back = C.to_module(g)
     assert back.emb.padding_idx == 0 and back.emb.weight.is_contiguous()
 
@@ -71,18 +62,18 @@ def test_vocabulary_nodes_and_one_edge_per_weight():
 def test_position_nodes_are_fixed_constant_inputs_with_one_edge_per_entry():
     model, ids = make("emb_positions")
     g = C.to_graph(model, ids)
-    pos = _nodes(g, "pos")
+    pos = nodes_of(g, "pos")
     assert len(pos) == 9 and (g.role[pos] == 3).all() and (g.perm_class[pos] == -1).all()
     src, dst, val = _edges_into(g, "pos:add")
-    p, i = src - int(pos[0]), dst - int(_nodes(g, "pos:add")[0])
+    p, i = src - int(pos[0]), dst - int(nodes_of(g, "pos:add")[0])
     assert torch.equal(val, model.pos[0, p, i])                # edge p -> i holds pos[0, p, i]
     src, dst, val = _edges_into(g, "cls:cat")
-    assert torch.equal(val, model.cls[0, 0, dst - int(_nodes(g, "cls:cat")[0])])
+    assert torch.equal(val, model.cls[0, 0, dst - int(nodes_of(g, "cls:cat")[0])])
     # the stream reaches the result through one residual edge per feature, tied to it
     k = [ns["name"] for ns in g.arch.nodesets].index("pos:add")
     res = (g.layer[g.edge_index[1]] == k) & (g.edge_type == EDGE_TYPE_ID["residual"])
     assert int(res.sum()) == 4 and (g.edge_attr[res] == 1).all()
-    assert (g.tie[_nodes(g, "emb")] == g.tie[_nodes(g, "pos:add")]).all()
+    assert (g.tie[nodes_of(g, "emb")] == g.tie[nodes_of(g, "pos:add")]).all()
 
 
 @pytest.mark.parametrize("name, groups", [
@@ -151,14 +142,14 @@ def test_actions_scale_and_move_the_position_table_with_its_feature():
     model, ids = make("emb_positions")
     g = C.to_graph(model, ids)
     a = C.sample_action(g, generator=torch.Generator().manual_seed(3))
-    ns = _nodes(g, "pos:add")
+    ns = nodes_of(g, "pos:add")
     local = a.perm[ns] - ns[0]
     assert not torch.equal(local, torch.arange(4)) and (a.q[ns].abs() != 1).any()
     sd = a.apply_state_dict(g.arch, model.state_dict())
     expect = torch.empty_like(model.pos)
     expect[..., local] = model.pos.detach() * a.q[ns]
     assert torch.allclose(sd["pos"], expect, rtol=1e-15, atol=0)
-    assert torch.equal(a.q[_nodes(g, "emb")], a.q[ns])         # tied to the stream
+    assert torch.equal(a.q[nodes_of(g, "emb")], a.q[ns])         # tied to the stream
 
 
 # -- negative controls ---------------------------------------------------------------------------
@@ -167,7 +158,7 @@ def test_control_permuting_the_vocabulary_or_the_positions_changes_the_function(
                         ("emb_positions", "tokens")):
         model, ids = make(name)
         g = C.to_graph(model, ids)
-        nodes = _nodes(g, layer)
+        nodes = nodes_of(g, layer)
         perm = torch.arange(g.num_nodes)
         perm[nodes[1]], perm[nodes[2]] = nodes[2], nodes[1]
         moved = C.Action(perm, torch.ones(g.num_nodes, dtype=torch.float64)).apply(g)
@@ -180,7 +171,7 @@ def test_control_a_table_left_behind_by_its_feature_changes_the_function(param):
     g = C.to_graph(model, ids)
     y = model(ids)
     f = torch.ones(g.num_nodes, dtype=torch.float64)
-    f[_nodes(g, "emb")] = f[_nodes(g, "pos:add")] = f[_nodes(g, "cls:cat")] = 3.0
+    f[nodes_of(g, "emb")] = f[nodes_of(g, "pos:add")] = f[nodes_of(g, "cls:cat")] = 3.0
     moved = _acted(model, g, f)
     assert rel_err(moved(ids), y) < TOL                       # the whole tie class: exact
     with torch.no_grad():
@@ -192,14 +183,14 @@ def test_control_one_side_of_a_position_add_scaled_alone_changes_the_function():
     model, ids = make("emb_positions")
     g = C.to_graph(model, ids)
     f = torch.ones(g.num_nodes, dtype=torch.float64)
-    f[_nodes(g, "emb")[0]] = 2.0                               # emb neuron, not its sum
+    f[nodes_of(g, "emb")[0]] = 2.0                               # emb neuron, not its sum
     assert rel_err(_acted(model, g, f)(ids), model(ids)) > 1e-6
 
 
 def test_control_tied_sets_moved_apart_are_refused_or_change_the_function():
     model, ids = make("emb_tied_tanh")
     g = C.to_graph(model, ids)
-    emb, l1 = _nodes(g, "emb"), _nodes(g, "l1")
+    emb, l1 = nodes_of(g, "emb"), nodes_of(g, "l1")
     perm = torch.arange(g.num_nodes)
     perm[emb[0]], perm[emb[1]] = emb[1], emb[0]     # the embedding's features, not the head's
     a = C.Action(perm, torch.ones(g.num_nodes, dtype=torch.float64))
@@ -249,12 +240,12 @@ def test_a_tied_pair_takes_reciprocal_factors():
     y, gen = model(ids), torch.Generator().manual_seed(0)
     for _ in range(20):
         a = C.sample_action(g, generator=gen)
-        e, h = a.q[_nodes(g, "emb")], a.q[_nodes(g, "l1")]
+        e, h = a.q[nodes_of(g, "emb")], a.q[nodes_of(g, "l1")]
         assert (e > 0).all() and (e != 1).any() and torch.equal(h, 1 / e)
         back = C.to_module(a.apply(g))           # tied edges agree up to 1 / (1 / q) rounding
         assert back.head.weight is back.emb.weight and rel_err(back(ids), y) < TOL
     f = torch.where(g.layer == 1, 2.0, 1.0).double()
-    f[_nodes(g, "l1")] = 2.0                                   # the same factor on both: no
+    f[nodes_of(g, "l1")] = 2.0                                   # the same factor on both: no
     assert rel_err(_acted(model, g, f)(ids), model(ids)) > 1e-6
 
 
@@ -287,7 +278,7 @@ def test_a_tied_pair_already_tied_to_a_position_takes_sign_flips():
         assert rel_err(back(ids), y) < TOL
     assert flipped
     f = torch.ones(g.num_nodes, dtype=torch.float64)
-    f[_nodes(g, "emb")[0]] = f[_nodes(g, "pos:add")[0]] = 2.0
+    f[nodes_of(g, "emb")[0]] = f[nodes_of(g, "pos:add")[0]] = 2.0
     assert rel_err(C.to_module(C.Action(torch.arange(g.num_nodes), f).apply(g),
                                strict=False)(ids), y) > 1e-6
     # the head reading the embedding itself: one node set, q = 1 / q
@@ -301,7 +292,7 @@ def test_a_tied_pair_already_tied_to_a_position_takes_sign_flips():
     assert [ns["group"] for ns in g.arch.nodesets] == ["fixed", "sign", "fixed"]
     y = model(ids)
     f = torch.ones(g.num_nodes, dtype=torch.float64)
-    f[_nodes(g, "emb")[0]] = 2.0
+    f[nodes_of(g, "emb")[0]] = 2.0
     assert rel_err(C.to_module(C.Action(torch.arange(g.num_nodes), f).apply(g),
                                strict=False)(ids), y) > 1e-6
 

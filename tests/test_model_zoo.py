@@ -12,15 +12,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import converters as C
+from checks import TOL, rel_err
 from converters import zoo_models as Z
 from scalegmn.cli import main
 
-TOL = 1e-9
 NAMES = sorted(Z.ZOO_FACTORIES)
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
 def make(name, seed=0):

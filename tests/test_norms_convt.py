@@ -13,8 +13,8 @@ import converters as C
 from converters.groups import GROUP_ID
 from converters.layout import layout
 from zoo import make
+from checks import TOL, rel_err, nodes_of
 
-TOL = 1e-9
 
 #: zoo model -> [(node set, group, perm_cuts)] in node-set order
 GROUPS = {
@@ -50,15 +50,6 @@ GROUPS = {
 }
 
 
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
-
-
-def _nodes(g, name):
-    k = [ns["name"] for ns in g.arch.nodesets].index(name)
-    return (g.layer == k).nonzero().squeeze(1)
-
-
 def _acted(model, g, a):
     """``model`` with its state dict under action ``a`` (by the op rules)."""
     moved = copy.deepcopy(model)
@@ -83,7 +74,7 @@ def _swap_aligned(g, names, i, j):
     """Swap positions ``i`` and ``j`` in each node set of ``names`` (aligned sets move as one)."""
     p = torch.arange(g.num_nodes)
     for n in names:
-        nodes = _nodes(g, n)
+        nodes = nodes_of(g, n)
         p[nodes[i]], p[nodes[j]] = nodes[j], nodes[i]
     return C.Action(p, torch.ones(g.num_nodes, dtype=torch.float64))
 
@@ -121,7 +112,7 @@ def test_groupnorm_controls():
     model, x = make("groupnorm_cnn")
     g = C.to_graph(model, x)
     y = model(x)
-    c1 = _nodes(g, "c1")
+    c1 = nodes_of(g, "c1")
     for nodes, q in ((c1[0], 2.0), (c1[0], 0.5), (c1[0], -1.0), (c1[:2], 3.0), (c1[:2], -0.5)):
         assert rel_err(_acted(model, g, _factor(g, nodes, q))(x), y) > 1e-6, (nodes, q)
     # one flip shared by a whole group is a symmetry, but not one per channel: not declared
@@ -134,13 +125,13 @@ def test_groupnorm_controls():
     assert rel_err(_acted(model, g, whole)(x), y) < TOL            # groups (0,1) <-> (2,3)
     assert len({int(g.perm_class[c1[i]]) for i in range(6)}) == 3  # but not declared
     # one channel per group (gn2): a flip is absorbed by -gamma, a scale is not
-    c2 = _nodes(g, "c2")
+    c2 = nodes_of(g, "c2")
     assert rel_err(_acted(model, g, _factor(g, c2[1], -1.0))(x), y) < TOL
     for q in (2.0, 0.5, -3.0):
         assert rel_err(_acted(model, g, _factor(g, c2[1], q))(x), y) > 1e-6, q
     # without affine (gn3 on c3): permutations across its 2 groups change the function
-    assert rel_err(_acted(model, g, _swap(g, int(_nodes(g, "c3")[1]),
-                                          int(_nodes(g, "c3")[2])))(x), y) > 1e-6
+    assert rel_err(_acted(model, g, _swap(g, int(nodes_of(g, "c3")[1]),
+                                          int(nodes_of(g, "c3")[2])))(x), y) > 1e-6
 
 
 def test_instancenorm_controls():
@@ -150,17 +141,17 @@ def test_instancenorm_controls():
     g = C.to_graph(model, x)
     y = model(x)
     for layer in ("c1", "c2"):            # c1 feeds an affine InstanceNorm, c2 one without
-        n = _nodes(g, layer)[1]
+        n = nodes_of(g, layer)[1]
         assert rel_err(_acted(model, g, _factor(g, n, -1.0))(x), y) < TOL, layer
         for q in (3.0, 0.3, -2.0):
             assert rel_err(_acted(model, g, _factor(g, n, q))(x), y) > 1e-6, (layer, q)
     # the default eps (1e-5) too: c3 feeds InstanceNorm2d(3, affine=True)
-    n = _nodes(g, "c3")[0]
+    n = nodes_of(g, "c3")[0]
     assert rel_err(_acted(model, g, _factor(g, n, 4.0))(x), y) > 1e-8
     # a flip before an InstanceNorm without affine followed by a ReLU is not absorbed
     model, x = make("convt_1d")
     g = C.to_graph(model, x)
-    assert rel_err(_acted(model, g, _factor(g, _nodes(g, "t1")[0], -1.0))(x), model(x)) > 1e-6
+    assert rel_err(_acted(model, g, _factor(g, nodes_of(g, "t1")[0], -1.0))(x), model(x)) > 1e-6
 
 
 def test_rmsnorm_controls():
@@ -169,7 +160,7 @@ def test_rmsnorm_controls():
     g = C.to_graph(model, x)
     y = model(x)
     for layer in ("l1", "l2"):            # l1 feeds RMSNorm with weight, l2 one without
-        n = _nodes(g, layer)[2]
+        n = nodes_of(g, layer)[2]
         assert rel_err(_acted(model, g, _factor(g, n, -1.0))(x), y) < TOL, layer
         for q in (2.0, 0.5, -3.0):
             assert rel_err(_acted(model, g, _factor(g, n, q))(x), y) > 1e-6, (layer, q)
@@ -179,7 +170,7 @@ def test_rrelu_controls_and_training_mode_refused():
     model, x = make("rrelu_mlp")
     g = C.to_graph(model, x)
     y = model(x)
-    n = _nodes(g, "0")[0]
+    n = nodes_of(g, "0")[0]
     assert rel_err(_acted(model, g, _factor(g, n, 5.0))(x), y) < TOL
     for q in (-1.0, -2.0):
         assert rel_err(_acted(model, g, _factor(g, n, q))(x), y) > 1e-6, q
@@ -198,7 +189,7 @@ def test_conv_transpose_edges_hold_the_transposed_weight():
     model, x = make("convt_cnn")
     g = C.to_graph(model, x)
     W = model.t1.weight                   # (4, 3, 3, 3): in 4, out 6, groups 2
-    src_nodes, dst_nodes = _nodes(g, "c1"), _nodes(g, "t1")
+    src_nodes, dst_nodes = nodes_of(g, "c1"), nodes_of(g, "t1")
     seen = 0
     for e in range(g.num_edges):
         s, d = int(g.edge_index[0, e]), int(g.edge_index[1, e])
@@ -226,11 +217,11 @@ def test_conv_transpose_absorbs_any_input_factor_and_its_output_any_consumer_all
     model, x = make("convt_cnn")
     g = C.to_graph(model, x)
     y = model(x)
-    t2 = _nodes(g, "t2")
+    t2 = nodes_of(g, "t2")
     a = _factor(g, t2, torch.tensor([-3.0, 0.2, 7.0], dtype=torch.float64))
     assert rel_err(_acted(model, g, a)(x), y) < TOL
     # t1 feeds a tanh: a scale is outside its group and changes the function
-    assert rel_err(_acted(model, g, _factor(g, _nodes(g, "t1")[0], 2.0))(x), y) > 1e-6
+    assert rel_err(_acted(model, g, _factor(g, nodes_of(g, "t1")[0], 2.0))(x), y) > 1e-6
 
 
 @pytest.mark.parametrize("model, example, where, what", [

@@ -9,6 +9,7 @@ import converters as C
 from converters import ops
 from converters.ops.base import OpRule
 from zoo import ZOO, extra_inputs, make
+from checks import TOL, rel_err
 
 #: op kind -> zoo models that contain it (each model exercises its kind's rule in every hook)
 CASES = {
@@ -45,11 +46,6 @@ CASES = {
     "rnn": ["lstm", "gru_state", "rnn_tanh", "rnn_relu"],
     "select": ["lstm", "gru_state", "rnn_tanh", "rnn_relu"],
 }
-TOL = 1e-9
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
 def test_the_table_lists_each_kind_once_and_every_form_has_a_rule():

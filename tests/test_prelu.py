@@ -10,18 +10,9 @@ from torch_geometric.data import Batch
 import converters as C
 from converters.groups import GROUP_ID, NODE_FEATURES
 from zoo import make
+from checks import TOL, rel_err, nodes_of
 
-TOL = 1e-9
 COL = list(NODE_FEATURES).index("prelu_weight")
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
-
-
-def _nodes(g, name):
-    k = [ns["name"] for ns in g.arch.nodesets].index(name)
-    return (g.layer == k).nonzero().squeeze(1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -30,9 +21,9 @@ def test_slopes_are_node_features_and_round_trip_bitwise(dtype):
     g = C.to_graph(model, x)
     assert g.arch.node_features[COL] == "prelu_weight" and g.x.shape[1] == COL + 1
     # one slope: stored on every neuron it applies to; per neuron: one each
-    assert (g.x[_nodes(g, "l1"), COL] == model.act1.weight).all()
-    assert torch.equal(g.x[_nodes(g, "l2"), COL], model.act2.weight.detach())
-    assert (g.x[_nodes(g, "out"), COL] == 0).all() and (g.x[_nodes(g, "input"), COL] == 0).all()
+    assert (g.x[nodes_of(g, "l1"), COL] == model.act1.weight).all()
+    assert torch.equal(g.x[nodes_of(g, "l2"), COL], model.act2.weight.detach())
+    assert (g.x[nodes_of(g, "out"), COL] == 0).all() and (g.x[nodes_of(g, "input"), COL] == 0).all()
     assert [ns["group"] for ns in g.arch.nodesets] == ["fixed", "scale", "scale", "fixed"]
     assert [ns["act"] for ns in g.arch.nodesets] == ["identity", "prelu", "prelu", "identity"]
     back = C.to_module(g)
@@ -71,7 +62,7 @@ def _with_q(model, g, node, q):
 def test_controls_a_flip_changes_the_function_a_positive_scale_does_not(layer):
     model, x = make("prelu_mlp")
     g = C.to_graph(model, x)
-    node = int(_nodes(g, layer)[0])
+    node = int(nodes_of(g, layer)[0])
     y = model(x)
     for q in (-1.0, -2.5):
         assert rel_err(_with_q(model, g, node, q)(x), y) > 1e-6, q
@@ -82,7 +73,7 @@ def test_controls_a_flip_changes_the_function_a_positive_scale_does_not(layer):
 def test_control_a_slope_left_behind_by_a_permutation_changes_the_function():
     model, x = make("prelu_mlp")
     g = C.to_graph(model, x)
-    nodes = _nodes(g, "l2")
+    nodes = nodes_of(g, "l2")
     perm = torch.arange(g.num_nodes)
     perm[nodes[0]], perm[nodes[1]] = nodes[1], nodes[0]
     a = C.Action(perm, torch.ones(g.num_nodes, dtype=torch.float64))
@@ -98,7 +89,7 @@ def test_a_shared_slope_edited_unequally_is_refused():
     model, x = make("prelu_mlp")
     g = C.to_graph(model, x)
     bad = g.clone()
-    bad.x[_nodes(g, "l1")[2], COL] += 0.5
+    bad.x[nodes_of(g, "l1")[2], COL] += 0.5
     with pytest.raises(ValueError, match="'act1.weight' is one value"):
         C.to_state_dict(bad)
     assert torch.equal(C.to_state_dict(bad, strict=False)["act1.weight"], model.act1.weight)

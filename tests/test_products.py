@@ -11,17 +11,7 @@ import torch.nn.functional as F
 
 import converters as C
 from zoo import make
-
-TOL = 1e-9
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
-
-
-def _nodes(g, name):
-    k = [ns["name"] for ns in g.arch.nodesets].index(name)
-    return (g.layer == k).nonzero().squeeze(1)
+from checks import TOL, rel_err, nodes_of
 
 
 def _acted(model, g, factors=None, perm=None):
@@ -35,7 +25,7 @@ def _acted(model, g, factors=None, perm=None):
 
 def _scaled(model, g, name, q, index=0):
     f = torch.ones(g.num_nodes, dtype=torch.float64)
-    f[_nodes(g, name)[index]] = q
+    f[nodes_of(g, name)[index]] = q
     return _acted(model, g, factors=f)
 
 
@@ -43,7 +33,7 @@ def _swapped(model, g, names):
     """Swap the first two neurons of each node set in ``names`` (one permutation for all)."""
     perm = torch.arange(g.num_nodes)
     for name in names:
-        n = _nodes(g, name)
+        n = nodes_of(g, name)
         perm[n[0]], perm[n[1]] = n[1], n[0]
     return _acted(model, g, perm=perm)
 
@@ -72,10 +62,10 @@ def test_the_carrying_factor_is_the_one_that_lets_more_through():
 def test_factors_share_one_permutation_and_glu_halves_pair_position_by_position():
     g = C.to_graph(*make("swiglu"))
     for a, b in (("w1", "w3"), ("g1[0:4]", "g1[4:8]"), ("g2[0:3]", "g2[3:6]")):
-        na, nb = _nodes(g, a), _nodes(g, b)
+        na, nb = nodes_of(g, a), nodes_of(g, b)
         assert torch.equal(g.perm_class[na], g.perm_class[nb])
     gen = torch.Generator().manual_seed(0)
-    na, nb = _nodes(g, "g1[0:4]"), _nodes(g, "g1[4:8]")
+    na, nb = nodes_of(g, "g1[0:4]"), nodes_of(g, "g1[4:8]")
     for _ in range(5):
         act = C.sample_action(g, generator=gen)
         assert torch.equal(act.perm[nb] - nb[0], act.perm[na] - na[0])
@@ -161,7 +151,7 @@ def test_halves_read_apart_are_permuted_apart():
     node set, permuted independently (no product joins them)."""
     model, x = make("geglu")
     g = C.to_graph(model, x)
-    assert not torch.equal(g.perm_class[_nodes(g, "p2[0:3]")], g.perm_class[_nodes(g, "p2[3:6]")])
+    assert not torch.equal(g.perm_class[nodes_of(g, "p2[0:3]")], g.perm_class[nodes_of(g, "p2[3:6]")])
     for half in ("p2[0:3]", "p2[3:6]"):
         assert rel_err(_swapped(model, g, [half])(x), model(x)) < TOL
     assert [op["index"] for op in g.arch.ops if op["op"] == "half"] == [0, 1, 0, 1]

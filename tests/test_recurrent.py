@@ -9,12 +9,7 @@ from torch_geometric.data import Batch
 import converters as C
 from converters.groups import EDGE_TYPES
 from zoo import make
-
-TOL = 1e-9
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+from checks import TOL, rel_err, nodes_of
 
 
 class IssueModel(nn.Module):
@@ -112,11 +107,6 @@ def _custom(g, q=None, perm=None):
                     torch.ones(N, dtype=torch.float64) if q is None else q)
 
 
-def _nodes(g, name):
-    k = [ns["name"] for ns in g.arch.nodesets].index(name)
-    return (g.layer == k).nonzero().squeeze(1)
-
-
 def _changes(m, g, x, action):
     # strict=False: an uncoupled factor also changes the structural g -> h edge, which the
     # rebuilt module does not read; what is compared is the function of the moved weights
@@ -126,14 +116,14 @@ def _changes(m, g, x, action):
 def _flip(g, names, unit=0, factor=-1.0):
     q = torch.ones(g.num_nodes, dtype=torch.float64)
     for n in names:
-        q[_nodes(g, n)[unit]] = factor
+        q[nodes_of(g, n)[unit]] = factor
     return _custom(g, q)
 
 
 def _swap(g, names):
     perm = torch.arange(g.num_nodes)
     for n in names:
-        a, b = _nodes(g, n)[:2]
+        a, b = nodes_of(g, n)[:2]
         perm[a], perm[b] = b, a
     return _custom(g, perm=perm)
 

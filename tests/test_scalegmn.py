@@ -1,6 +1,5 @@
 """ScaleGMN, ScaleGMN-B and GMN: symmetry (float64, coupled actions, scales in [1e-3, 1e3]),
 negative controls, internal states, engines, batch independence, numerics and training."""
-import copy
 
 import pytest
 import torch

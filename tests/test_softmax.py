@@ -10,17 +10,7 @@ import torch.nn.functional as F
 
 import converters as C
 from zoo import make
-
-TOL = 1e-9
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
-
-
-def _nodes(g, name):
-    k = [ns["name"] for ns in g.arch.nodesets].index(name)
-    return (g.layer == k).nonzero().squeeze(1)
+from checks import TOL, rel_err, nodes_of
 
 
 class _One(nn.Module):
@@ -92,7 +82,7 @@ def test_twenty_random_actions_keep_the_function(name):
         moved = copy.deepcopy(model)
         moved.load_state_dict(a.apply_state_dict(g.arch, model.state_dict()))
         assert rel_err(moved(x), y) < TOL
-        l1 = _nodes(g, "l1")
+        l1 = nodes_of(g, "l1")
         moved_perm |= not torch.equal(a.perm[l1], l1)
     assert moved_perm                      # the softmax's neurons were permuted
 
@@ -105,7 +95,7 @@ def test_controls_a_factor_on_a_softmax_neuron_changes_the_function(name, layer,
     model, x = make(name)
     g = C.to_graph(model, x)
     f = torch.ones(g.num_nodes, dtype=torch.float64)
-    f[_nodes(g, layer)[0]] = q
+    f[nodes_of(g, layer)[0]] = q
     moved = copy.deepcopy(model)
     moved.load_state_dict(C.Action(torch.arange(g.num_nodes), f).apply_state_dict(
         g.arch, model.state_dict()))
@@ -117,7 +107,7 @@ def test_control_a_common_factor_changes_the_function_too():
     model, x = make("softmax_mlp")
     g = C.to_graph(model, x)
     f = torch.ones(g.num_nodes, dtype=torch.float64)
-    f[_nodes(g, "l1")] = 2.0
+    f[nodes_of(g, "l1")] = 2.0
     moved = copy.deepcopy(model)
     moved.load_state_dict(C.Action(torch.arange(g.num_nodes), f).apply_state_dict(
         g.arch, model.state_dict()))

@@ -11,13 +11,9 @@ from torch_geometric.data import Batch
 
 import converters as C
 from zoo import make
+from checks import TOL, rel_err, nodes_of
 
-TOL = 1e-9
 TOKEN_ZOO = ["tokens_mlp", "tokens_heads", "tokens_conv", "tokens_4d"]
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
 def _seq():
@@ -114,11 +110,6 @@ def _acted(model, g, factors=None, perm=None):
     return moved
 
 
-def _nodes(g, name):
-    k = [ns["name"] for ns in g.arch.nodesets].index(name)
-    return (g.layer == k).nonzero().squeeze(1)
-
-
 @pytest.mark.parametrize("name, layer, q", [
     ("tokens_mlp", "l1", 2.0),      # read by a LayerNorm: perm
     ("tokens_mlp", "a", -1.0),      # ReLU: scale
@@ -131,7 +122,7 @@ def test_controls_a_factor_outside_the_group_changes_the_function(name, layer, q
     model, x = make(name)
     g = C.to_graph(model, x)
     f = torch.ones(g.num_nodes, dtype=torch.float64)
-    f[_nodes(g, layer)[1]] = q
+    f[nodes_of(g, layer)[1]] = q
     assert rel_err(_acted(model, g, f)(x), model(x)) > 1e-6
 
 
@@ -140,7 +131,7 @@ def test_controls_a_factor_outside_the_group_changes_the_function(name, layer, q
 def test_controls_permuting_inputs_or_outputs_changes_the_function(name, layer):
     model, x = make(name)
     g = C.to_graph(model, x)
-    nodes = _nodes(g, layer)
+    nodes = nodes_of(g, layer)
     perm = torch.arange(g.num_nodes)
     perm[nodes[0]], perm[nodes[1]] = nodes[1], nodes[0]
     assert rel_err(_acted(model, g, perm=perm)(x), model(x)) > 1e-6
@@ -151,7 +142,7 @@ def test_control_the_heads_move_with_their_neurons():
     with l2's weight columns permuted alike: permuting l1's rows alone changes it."""
     model, x = make("tokens_heads")
     g = C.to_graph(model, x)
-    nodes = _nodes(g, "l1")
+    nodes = nodes_of(g, "l1")
     perm = torch.arange(g.num_nodes)
     perm[nodes] = nodes[torch.tensor([3, 0, 5, 1, 2, 4])]     # across the two heads
     moved = _acted(model, g, perm=perm)
