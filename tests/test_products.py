@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import converters as C
 from zoo import make
-from checks import TOL, rel_err, nodes_of
+from checks import TOL, acted_by_graph, assert_round_trip, nodes_of, rel_err
 
 
 def _acted(model, g, factors=None, perm=None):
@@ -78,11 +78,7 @@ def test_factors_share_one_permutation_and_glu_halves_pair_position_by_position(
 @pytest.mark.parametrize("name", ["gates", "swiglu", "geglu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_round_trip_is_bitwise(name, dtype):
-    model, x = make(name, dtype)
-    back = C.to_module(C.to_graph(model, x))
-    for k, v in model.state_dict().items():
-        assert torch.equal(back.state_dict()[k], v), k
-    assert torch.equal(back(x), model(x))
+    assert_round_trip(*make(name, dtype))
 
 
 @pytest.mark.parametrize("name", ["gates", "swiglu", "geglu"])
@@ -92,8 +88,7 @@ def test_twenty_random_actions_keep_the_function(name):
     y, gen = model(x), torch.Generator().manual_seed(0)
     for _ in range(20):
         a = C.sample_action(g, generator=gen)
-        by_graph = copy.deepcopy(model)
-        by_graph.load_state_dict(C.to_state_dict(a.apply(g)))
+        by_graph = acted_by_graph(model, g, a)
         assert rel_err(by_graph(x), y) < TOL
         by_rules = a.apply_state_dict(g.arch, model.state_dict())
         for k, v in by_graph.state_dict().items():
