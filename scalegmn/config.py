@@ -210,6 +210,9 @@ class ScaleGMNConfig(ModelConfig):
     ``division_free``, or ``forward`` (the published code's bug, for negative controls only). By
     default 1/W is used only on edges with a ``scale``/``linear`` endpoint (W is exact for sign
     endpoints); ``reciprocal_on_sign`` uses 1/W on every edge (the simulation check needs it).
+    pair_messages: a message between the two neurons of each inverse pair (an attention's query
+    and key dimension: factors ``s`` and ``1/s``), on architectures that have them; without it
+    the model cannot tell ``Q s, K / s`` (same function) from ``Q s, K s`` (``PairMessage``).
     io_embeddings, layer_embeddings, edge_type_embeddings: learned embeddings.
     input_norm: normalise the inputs (``None``: on for gmn, off otherwise).
     data_scale: per-layer input scales from the example batch's magnitudes.
@@ -224,6 +227,7 @@ class ScaleGMNConfig(ModelConfig):
     scale_inv: str = "normalize"
     backward_edges: str = "reciprocal"
     reciprocal_on_sign: bool = False
+    pair_messages: bool = True
     io_embeddings: bool = True
     layer_embeddings: bool = True
     edge_type_embeddings: bool = True

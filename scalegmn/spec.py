@@ -27,6 +27,9 @@ class SpecInfo:
     #: rows of the edge-type embedding: the three original types (weight, residual, norm), or
     #: every type up to the last one the architectures use (recurrent, state)
     n_edge_types: int = 3
+    #: whether some architecture has inverse pairs (``Layout.inverse_pairs``: an attention's query
+    #: and key neurons, an embedding and its tied head)
+    inverse_pairs: bool = False
 
     @property
     def fe(self) -> int:
@@ -65,7 +68,8 @@ class SpecInfo:
                    groups=frozenset(ns["group"] for a in uniq for ns in a.nodesets),
                    archs=tuple(uniq), n_edge_types=max(
                        [3] + [int(layout(a).edge_type.max()) + 1 for a in uniq
-                              if layout(a).num_edges]))
+                              if layout(a).num_edges]),
+                   inverse_pairs=any(len(layout(a).inverse_pairs) for a in uniq))
 
 
 @functools.lru_cache(maxsize=64)

@@ -166,6 +166,20 @@ def _unclaimed(batch, claimed, gen):
     return converters.Action(torch.arange(N), q).apply(batch)
 
 
+def _pairs_alike(batch, gen):
+    """A sampled action whose inverse pairs (an attention's query and key dimensions) take one
+    factor each instead of reciprocal ones: ``Q s, K s``, which multiplies the attention scores
+    by ``s^2`` (a change of the network's function)."""
+    from converters.actions import _inverse_pairs
+    pairs = _inverse_pairs(batch, batch_vector(batch))
+    if not len(pairs):
+        raise ValueError("the batch has no inverse pairs (attention queries and keys)")
+    action = converters.sample_action(batch, generator=gen)
+    q = action.q.clone()
+    q[pairs[:, 1]] = q[pairs[:, 0]]
+    return converters.Action(action.perm, q).apply(batch)
+
+
 def _different(batch, gen):
     out = batch.clone()
     noise = torch.randn(batch.edge_attr.shape, generator=gen, dtype=torch.float64)
@@ -178,6 +192,7 @@ def sensitivity(net, batch, kind: str, generator=None) -> float:
 
     ``kind``: ``uncoupled`` (rows scaled without compensating the next layer), ``io_permutation``
     (output/input neurons swapped), ``unclaimed`` (factors outside the claimed group), or
+    ``pairs_alike`` (an attention's queries and keys scaled alike instead of reciprocally), or
     ``different`` (another network). The changed batch is made on the host and moved to the
     batch's device."""
     net, batch = _prepare(net, batch)
@@ -189,6 +204,8 @@ def sensitivity(net, batch, kind: str, generator=None) -> float:
         other = _io_permuted(host)
     elif kind == "unclaimed":
         other = _unclaimed(host, set(net.claimed_groups()), gen)
+    elif kind == "pairs_alike":
+        other = _pairs_alike(host, gen)
     elif kind == "different":
         other = _different(host, gen)
     else:

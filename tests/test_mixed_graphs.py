@@ -89,11 +89,11 @@ def test_an_edit_of_a_tied_weight_keeps_it_tied(backend):
                                   rtol=1e-12, atol=0)
 
 
-def test_the_attention_temperature_is_a_blind_spot_of_scalegmn():
+def test_scalegmn_sees_the_attention_temperature_through_its_pair_message():
     """Queries and keys scaled by the *same* factor give another function (the logits scale by
-    its square), a valid network; ScaleGMN and ScaleGMN-B treat each query and key neuron as an
-    independent ``linear`` neuron with no outgoing edges, so they are exactly invariant to it.
-    A limitation stated in the README: the inverse tie has no function of its own in ScaleGMN."""
+    its square), a valid network. The per-neuron functions alone are exactly invariant to it
+    (``pair_messages=False``: the control); the pair message makes ScaleGMN and ScaleGMN-B see
+    it (docs/methods.md 2.3)."""
     m, x = make("attn_sdpa")
     g = C.to_graph(m, x)
     pairs = layout(g.arch).inverse_pairs
@@ -106,10 +106,13 @@ def test_the_attention_temperature_is_a_blind_spot_of_scalegmn():
     assert ((y_hot - y).abs().max() / y.abs().max()).item() > 1e-2      # another function
     b, b_hot = C.batch_graphs([g]), C.batch_graphs([hot])
     for backend in ("scalegmn", "scalegmn-b"):
-        torch.manual_seed(0)
-        net = scalegmn.build(backend, "invariant", spec=b, out_dim=2, **SMALL).double()
-        with torch.no_grad():
-            assert torch.equal(net(b), net(b_hot)), backend           # blind: exactly equal
+        for pairs_on in (False, True):
+            torch.manual_seed(0)
+            net = scalegmn.build(backend, "invariant", spec=b, out_dim=2,
+                                 pair_messages=pairs_on, **SMALL).double()
+            with torch.no_grad():
+                same = torch.equal(net(b), net(b_hot))
+            assert same != pairs_on, (backend, pairs_on)   # blind only without the pair message
 
 
 @pytest.mark.parametrize("backend", ["monomial-nfn", "magep-nfn", "np", "hnp", "statnn"])

@@ -47,6 +47,23 @@ def fused_linear(x: torch.Tensor, maps) -> tuple:
     return tuple(F.linear(x, torch.cat(weights)).split([w.shape[0] for w in weights], dim=-1))
 
 
+class Partners:
+    """The ``partner`` operation of both engines: each node's inverse partner (``partner``, a
+    (N,) host long tensor, -1 for none; index tensors kept on ``device``)."""
+
+    def __init__(self, partner: torch.Tensor | None, num_nodes: int, device=None):
+        if partner is None:
+            partner = torch.full((num_nodes,), -1, dtype=torch.long)
+        self.any = bool((partner >= 0).any())
+        self.paired = (partner >= 0).unsqueeze(1).to(device)
+        self.index = partner.clamp(min=0).to(device)
+
+    def __call__(self, x: torch.Tensor) -> tuple:
+        if not self.any:
+            return x.new_zeros(x.shape), self.paired
+        return x.index_select(0, self.index) * self.paired.to(x.dtype), self.paired
+
+
 class Engine(Protocol):
     """The operations a ScaleGMN layer is written in (see the module doc)."""
 
@@ -76,6 +93,12 @@ class Engine(Protocol):
     def edge_gate(self, fn: Callable, g: EdgeValues, a: torch.Tensor,
                   c: torch.Tensor) -> torch.Tensor:
         """``g_ij * fn(a_j + c_i)`` per edge ``j -> i``: (E, c)."""
+
+    def partner(self, x: torch.Tensor) -> tuple:
+        """``(x at each node's inverse partner, paired)``: (N, c) -> (N, c), (N, 1) bool. The
+        partners are the node pairs whose factors are reciprocal (an attention's query and key
+        neurons, ``converters.layout(arch).inverse_pairs``), in both directions; rows of
+        unpaired nodes are 0."""
 
     def toward(self, nodes: torch.Tensor) -> "Engine":
         """This engine with ``message`` evaluated only on the edges whose receiving end is one

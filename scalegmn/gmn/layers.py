@@ -50,6 +50,29 @@ class EdgeUpdate(nn.Module):
                 eng.edge_gate(self.chi.from_hidden, De, a, c))
 
 
+class PairMessage(nn.Module):
+    """The message between the two neurons of an inverse pair (an attention's query and key
+    dimension, whose factors are ``s`` and ``1/s``): ``m_i^pair = (C h_i) * psi(h_i * h_k(i))``.
+
+    ``h_i * h_k(i)`` transforms by ``s * (1/s) = 1``: an invariant of the pair, which changes when
+    both are scaled alike (``s^2``). So the term transforms by ``q_i`` like ``h_i`` and makes the
+    model see what the per-neuron functions cannot: ``Q s, K / s`` keeps the attention scores,
+    ``Q s, K s`` multiplies them by ``s^2``. 0 on nodes without a partner. (N, d)."""
+
+    def __init__(self, d: int, cfg: ScaleGMNConfig):
+        super().__init__()
+        self.C = nn.Linear(d, d, bias=False)
+        self.psi = MLP(d, d, d, cfg.layer_norm, cfg.dropout)
+        norm_preserving(self.C)
+        with torch.no_grad():   # a small term at first: the model starts near the pair-blind one
+            self.psi.lin2.weight.mul_(0.1)
+            self.psi.lin2.bias.zero_()
+
+    def forward(self, eng: Engine, h: torch.Tensor) -> torch.Tensor:
+        h_k, paired = eng.partner(h)
+        return self.C(h) * self.psi(h * h_k) * paired.to(h.dtype)
+
+
 class ScaleGMNLayer(nn.Module):
     """One message-passing iteration (``bidir``: ScaleGMN-B's, with backward messages).
 
@@ -62,10 +85,12 @@ class ScaleGMNLayer(nn.Module):
     - ``edge``: the ``EdgeUpdate`` of forward edges (``None`` where no later step reads them);
     - ScaleGMN-B, reciprocal backward edges: ``B_e``, ``B_v``, ``msg_bw`` (``MSG^bw_g``),
       ``edge_bw`` (the ``EdgeUpdate`` of backward edges);
-    - ScaleGMN-B, division-free: ``B_e``, ``B_v``, ``B_h``, ``phi_bw``.
+    - ScaleGMN-B, division-free: ``B_e``, ``B_v``, ``B_h``, ``phi_bw``;
+    - ``pair``: the ``PairMessage`` of inverse pairs (``None`` unless the architectures have them).
     """
 
-    def __init__(self, groups, cfg: ScaleGMNConfig, bidir: bool, update_edges: bool):
+    def __init__(self, groups, cfg: ScaleGMNConfig, bidir: bool, update_edges: bool,
+                 pairs: bool = False):
         super().__init__()
         d = cfg.hidden
         eq = lambda d_in, d_out: (lambda g: ScaleEq(d_in, d_out, g, d, cfg.sign_inv,
@@ -86,6 +111,7 @@ class ScaleGMNLayer(nn.Module):
             else:
                 self.msg_bw = GroupDispatch(groups, eq(d, d))
                 self.edge_bw = EdgeUpdate(groups, d, d, cfg) if update_edges else None
+        self.pair = PairMessage(d, cfg) if pairs else None
         self.skip = nn.Linear(d, d, bias=False) if cfg.residual else None
         self.drop = nn.Dropout(cfg.dropout)
         for lin in (self.A_v, self.A_e) + ((self.B_v, self.B_e) if bidir else ()):
@@ -93,13 +119,16 @@ class ScaleGMNLayer(nn.Module):
 
     def extra_repr(self) -> str:
         kind = f"bidirectional, backward_edges={self.mode}" if self.bidir else "forward"
-        return f"{kind}, groups={list(self.msg.keys())}, update_edges={self.edge is not None}"
+        return (f"{kind}, groups={list(self.msg.keys())}, update_edges={self.edge is not None}"
+                + (", pair messages" if self.pair is not None else ""))
 
     # -- the equations --------------------------------------------------------------------------
     def message(self, eng: Engine, Ae: EdgeValues, h: torch.Tensor) -> torch.Tensor:
         """The ScaleGMN message function, summed: ``m_i = sum_j MSG_g(i)((A_e e_ij) *
-        (A_v h_j))`` over the edges ``j -> i``. Transforms by ``q_i``. (N, d)."""
-        return eng.message(self.msg, Ae, self.A_v(h), "src", "dst", "dst")
+        (A_v h_j))`` over the edges ``j -> i`` (``+ m_i^pair``, ``PairMessage``, on graphs with
+        inverse pairs). Transforms by ``q_i``. (N, d)."""
+        m = eng.message(self.msg, Ae, self.A_v(h), "src", "dst", "dst")
+        return m if self.pair is None else m + self.pair(eng, h)
 
     def backward_message(self, eng: Engine, h: torch.Tensor, e: torch.Tensor,
                          eb: torch.Tensor | None) -> torch.Tensor:
@@ -137,7 +166,7 @@ class ScaleGMNLayer(nn.Module):
 
     # -- the documented way to swap a part ---------------------------------------------------
     PARTS = ("A_e", "A_v", "msg", "upd", "edge", "B_e", "B_v", "B_h", "msg_bw", "edge_bw",
-             "phi_bw")
+             "phi_bw", "pair")
 
     def replace(self, part: str, module: nn.Module, group: str | None = None) -> None:
         """Set ``part`` (one of ``PARTS``), or its function for ``group`` when the part is

@@ -30,6 +30,23 @@ def io_nodes(archs: tuple) -> torch.Tensor:
     return (role == ROLE_ID["input"]) | (role == ROLE_ID["output"])
 
 
+def partner_index(archs: tuple) -> torch.Tensor:
+    """(N,) host long tensor: for every node of a batch of ``archs``, the node whose factor is
+    the reciprocal of its own (``Layout.inverse_pairs``, both ways), -1 for none."""
+    parts, off = [], 0
+    for a in archs:
+        lay = layout(a)
+        p = torch.full((lay.num_nodes,), -1, dtype=torch.long)
+        pairs = lay.inverse_pairs
+        if len(pairs):
+            if len(torch.unique(pairs.reshape(-1))) != pairs.numel():
+                raise ValueError(f"architecture {a.hash}: a node is in two inverse pairs")
+            p[pairs[:, 0]], p[pairs[:, 1]] = pairs[:, 1], pairs[:, 0]
+        parts.append(torch.where(p >= 0, p + off, p))
+        off += lay.num_nodes
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
 def is_recurrent(arch) -> bool:
     """Whether ``arch`` has recurrent (hidden -> gate) edges: its graph has cycles, and a gate
     layer's edges enter node sets of different groups (the dense engine cannot run it)."""
@@ -52,7 +69,7 @@ def sparse_engine(archs: tuple, perm_only: bool, device: str,
     """The sparse engine of a batch of ``archs`` on ``device`` (cached)."""
     groups = node_groups(archs, perm_only)
     return SparseEngine(_batch_edge_index(archs), groups, groups.shape[0], torch.device(device),
-                        checkpoint)
+                        checkpoint, partner=partner_index(archs))
 
 
 @functools.lru_cache(maxsize=32)
@@ -61,7 +78,8 @@ def dense_engine(arch, batch_size: int, perm_only: bool, device: str,
     """The dense engine of ``batch_size`` networks of ``arch`` on ``device`` (cached; its per-op
     blocks are cached per architecture and device)."""
     groups = tuple(node_groups((arch,), perm_only).tolist())
-    return DenseEngine(arch, batch_size, groups, lean_chunk, torch.device(device))
+    return DenseEngine(arch, batch_size, groups, lean_chunk, torch.device(device),
+                       partner=partner_index((arch,) * batch_size))
 
 
 def engine_for(archs: tuple, kind: str, perm_only: bool, device, checkpoint: bool = False,

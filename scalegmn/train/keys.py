@@ -46,6 +46,8 @@ KEY_HELP = {
                             "forward (the published bug, for negative controls only)",
     "model.reciprocal_on_sign": "ScaleGMN-B: also use 1/W on edges whose endpoints only flip "
                                 "signs",
+    "model.pair_messages": "ScaleGMN: a message between each attention query dimension and its "
+                           "key dimension (reciprocal factors), on graphs that have such pairs",
     "model.io_embeddings": "learned embeddings of input and output neurons",
     "model.layer_embeddings": "learned per-layer embeddings",
     "model.edge_type_embeddings": "learned embeddings of edge types (weight, residual, norm)",
