@@ -141,7 +141,9 @@ def sample_action(graph, generator: Optional[torch.Generator] = None,
                   scale_range=(0.1, 10.0)) -> Action:
     """A random element of ``graph``'s symmetry group (one independent draw per graph of a batch).
 
-    A permutation per ``perm_class`` (aligned node sets move together); per neuron a factor:
+    A permutation per ``perm_class`` (aligned node sets move together), followed by a move of
+    whole blocks where the node sets declare them (an attention's heads, a GroupNorm's groups:
+    the node-set records' ``blocks``, docs/design.md 4); per neuron a factor:
     log-uniform in ``scale_range`` for ``scale``, a random sign for ``sign``, both for ``linear``,
     1 for ``perm`` and ``fixed``; tied neurons share both. ``scale_range=(1, 1)`` gives
     permutations (and signs) only. Drawn on the host (``generator`` is a CPU generator); the
@@ -169,9 +171,7 @@ def sample_action(graph, generator: Optional[torch.Generator] = None,
         k = nodes - start[seg]
         m = torch.zeros(int(cls.max()) + 1, dtype=torch.long).scatter_reduce(
             0, cls, k + 1, reduce="amax")
-        u = torch.rand(len(m), int(m.max()), generator=generator, dtype=torch.float64)
-        u[torch.arange(u.shape[1])[None, :] >= m[:, None]] = math.inf
-        pi = torch.argsort(u, dim=1, stable=True)
+        pi = _random_perms(m, generator)
         perm[valid] = nodes - k + pi[cls, k]
 
     g = graph.group
@@ -193,7 +193,52 @@ def sample_action(graph, generator: Optional[torch.Generator] = None,
     pairs = _inverse_pairs(graph, batch)
     if len(pairs):   # an attention's keys take the reciprocals of their queries' factors
         q[pairs[:, 1]] = 1.0 / q[pairs[:, 0]]
-    return Action(perm, q)
+    return Action(_move_blocks(graph, batch, perm, generator), q)
+
+
+def _random_perms(counts: torch.Tensor, generator) -> torch.Tensor:
+    """(K, max(counts)) long: row i a uniformly random permutation of ``0..counts[i]-1`` (then
+    the padding positions, in order)."""
+    u = torch.rand(len(counts), int(counts.max()), generator=generator, dtype=torch.float64)
+    u[torch.arange(u.shape[1])[None, :] >= counts[:, None]] = math.inf
+    return torch.argsort(u, dim=1, stable=True)
+
+
+def _move_blocks(graph, batch: torch.Tensor, perm: torch.Tensor, generator) -> torch.Tensor:
+    """``perm`` followed by a uniformly random move of whole blocks (``Layout.block_node``: an
+    attention's heads, a GroupNorm's groups): per network and block-move id one permutation
+    ``sigma`` of the block indices, the same for every node set of that id; a node at position
+    ``b D + r`` of its node set (after ``perm``, which keeps it in block ``b``) goes to
+    ``sigma(b) D + r``. Drawn after the other permutations and factors are, so that graphs
+    without blocks draw the same actions as before blocks existed."""
+    from .graph import archs_of
+    from .layout import layout
+    if getattr(graph, "arch", None) is None:
+        return perm
+    archs = archs_of(graph)
+    counts = torch.bincount(batch, minlength=len(archs))
+    starts = torch.cumsum(counts, 0) - counts
+    node, start, size, bid, n_blocks = [], [], [], [], []
+    n_ids = 0
+    for i, a in enumerate(archs):
+        lay = layout(a)
+        if not len(lay.block_node):
+            continue
+        off = int(starts[i])
+        node.append(lay.block_node + off)
+        start.append(lay.block_start + off)
+        size.append(lay.block_size)
+        bid.append(lay.block_id + n_ids)
+        n_blocks.append(lay.block_count)
+        n_ids += len(lay.block_count)
+    if not node:
+        return perm
+    node, start, size, bid = (torch.cat(t) for t in (node, start, size, bid))
+    sigma = _random_perms(torch.cat(n_blocks), generator)
+    new = perm[node] - start
+    perm = perm.clone()
+    perm[node] = start + sigma[bid, new // size] * size + new % size
+    return perm
 
 
 def _inverse_pairs(graph, batch: torch.Tensor) -> torch.Tensor:

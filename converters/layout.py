@@ -123,6 +123,25 @@ class Layout:
                               self.offsets[ns["inv_tie"]] + torch.arange(ns["size"])], 1)
                  for k, ns in enumerate(arch.nodesets) if ns.get("inv_tie", -1) > k]
         self.inverse_pairs = torch.cat(pairs) if pairs else torch.zeros(0, 2, dtype=torch.long)
+        # whole blocks that move together (node set records' ``blocks``: an attention's heads, a
+        # GroupNorm's groups): per node of such a node set, (M,) each: the node, the first node
+        # of its node set, the block size and the block-move id; ``block_count``: (J,) blocks
+        # per id (one permutation of them moves the blocks of every node set of that id)
+        rows, count = [], {}
+        for k, ns in enumerate(arch.nodesets):
+            b = ns.get("blocks")
+            if b is None:
+                continue
+            n, d, j = ns["size"], b["size"], b["id"]
+            if count.setdefault(j, n // d) != n // d or n % d:
+                raise ValueError(f"node set '{ns['name']}' of {n} nodes is not {count[j]} "
+                                 f"blocks of {d} (blocks id {j})")
+            rows.append(torch.stack([self.offsets[k] + torch.arange(n),
+                                     torch.full((n,), self.offsets[k]), torch.full((n,), d),
+                                     torch.full((n,), j)], 1))
+        blk = torch.cat(rows) if rows else torch.zeros(0, 4, dtype=torch.long)
+        self.block_node, self.block_start, self.block_size, self.block_id = blk.unbind(1)
+        self.block_count = torch.tensor([count[j] for j in range(len(count))], dtype=torch.long)
 
 
 @functools.lru_cache(maxsize=64)

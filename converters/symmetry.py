@@ -17,6 +17,8 @@ classes of aligned and tied node sets). What the rules say:
 - BatchNorm and LayerNorm *align* their input and output channels: one permutation;
 - a grouped convolution cuts its input and output channels into blocks that permutations may not
   cross;
+- an attention's heads and a GroupNorm's groups are blocks that permutations may not cross, but
+  that may move whole, one permutation of the heads for queries, keys and values (``blocks``);
 - inputs, outputs and everything aligned with them are ``fixed``.
 """
 from __future__ import annotations
@@ -24,7 +26,8 @@ from __future__ import annotations
 from . import ops as _ops
 from .errors import UnsupportedLayerError
 from .groups import ANY, NEG, ONE, POS, GROUPS, group_from_bits
-from .ops.base import SymmetryState, UnionFind as _UnionFind  # noqa: F401 (old import path)
+from .ops.base import SymmetryState, UnionFind
+from .ops.base import UnionFind as _UnionFind  # noqa: F401 (old import path)
 
 
 def value_parts(ops_list) -> dict:
@@ -76,9 +79,12 @@ def analyse(ops_list, sizes: dict, names: dict) -> list:
     # propagate through classes: fixedness and cuts along alignment, factors along ties
     n_align = max(align_id) + 1
     cls_fixed, cls_cuts = [False] * n_align, [set() for _ in range(n_align)]
+    cls_plain = [False] * n_align     # cut by an op that declares no block moves
     for k in range(n_sets):
         cls_fixed[align_id[k]] |= fixed[k]
-        cls_cuts[align_id[k]] |= cuts[k]
+        cls_cuts[align_id[k]] |= cuts[k] | s.block_cuts[k]
+        cls_plain[align_id[k]] |= bool(cuts[k])
+    blocks_of = _block_moves(s, align_id, cls_fixed, cls_plain)
     tie_bits = {}
     for k in range(n_sets):
         tie_bits[tie_id[k]] = tie_bits.get(tie_id[k], ANY) & bits[k]
@@ -111,7 +117,42 @@ def analyse(ops_list, sizes: dict, names: dict) -> list:
         })
         if k in inv_of:   # only on such node sets, so that other specs keep their hash
             records[-1]["inv_tie"] = inv_of[k]
+        if align_id[k] in blocks_of:   # likewise
+            records[-1]["blocks"] = blocks_of[align_id[k]]
     return records
+
+
+def _block_moves(s: SymmetryState, align_id: list, cls_fixed: list, cls_plain: list) -> dict:
+    """``{align class: {"id": j, "size": D}}``: the classes whose blocks of ``D`` channels move
+    whole, class ``j`` of classes moving by one permutation of their block indices
+    (``SymmetryState.block_perm``; ids in order of first node set). Calls that share an align
+    class are joined (one permutation for all). A joined group is dropped (only the
+    permutations inside blocks remain: the smaller group) when any of its classes is fixed, is
+    cut by an op that declares no block moves (a grouped convolution: its own blocks would have
+    to move too), or is blocked with two block sizes."""
+    calls = UnionFind(len(s.block_moves))
+    first: dict = {}
+    for i, sets in enumerate(s.block_moves):
+        for ns, _ in sets:
+            calls.union(i, first.setdefault(align_id[ns], i))
+    size: dict = {}
+    count: dict = {}      # blocks per class of one group: one number
+    bad: set = set()
+    for i, sets in enumerate(s.block_moves):
+        root = calls.find(i)
+        for ns, d in sets:
+            c = align_id[ns]
+            members = {s.sizes[k] for k, a in enumerate(align_id) if a == c}
+            if (cls_fixed[c] or cls_plain[c] or size.setdefault(c, d) != d or members != {
+                    s.sizes[ns]} or count.setdefault(root, s.sizes[ns] // d) != s.sizes[ns] // d):
+                bad.add(root)
+    ids: dict = {}
+    out = {}
+    for c in sorted(size, key=align_id.index):
+        root = calls.find(first[c])
+        if root not in bad:
+            out[c] = {"id": ids.setdefault(root, len(ids)), "size": size[c]}
+    return out
 
 
 def _inverse_pairs(s: SymmetryState, tie_id: list, tie_size: dict, tie_bits: dict) -> dict:

@@ -2,9 +2,9 @@
 ``nn.Linear``s, ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` and
 ``nn.TransformerEncoder``. Exact round trips, the group of every node set (queries and keys
 ``linear`` with reciprocal factors and one permutation inside each head, values ``linear`` with
-permutations inside each head), 20 random float64 actions, negative controls, the head moves
-that are symmetries but never sampled, refusals naming the culprit, and ScaleGMN's equivariance
-on transformer graphs."""
+permutations inside each head, whole heads moving together), 20 random float64 actions,
+negative controls, the sampled head moves, refusals naming the culprit, and ScaleGMN's
+equivariance on transformer graphs (under head moves too)."""
 import copy
 import math
 
@@ -215,25 +215,89 @@ def _head_move(g, names, D, H):
     return perm
 
 
-@pytest.mark.parametrize("name, prefix, H", [("attn_sdpa", "", 2), ("mha", "attn.", 3)])
-def test_whole_heads_move_as_a_symmetry_but_are_never_sampled(name, prefix, H):
+def _heads_after(a, g, name, D, H):
+    """The head each of the ``H`` heads of node set ``name`` lands in under action ``a``, as a
+    tuple; fails unless every head moves whole (its ``D`` nodes into one head)."""
+    nodes = _nodes(g, name)
+    to = ((a.perm[nodes] - nodes[0]) // D).reshape(H, D)
+    assert (to == to[:, :1]).all(), f"a head of {name} is split: {to.tolist()}"
+    return tuple(to[:, 0].tolist())
+
+
+@pytest.mark.parametrize("name, prefix, H", [
+    ("attn_sdpa", "", 2), ("attn_written", "", 2), ("mha", "attn.", 3), ("mha_kv", "attn.", 2),
+    ("encoder", "enc.layers.1.self_attn.", 2), ("decoder", "dec.layers.0.multihead_attn.", 2)])
+def test_whole_heads_move_as_a_symmetry_and_are_sampled(name, prefix, H):
+    """Moving whole heads (Q, K and V rows, the output projection's columns) keeps the function
+    and is declared: the three node sets share one ``blocks`` id, and sampled actions draw every
+    head permutation, one for Q, K and V, composed with the permutations inside each head."""
     model, x = make(name)
     g = C.to_graph(model, x)
     y = model(x)
-    D = len(_nodes(g, prefix + "q")) // H
     qkv = [prefix + p for p in "qkv"]
-    assert rel_err(C.to_module(C.Action(_head_move(g, qkv, D, H), torch.ones(
-        g.num_nodes, dtype=torch.float64)).apply(g))(x), y) < TOL
-    # a head's Q and K moved without its V is not
-    part = _head_move(g, qkv[:2], D, H)
-    assert rel_err(C.to_module(C.Action(part, torch.ones(
-        g.num_nodes, dtype=torch.float64)).apply(g))(x), y) > 1e-6
+    D, Dv = (len(_nodes(g, n)) // H for n in qkv[1:])
+    ones = torch.ones(g.num_nodes, dtype=torch.float64)
+    moved = _head_move(g, qkv[:2], D, H)
+    moved = _head_move(g, qkv[2:], Dv, H)[moved]
+    assert rel_err(C.to_module(C.Action(moved, ones).apply(g))(x), y) < TOL
+    # a head's Q and K moved without its V is not; nor its V without its Q and K
+    for part in (_head_move(g, qkv[:2], D, H), _head_move(g, qkv[2:], Dv, H)):
+        assert rel_err(C.to_module(C.Action(part, ones).apply(g))(x), y) > 1e-6
+    recs = {ns["name"]: ns for ns in g.arch.nodesets}
+    bid = recs[qkv[0]]["blocks"]["id"]
+    assert [dict(recs[n]["blocks"]) for n in qkv] == [{"id": bid, "size": d} for d in (D, D, Dv)]
     gen = torch.Generator().manual_seed(0)
-    for _ in range(20):                  # sampled permutations stay inside each head
+    seen, inside = set(), False
+    for i in range(12 * math.factorial(H)):
         a = C.sample_action(g, generator=gen)
-        for n in qkv:
-            nodes = _nodes(g, n)
-            assert torch.equal((a.perm[nodes] - nodes[0]) // D, torch.arange(len(nodes)) // D)
+        heads = [_heads_after(a, g, n, d, H) for n, d in zip(qkv, (D, D, Dv))]
+        assert heads[0] == heads[1] == heads[2]       # one head permutation for Q, K and V
+        seen.add(heads[0])
+        Q = _nodes(g, qkv[0])
+        inside |= bool(((a.perm[Q] - Q[0]) % D != torch.arange(len(Q)) % D).any())
+        if i < 8:
+            assert rel_err(C.to_module(a.apply(g))(x), y) < TOL
+    assert len(seen) == math.factorial(H) and inside
+
+
+def test_head_moves_are_drawn_uniformly_and_independently_per_attention():
+    """Over 600 draws each of the 3! head permutations of an ``nn.MultiheadAttention`` comes up
+    about 1/6 of the time; two layers of an encoder draw theirs independently."""
+    g = C.to_graph(*make("mha"))
+    gen = torch.Generator().manual_seed(1)
+    counts: dict = {}
+    for _ in range(600):
+        h = _heads_after(C.sample_action(g, generator=gen), g, "attn.q", 2, 3)
+        counts[h] = counts.get(h, 0) + 1
+    assert len(counts) == 6 and all(40 <= c <= 160 for c in counts.values()), counts
+    g = C.to_graph(*make("encoder"))
+    both = {}
+    for _ in range(200):
+        a = C.sample_action(g, generator=gen)
+        key = tuple(_heads_after(a, g, f"enc.layers.{i}.self_attn.q", 3, 2) for i in (0, 1))
+        both[key] = both.get(key, 0) + 1
+    assert len(both) == 4 and all(25 <= c <= 75 for c in both.values()), both
+
+
+def test_head_moves_are_not_declared_when_another_op_forbids_them():
+    """Queries read straight from the network input (fixed nodes) cannot move: no block moves
+    for that attention (its values still permute inside each head); one head: no block."""
+    class FixedQ(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k, self.v, self.o = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            B, T, _ = x.shape
+            q = x.view(B, T, 2, 2).transpose(1, 2)
+            k, v = (f(x).view(B, T, 2, 2).transpose(1, 2) for f in (self.k, self.v))
+            return self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, 4))
+
+    g = C.to_graph(FixedQ().double(), torch.randn(2, 3, 4, dtype=torch.float64))
+    assert not any("blocks" in ns for ns in g.arch.nodesets)
+    assert [tuple(ns["perm_cuts"]) for ns in g.arch.nodesets if ns["name"] == "v"] == [(2,)]
+    g1 = C.to_graph(*make("attn_sdpa_1head"))
+    assert not any("blocks" in ns for ns in g1.arch.nodesets)
 
 
 def test_shared_queries_and_keys_flip_only_and_conflicting_pairs_are_dropped():
@@ -379,6 +443,46 @@ def test_scalegmn_is_equivariant_on_transformer_graphs():
         editor = scalegmn.build(backend, "equivariant", spec=same, **small)
         assert_equivariant(editor, same, n_actions=2)
         assert_sensitive(editor, same, "unclaimed")
+
+
+def _blocks_reversed(batch):
+    """The action reversing the order of the blocks (heads) of every block-move id of every
+    graph of ``batch`` (``Layout.block_node``), q = 1: a deterministic head move."""
+    from converters.graph import archs_of
+    from converters.layout import layout
+    perm = torch.arange(batch.num_nodes)
+    for i, arch in enumerate(archs_of(batch)):
+        lay, off = layout(arch), int(batch.ptr[i])
+        d, start = lay.block_size, lay.block_start + off
+        loc = lay.block_node + off - start
+        perm[lay.block_node + off] = start + (lay.block_count[lay.block_id] - 1 - loc // d) * d \
+            + loc % d
+    return C.Action(perm, torch.ones(batch.num_nodes, dtype=torch.float64))
+
+
+def test_scalegmn_is_equivariant_under_sampled_and_explicit_head_moves():
+    """ScaleGMN and ScaleGMN-B (float64) map a head-moved batch to the same invariant output and
+    to the head-moved edit: they are equivariant to every structure-preserving permutation,
+    not only to those inside ``perm_class``. ``assert_equivariant`` samples head moves now."""
+    import scalegmn
+    from scalegmn.testing import assert_equivariant, output_error
+    graphs = [C.to_graph(*make(n, seed=s)) for n, s in (("mha", 0), ("encoder", 1),
+                                                       ("attn_sdpa", 2))]
+    batch = C.batch_graphs(graphs)
+    a = _blocks_reversed(batch)
+    assert not torch.equal(a.perm, torch.arange(batch.num_nodes))
+    assert not torch.equal(batch.perm_class[a.perm], batch.perm_class)   # heads cross classes
+    dbl = batch.clone()
+    dbl.x, dbl.edge_attr = batch.x.double(), batch.edge_attr.double()
+    for backend in ("scalegmn", "scalegmn-b"):
+        for kind in ("invariant", "equivariant"):
+            kw = {"out_dim": 2} if kind == "invariant" else {}
+            net = scalegmn.build(backend, kind, spec=batch, hidden=8, layers=2, **kw)
+            net = net.double().eval()
+            with torch.no_grad():
+                err = output_error(net(a.apply(dbl)), net(dbl), a, dbl)
+            assert err < 1e-9, (backend, kind, err)
+            assert_equivariant(net, batch, n_actions=2, generator=torch.Generator().manual_seed(5))
 
 
 # -- the written-out form ------------------------------------------------------------------------

@@ -25,8 +25,9 @@ Symmetry. Per head, ``scores[t, s] = sum_d Q[t, d] K[s, d]``:
   head (cuts at the head boundaries), undone in the output projection's columns.
 
 Moving whole heads (the ``Q``, ``K``, ``V`` rows of one head and the output projection's columns
-of that head together) is a symmetry too, but a permutation class cannot say "blocks move
-together": not declared (the smaller group), tested as a symmetry that is never sampled.
+of that head together, one permutation of the heads for all three) is a symmetry too: declared
+as block moves (``SymmetryState.block_perm``; the node-set records' ``blocks``), composed by
+``converters.sample_action`` with the permutations inside each head.
 """
 from __future__ import annotations
 
@@ -233,6 +234,10 @@ class Attention(OpRule):
         q, k, v = (s.parts[x][0] for x in op["in"][:3])
         couple_heads(s, q, k, v, op["heads"], op["head_dim"], op["v_head_dim"])
 
+    def attention_heads(self, op, parts):
+        q, k, v = (parts[x][0] for x in op["in"][:3])
+        return ((q, k, v, op["heads"], op["head_dim"], op["v_head_dim"]),)
+
     def apply(self, op, ins):
         if "steps" not in op:
             return F.scaled_dot_product_attention(
@@ -337,11 +342,9 @@ def _scores(t) -> dict:
 
 def couple_heads(s, q: int, k: int, v: int, heads: int, d: int, dv: int) -> None:
     """Queries and keys share one permutation and reciprocal factors; permutations of the
-    queries, keys and values stay inside each head."""
+    queries, keys and values stay inside each head, and whole heads move together, one
+    permutation of the heads for all three (``SymmetryState.block_perm``)."""
     if q != k:
         s.align.union(q, k)
         s.inverse_tie(q, k)
-    for h in range(1, heads):
-        s.cuts[q].add(h * d)
-        s.cuts[k].add(h * d)
-        s.cuts[v].add(h * dv)
+    s.block_perm([(q, d), (k, d), (v, dv)], heads)

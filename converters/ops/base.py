@@ -160,7 +160,8 @@ class SymmetryState:
     node sets sharing one permutation / one permutation and factor; ``inverse``: pairs of node
     sets of one size whose factors are reciprocal position by position (an attention's queries
     and keys: ``inverse_tie``); ``cuts[ns]``: boundaries permutations of node set ``ns`` may not
-    cross; ``sizes[ns]``: node counts."""
+    cross; ``block_moves``, ``block_cuts``: blocks that may also move whole (``block_perm``);
+    ``sizes[ns]``: node counts."""
 
     def __init__(self, parts: dict, sizes: dict, out_value: int):
         n = len(sizes)
@@ -178,6 +179,27 @@ class SymmetryState:
         self.ns_act: dict = {}
         #: (a, b) node-set pairs: neuron i of b takes the reciprocal of neuron i's factor in a
         self.inverse: list = []
+        #: block moves (``block_perm``): per call, the ``(node set, block size)`` pairs whose
+        #: blocks move by one common permutation; ``block_cuts[ns]``: the block boundaries
+        self.block_moves: list = []
+        self.block_cuts = [set() for _ in range(n)]
+
+    def block_perm(self, sets, blocks: int) -> None:
+        """Each node set ``ns`` of ``sets`` (``[(ns, size), ...]``, ``sizes[ns] = blocks *
+        size``) is cut into ``blocks`` blocks of ``size`` consecutive channels: permutations stay
+        inside each block (a cut at every boundary, as ``cuts``), and moving whole blocks, by one
+        permutation of the block indices common to all of ``sets``, keeps the op's function too
+        (an attention's heads in its queries, keys and values; a GroupNorm's groups).
+        ``converters.symmetry`` declares the block moves (the node-set record's ``blocks``) when
+        no other op cuts, fixes or differently blocks any node set aligned with these."""
+        if blocks < 2:
+            return
+        for ns, size in sets:
+            if self.sizes[ns] != blocks * size:
+                raise ValueError(f"node set {ns} of {self.sizes[ns]} channels is not {blocks} "
+                                 f"blocks of {size}")
+            self.block_cuts[ns].update(range(size, blocks * size, size))
+        self.block_moves.append(tuple((ns, size) for ns, size in sets))
 
     def inverse_tie(self, a: int, b: int) -> None:
         """Node sets ``a`` and ``b`` (one size) take reciprocal factors position by position:
@@ -303,6 +325,13 @@ class OpRule:
         """Node sets the op creates besides ``op["ns"]`` (their factors and activations go in
         ``SymmetryState.ns_allow`` / ``ns_act``). Default: none."""
         return []
+
+    def attention_heads(self, op: dict, parts: dict) -> tuple:
+        """``((q, k, v, heads, d, dv), ...)``: the attention heads the op computes, by the node
+        sets of its queries, keys and values, the head count and the query/key and value
+        dimensions per head (read by metanetworks that send the heads' scores to their values,
+        ``scalegmn.gmn.plan.head_index``). Default: none."""
+        return ()
 
     def feature_columns(self, op: dict) -> tuple:
         """Names (in ``groups.NODE_FEATURES``) of the node-feature columns the op fills."""

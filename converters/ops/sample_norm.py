@@ -20,11 +20,11 @@ The factors each lets through its input, per channel (derivations in docs/design
   of one channel changes the shared normaliser;
 - ``GroupNorm`` with several channels per group: a factor of one channel changes its group's
   mean and variance: no factor (``perm``). Permutations inside a group commute with it (the
-  group statistics are symmetric in its channels), and so do permutations of whole groups; the
-  graph's permutation classes can say "inside a block" (``perm_cuts``) but not "blocks move
-  together", so the converter declares the smaller group: permutations inside each group only
-  (with one group, all permutations; with one channel per group, all permutations too, since
-  moving single-channel groups is moving channels).
+  group statistics are symmetric in its channels), and so do moves of whole groups (channel
+  ``c`` of group ``a`` to channel ``c`` of group ``b``, one permutation of the groups): both are
+  declared, the moves as blocks (``SymmetryState.block_perm``; with one group, or one channel
+  per group, every permutation is allowed and there is no block). Flipping a whole group is
+  exact too (its mean flips, its variance does not) but not declared: docs/design.md 3.5.
 """
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ class _SampleNorm(OpRule):
         return ONE
 
     def group_size(self, op: dict) -> int:
-        """Channels per block that permutations may not leave (0: no block)."""
+        """Channels per block (0: no block): permutations stay inside blocks or move whole
+        blocks."""
         return 0
 
     def _has_bias(self, op) -> bool:
@@ -93,8 +94,8 @@ class _SampleNorm(OpRule):
         if "ns" in op:
             s.align.union(pre, op["ns"])
         k = self.group_size(op)
-        if k:
-            s.cuts[pre].update(range(k, s.sizes[pre], k))
+        if k:        # permutations inside each group, and whole groups move (docs 3.5)
+            s.block_perm([(pre, k)], s.sizes[pre] // k)
 
     # -- layout ---------------------------------------------------------------------------
     def edges(self, op, lay):
@@ -124,7 +125,7 @@ class _SampleNorm(OpRule):
 class GroupNorm(_SampleNorm):
     """``groupnorm``: ``num_groups`` groups of ``num_channels / num_groups`` channels, each
     normalised over its channels and space per sample. Module doc: sign flips per channel only
-    with one channel per group, permutations inside groups."""
+    with one channel per group, permutations inside groups and moves of whole groups."""
 
     kind = "groupnorm"
     modules = (nn.GroupNorm,)
