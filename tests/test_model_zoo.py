@@ -69,6 +69,44 @@ def test_twenty_random_actions_keep_the_function(name):
     assert moved >= 20         # the actions do something
 
 
+@pytest.mark.parametrize("name", ["vit_tiny", "gpt_tiny", "llama_block"])
+def test_sampled_actions_move_whole_heads_of_every_attention(name):
+    """Each attention's queries, keys and values declare one block-move id; sampled actions move
+    their heads together (one head permutation for the three node sets, each head whole), every
+    attention independently, and keep the function (above). Moving one head's queries and keys
+    without its values changes the function."""
+    model, x = make(name)
+    g = C.to_graph(model, x)
+    by_id: dict = {}
+    for k, ns in enumerate(g.arch.nodesets):
+        if "blocks" in ns:
+            by_id.setdefault(ns["blocks"]["id"], []).append((k, ns["blocks"]["size"]))
+    n_attn = {"vit_tiny": 2, "gpt_tiny": 2, "llama_block": 1}[name]
+    assert len(by_id) == n_attn and all(len(v) == 3 for v in by_id.values())
+    gen = torch.Generator().manual_seed(2)
+    moved = {j: 0 for j in by_id}
+    for _ in range(20):
+        a = C.sample_action(g, generator=gen)
+        for j, sets in by_id.items():
+            heads = set()
+            for k, d in sets:
+                nodes = (g.layer == k).nonzero()[:, 0]
+                to = ((a.perm[nodes] - nodes[0]) // d).reshape(-1, d)
+                assert (to == to[:, :1]).all()
+                heads.add(tuple(to[:, 0].tolist()))
+            assert len(heads) == 1
+            moved[j] += heads.pop() != tuple(range(len(nodes) // d))
+    assert all(m >= 5 for m in moved.values()), moved
+    k_q, d = by_id[0][0]
+    k_k = g.arch.nodesets[k_q]["inv_tie"]
+    perm = torch.arange(g.num_nodes)
+    for k in (k_q, k_k):            # head 0 <-> head 1 in Q and K, V left alone
+        nodes = (g.layer == k).nonzero()[:, 0]
+        perm[nodes[:d]], perm[nodes[d:2 * d]] = nodes[d:2 * d], nodes[:d]
+    a = C.Action(perm, torch.ones(g.num_nodes, dtype=torch.float64))
+    assert rel_err(C.to_module(a.apply(g))(x), model(x)) > 1e-6
+
+
 def _sets(g):
     return {ns["name"]: (k, ns) for k, ns in enumerate(g.arch.nodesets)}
 
