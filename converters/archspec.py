@@ -36,7 +36,10 @@ output     the returned value
 
 The symmetry analysis (``converters.symmetry``) adds, per node set: ``role``, ``group``, ``act``
 (and its ``act_params``), ``perm_cuts`` (boundaries permutations may not cross), ``align`` (node
-sets that share one permutation) and ``tie`` (node sets that share permutation *and* factor).
+sets that share one permutation) and ``tie`` (node sets that share permutation *and* factor); and,
+only on the node sets that have them, ``inv_tie`` (reciprocal factors: an attention's queries and
+keys) and ``blocks`` (``{"id", "size"}``: node sets of one id move their blocks of ``size``
+channels by one permutation: an attention's heads, a GroupNorm's groups).
 """
 from __future__ import annotations
 
