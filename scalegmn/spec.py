@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from converters import ArchSpec
+from converters import ops as _rules
 from converters.graph import archs_of
 from converters.groups import NODE_FEATURES
 from converters.layout import layout
@@ -30,6 +31,8 @@ class SpecInfo:
     #: whether some architecture has inverse pairs (``Layout.inverse_pairs``: an attention's query
     #: and key neurons, an embedding and its tied head)
     inverse_pairs: bool = False
+    #: whether some architecture has attention heads (``OpRule.attention_heads``)
+    attention_heads: bool = False
 
     @property
     def fe(self) -> int:
@@ -69,7 +72,9 @@ class SpecInfo:
                    archs=tuple(uniq), n_edge_types=max(
                        [3] + [int(layout(a).edge_type.max()) + 1 for a in uniq
                               if layout(a).num_edges]),
-                   inverse_pairs=any(len(layout(a).inverse_pairs) for a in uniq))
+                   inverse_pairs=any(len(layout(a).inverse_pairs) for a in uniq),
+                   attention_heads=any(_rules.rule_for(op["op"]).attention_heads(
+                       op, layout(a).parts) for a in uniq for op in a.ops))
 
 
 @functools.lru_cache(maxsize=64)

@@ -158,6 +158,11 @@ class MultiheadAttention(OpRule):
         D = op["embed_dim"] // H
         couple_heads(s, q, k, v, H, D, D)
 
+    def attention_heads(self, op, parts):
+        H = op["num_heads"]
+        D = op["embed_dim"] // H
+        return ((*op["qkv"], H, D, D),)
+
     def edge_blocks(self, op, lay):
         E, path = op["embed_dim"], op["module"]
         Q, K, V = op["qkv"]

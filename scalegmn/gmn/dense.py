@@ -76,16 +76,18 @@ class DenseEngine:
     name = "dense"
 
     def __init__(self, arch, batch_size: int, groups_one, lean_chunk: int = 0,
-                 device: torch.device | None = None, partner: torch.Tensor | None = None):
+                 device: torch.device | None = None, partner: torch.Tensor | None = None,
+                 heads: tuple | None = None):
         """``groups_one``: the (N,) group ids of one network (a tuple or a host tensor);
         ``partner``: the (B * N,) inverse partners of the batch's nodes (``plan.partner_index``;
-        none when omitted)."""
+        ``heads``: the attention heads (``plan.head_index``); none when omitted)."""
         if bool((layout(arch).edge_type == EDGE_TYPE_ID["recurrent"]).any()):
             raise ValueError(f"the dense engine runs acyclic graphs only; architecture "
                              f"{arch.hash} has recurrent edges (cycles): use engine='sparse' "
                              f"(or 'auto')")
         self.B = batch_size
-        self.partner = Partners(partner, batch_size * layout(arch).num_nodes, device)
+        self.partner = Partners(partner, batch_size * layout(arch).num_nodes, device, heads)
+        self.head_scores = self.partner.head_scores
         self.lean_chunk = lean_chunk
         self.keep = None     # side -> op indices that ``message`` evaluates: see ``toward``
         group_key = tuple(groups_one.tolist() if isinstance(groups_one, torch.Tensor)

@@ -48,20 +48,39 @@ def fused_linear(x: torch.Tensor, maps) -> tuple:
 
 
 class Partners:
-    """The ``partner`` operation of both engines: each node's inverse partner (``partner``, a
-    (N,) host long tensor, -1 for none; index tensors kept on ``device``)."""
+    """The ``partner`` and ``head_scores`` operations of both engines, from host index tensors
+    (kept on ``device``): ``partner`` (N,) each node's inverse partner or -1; ``heads``
+    ``(q, k, head, v, v_head)``: the query/key node pairs of every attention head with their
+    head id, and the value nodes with theirs (``plan.head_index``)."""
 
-    def __init__(self, partner: torch.Tensor | None, num_nodes: int, device=None):
+    def __init__(self, partner: torch.Tensor | None, num_nodes: int, device=None, heads=None):
         if partner is None:
             partner = torch.full((num_nodes,), -1, dtype=torch.long)
         self.any = bool((partner >= 0).any())
         self.paired = (partner >= 0).unsqueeze(1).to(device)
         self.index = partner.clamp(min=0).to(device)
+        self.N = num_nodes
+        self.heads = None
+        self.is_value = torch.zeros(num_nodes, 1, dtype=torch.bool)
+        if heads is not None and len(heads[0]):
+            self.n_heads = int(heads[2].max()) + 1
+            self.heads = tuple(t.to(device) for t in heads)
+            self.is_value[heads[3]] = True
+        self.is_value = self.is_value.to(device)
 
     def __call__(self, x: torch.Tensor) -> tuple:
         if not self.any:
             return x.new_zeros(x.shape), self.paired
         return x.index_select(0, self.index) * self.paired.to(x.dtype), self.paired
+
+    def head_scores(self, x: torch.Tensor) -> tuple:
+        if self.heads is None:
+            return x.new_zeros(x.shape), self.is_value
+        q, k, head, v, v_head = self.heads
+        per_head = x.new_zeros(self.n_heads, x.shape[1]).index_add(
+            0, head, x.index_select(0, q) * x.index_select(0, k))
+        return (x.new_zeros(x.shape).index_add(0, v, per_head.index_select(0, v_head)),
+                self.is_value)
 
 
 class Engine(Protocol):
@@ -99,6 +118,13 @@ class Engine(Protocol):
         partners are the node pairs whose factors are reciprocal (an attention's query and key
         neurons, ``converters.layout(arch).inverse_pairs``), in both directions; rows of
         unpaired nodes are 0."""
+
+    def head_scores(self, x: torch.Tensor) -> tuple:
+        """``(s, is_value)``: at every value neuron of an attention head, ``s = sum x_q * x_k``
+        over the head's query and key neurons at one position, 0 at other nodes; (N, c) ->
+        (N, c), (N, 1) bool. With ``x``
+        transforming by each neuron's factor, the products are invariant (reciprocal factors, or
+        signs when queries and keys are one node set)."""
 
     def toward(self, nodes: torch.Tensor) -> "Engine":
         """This engine with ``message`` evaluated only on the edges whose receiving end is one

@@ -51,26 +51,37 @@ class EdgeUpdate(nn.Module):
 
 
 class PairMessage(nn.Module):
-    """The message between the two neurons of an inverse pair (an attention's query and key
-    dimension, whose factors are ``s`` and ``1/s``): ``m_i^pair = (C h_i) * psi(h_i * h_k(i))``.
+    """The messages of attention heads, whose query and key neurons take reciprocal factors
+    (``Q s, K / s``; an embedding and its tied head likewise): for a query or key neuron ``i``
+    with partner ``k(i)``, and for a value neuron ``v`` of head ``a``,
 
-    ``h_i * h_k(i)`` transforms by ``s * (1/s) = 1``: an invariant of the pair, which changes when
-    both are scaled alike (``s^2``). So the term transforms by ``q_i`` like ``h_i`` and makes the
-    model see what the per-neuron functions cannot: ``Q s, K / s`` keeps the attention scores,
-    ``Q s, K s`` multiplies them by ``s^2``. 0 on nodes without a partner. (N, d)."""
+        m_i^pair = (C h_i) * psi(h_i * h_k(i)),      m_v^head = (E h_v) * phi(sum_{d in a} h_qd * h_kd).
+
+    ``h_i * h_k(i)`` transforms by ``s * (1/s) = 1`` (sign included): an invariant of the pair,
+    which changes by ``s^2`` when both are scaled alike, so the model sees what the per-neuron
+    functions cannot (``Q s, K s`` multiplies the scores by ``s^2``). The head sum is invariant
+    too (permutations inside a head move queries and keys together), and it brings the heads'
+    queries and keys to their values: query and key neurons have no outgoing edges, so without it
+    a forward model reading only the output neurons never sees them. Both terms transform by the
+    receiving neuron's factor; 0 on other nodes. (N, d)."""
 
     def __init__(self, d: int, cfg: ScaleGMNConfig):
         super().__init__()
-        self.C = nn.Linear(d, d, bias=False)
+        self.C, self.E = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
         self.psi = MLP(d, d, d, cfg.layer_norm, cfg.dropout)
-        norm_preserving(self.C)
-        with torch.no_grad():   # a small term at first: the model starts near the pair-blind one
-            self.psi.lin2.weight.mul_(0.1)
-            self.psi.lin2.bias.zero_()
+        self.phi = MLP(d, d, d, cfg.layer_norm, cfg.dropout)
+        for lin in (self.C, self.E):
+            norm_preserving(lin)
+        with torch.no_grad():   # small terms at first: the model starts near the pair-blind one
+            for mlp in (self.psi, self.phi):
+                mlp.lin2.weight.mul_(0.1)
+                mlp.lin2.bias.zero_()
 
     def forward(self, eng: Engine, h: torch.Tensor) -> torch.Tensor:
         h_k, paired = eng.partner(h)
-        return self.C(h) * self.psi(h * h_k) * paired.to(h.dtype)
+        scores, is_value = eng.head_scores(h)
+        return (self.C(h) * self.psi(h * h_k) * paired.to(h.dtype)
+                + self.E(h) * self.phi(scores) * is_value.to(h.dtype))
 
 
 class ScaleGMNLayer(nn.Module):

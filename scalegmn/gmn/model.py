@@ -51,7 +51,8 @@ class ScaleGMN(nn.Module):
         self.groups = tuple(g for g in GROUPS if g in groups)
         self.embedding = InputEmbedding(cfg, info, bidirectional, permutation_only, spec)
         equivariant = cfg.task == "equivariant"
-        self.pairs = cfg.pair_messages and info.inverse_pairs and not permutation_only
+        self.pairs = (cfg.pair_messages and (info.inverse_pairs or info.attention_heads)
+                      and not permutation_only)
         self.layers = nn.ModuleList([
             ScaleGMNLayer(self.groups, cfg, bidirectional,
                           update_edges=equivariant or t < cfg.layers - 1 or cfg.layers == 1,
@@ -113,12 +114,12 @@ class ScaleGMN(nn.Module):
                              f"the model was built for the types "
                              f"{list(EDGE_TYPES[:self.info.n_edge_types])} (build it from a "
                              f"spec holding such a network)")
-        if (seen.inverse_pairs and not self.pairs and self.cfg.pair_messages
-                and not self.perm_only):
-            raise ValueError("batch has networks with inverse pairs (attention queries and keys) "
-                             "but the model was built without pair messages (build it from a "
-                             "spec holding such a network, or set pair_messages=False to read "
-                             "them blind to Q/K rescalings)")
+        if ((seen.inverse_pairs or seen.attention_heads) and not self.pairs
+                and self.cfg.pair_messages and not self.perm_only):
+            raise ValueError("batch has networks with attention heads or inverse pairs (queries "
+                             "and keys) but the model was built without pair messages (build it "
+                             "from a spec holding such a network, or set pair_messages=False to "
+                             "read them blind to Q/K rescalings)")
         if seen.n_layers > self.info.n_layers:
             raise ValueError(f"batch has networks with {seen.n_layers} node sets; "
                              f"the model was built for {self.info.n_layers}")

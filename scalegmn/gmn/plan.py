@@ -47,6 +47,28 @@ def partner_index(archs: tuple) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
+def head_index(archs: tuple) -> tuple:
+    """``(q, k, head, v, v_head)`` host long tensors for a batch of ``archs``: the query and key
+    neurons of every attention head, pairwise (one position of the head each), with a global head
+    id, and the value neurons with theirs (``OpRule.attention_heads`` of each op)."""
+    from converters import ops
+    q, k, head, v, v_head = [], [], [], [], []
+    off, n_heads = 0, 0
+    for a in archs:
+        lay = layout(a)
+        for op in a.ops:
+            for qs, ks, vs, H, d, dv in ops.rule_for(op["op"]).attention_heads(op, lay.parts):
+                q.append(off + lay.offsets[qs] + torch.arange(H * d))
+                k.append(off + lay.offsets[ks] + torch.arange(H * d))
+                head.append(n_heads + torch.arange(H).repeat_interleave(d))
+                v.append(off + lay.offsets[vs] + torch.arange(H * dv))
+                v_head.append(n_heads + torch.arange(H).repeat_interleave(dv))
+                n_heads += H
+        off += lay.num_nodes
+    cat = lambda xs: torch.cat(xs) if xs else torch.zeros(0, dtype=torch.long)
+    return cat(q), cat(k), cat(head), cat(v), cat(v_head)
+
+
 def is_recurrent(arch) -> bool:
     """Whether ``arch`` has recurrent (hidden -> gate) edges: its graph has cycles, and a gate
     layer's edges enter node sets of different groups (the dense engine cannot run it)."""
@@ -69,7 +91,7 @@ def sparse_engine(archs: tuple, perm_only: bool, device: str,
     """The sparse engine of a batch of ``archs`` on ``device`` (cached)."""
     groups = node_groups(archs, perm_only)
     return SparseEngine(_batch_edge_index(archs), groups, groups.shape[0], torch.device(device),
-                        checkpoint, partner=partner_index(archs))
+                        checkpoint, partner=partner_index(archs), heads=head_index(archs))
 
 
 @functools.lru_cache(maxsize=32)
@@ -79,7 +101,8 @@ def dense_engine(arch, batch_size: int, perm_only: bool, device: str,
     blocks are cached per architecture and device)."""
     groups = tuple(node_groups((arch,), perm_only).tolist())
     return DenseEngine(arch, batch_size, groups, lean_chunk, torch.device(device),
-                       partner=partner_index((arch,) * batch_size))
+                       partner=partner_index((arch,) * batch_size),
+                       heads=head_index((arch,) * batch_size))
 
 
 def engine_for(archs: tuple, kind: str, perm_only: bool, device, checkpoint: bool = False,

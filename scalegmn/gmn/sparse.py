@@ -49,16 +49,18 @@ def apply_by_group(fn, x: torch.Tensor, index: dict) -> torch.Tensor:
 class SparseEngine:
     """Message passing over ``edge_index`` (2, E) with node groups ``groups`` (N,), both host
     tensors; index tensors are kept on ``device``. ``partner``: (N,) each node's inverse
-    partner or -1 (``plan.partner_index``; none when omitted). ``checkpoint``: memory-lean, each layer is
+    partner or -1 (``plan.partner_index``), ``heads`` the attention heads (``plan.head_index``;
+    none when omitted). ``checkpoint``: memory-lean, each layer is
     recomputed in the backward pass (``run_layer``)."""
 
     name = "sparse"
 
     def __init__(self, edge_index: torch.Tensor, groups: torch.Tensor, num_nodes: int,
                  device: torch.device | None = None, checkpoint: bool = False,
-                 partner: torch.Tensor | None = None):
+                 partner: torch.Tensor | None = None, heads: tuple | None = None):
         edge_index, groups = edge_index.cpu(), groups.cpu()
-        self.partner = Partners(partner, num_nodes, device)
+        self.partner = Partners(partner, num_nodes, device, heads)
+        self.head_scores = self.partner.head_scores
         self.host_index, self.groups, self.device = edge_index, groups, device
         self.src, self.dst = edge_index.to(device)
         self.N, self.checkpoint = num_nodes, checkpoint
