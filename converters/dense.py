@@ -18,6 +18,7 @@ from .graph import ParameterGraph, _structure, archs_of, pad_shape, single_arch
 from .interp import run
 from .layout import kernel_slots, layout
 from .ops import rule_for
+from .ops.recurrent import dense_batch_dim
 
 
 @dataclass
@@ -108,19 +109,24 @@ def functional_forward(dense: DenseWeights, x: torch.Tensor,
                        *extra: torch.Tensor) -> torch.Tensor:
     """Run B networks at once from their dense view; differentiable in weights and inputs.
 
-    ``x``: ``(n, *input_shape)`` shared by every network, or ``(B, n, *input_shape)``.
+    ``x``: ``(n, *input_shape)`` shared by every network, or ``(B, n, *input_shape)``; for a
+    network whose input a sequence-first recurrent layer reads, the model's own layout
+    ``(T, n, F)`` or ``(B, T, n, F)`` (its output sequence may then be read one time step at a
+    time only: ``converters.ops.recurrent.dense_batch_dim``).
     ``extra``: further model inputs (attention masks), passed unchanged: an ``attention`` op
     sees the B networks' rows stacked, so its mask must broadcast over them (a (T, S) mask).
     Returns ``(B, n, *output_shape)``; equal (to rounding) to running each network's module.
     """
     B = dense.batch_size
     in_rank = len(dense.arch.input["shape"])
+    bdim = dense_batch_dim(dense.arch.ops)    # 1: (T, n, F), the networks stacked on axis 1
     if x.dim() == in_rank + 1:
         x = x.unsqueeze(0).expand(B, *x.shape)
     elif x.dim() != in_rank + 2 or x.shape[0] != B:
         raise ValueError(f"x must be (n, *{tuple(dense.arch.input['shape'])}) or (B={B}, n, ...),"
                          f" got {tuple(x.shape)}")
+    x = x.movedim(1 + bdim, 1)
     n = x.shape[1]
-    xs = x.reshape(B * n, *x.shape[2:])
+    xs = x.reshape(B * n, *x.shape[2:]).movedim(0, bdim)
     y = run(dense.arch, (xs, *extra) if extra else xs, _batched_param_op(dense.params(), B))
     return y.reshape(B, n, *y.shape[1:])

@@ -13,8 +13,8 @@ from converters import UnsupportedLayerError
 class WithLSTM(nn.Module):
     def __init__(self):
         super().__init__()
-        self.rnn = nn.LSTM(3, 4, batch_first=True, bidirectional=True)
-        self.fc = nn.Linear(8, 1)
+        self.rnn = nn.LSTM(3, 4, batch_first=True, proj_size=2)   # (bidirectional converts)
+        self.fc = nn.Linear(2, 1)
 
     def forward(self, x):
         return self.fc(self.rnn(x)[0][:, -1])
@@ -138,7 +138,7 @@ class Unused(nn.Module):
 
 
 @pytest.mark.parametrize("model, example, where, what", [
-    (WithLSTM(), torch.zeros(2, 5, 3), "rnn", "bidirectional"),
+    (WithLSTM(), torch.zeros(2, 5, 3), "rnn", "proj_size=2"),
     (WithAttention(), torch.zeros(2, 5, 4), "att", "add_bias_kv"),
     (WithTransformer(), torch.zeros(2, 5, 4), "enc", "TransformerEncoderLayer"),
     (nn.Sequential(nn.Linear(4, 4), nn.TransformerDecoderLayer(4, 2, 8)), torch.zeros(2, 5, 4),

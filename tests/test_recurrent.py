@@ -192,7 +192,8 @@ class Reads(nn.Module):
         out, (h, c) = self.rnn(x)
         return self.head({"c": lambda: c[-1], "h": lambda: h, "batch": lambda: out[0],
                           "tuple": lambda: self.rnn(x), "time_slice": lambda: out[:, 1:],
-                          "feature": lambda: out[:, -1, :4], "h_out": lambda: h[3]}[self.how]())
+                          "feature": lambda: out[:, -1, :4], "h_out": lambda: h[3],
+                          "h_slice": lambda: h[-2:]}[self.how]())
 
 
 @pytest.mark.parametrize("how, match", [
@@ -208,8 +209,11 @@ def test_unsupported_reads_are_refused_naming_the_node(how, match):
 
 
 def test_refusals():
-    with pytest.raises(C.UnsupportedLayerError, match=r"'rnn'.*bidirectional"):
-        C.to_graph(Reads("h", bidirectional=True).eval(), torch.zeros(2, 5, 3))
+    # bidirectional layers convert (tests/test_recurrent_bidirectional.py); h_n still needs
+    # one entry per read, an entry naming its direction
+    with pytest.raises(C.UnsupportedLayerError, match=r"index h_n of 'rnn' with one entry "
+                                                      r"\(layer \* 2 \+ direction.*\[-2, 2\)"):
+        C.to_graph(Reads("h_slice", bidirectional=True).eval(), torch.zeros(2, 5, 3))
     with pytest.raises(C.UnsupportedLayerError, match=r"'rnn'.*proj_size=2"):
         C.to_graph(Reads("c", proj_size=2).eval(), torch.zeros(2, 5, 3))
     with pytest.raises(C.UnsupportedLayerError, match=r"'rnn'.*called more than once"):
@@ -346,3 +350,77 @@ def test_a_linear_reads_the_whole_output_sequence():
         with torch.no_grad():
             moved = C.to_module(a.apply(g))(x)
         assert float((moved - y).abs().max() / y.abs().max()) < 1e-9
+
+
+# -- sequence-first layers: the time axis is dimension 0 ----------------------------------------
+class SeqFirstHead(nn.Module):
+    """A sequence-first LSTM (with biases) and a Linear head on the last time step ``out[-1]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(3, 5)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][-1])
+
+
+def test_sequence_first_reads_time_on_dimension_0():
+    """Sequence length 7, batch 3: ``out[-1]`` is the last time step of every sequence (not the
+    last sequence of the batch): exact round trip, each sample's output independent of the
+    others, 20 actions; the architecture does not depend on the lengths it was traced with."""
+    m = _model(SeqFirstHead)
+    x = torch.randn(7, 3, 3, dtype=torch.float64)            # (time, batch, features)
+    g = C.to_graph(m, x)
+    index = [op["index"] for op in g.arch.ops if op["op"] == "select" and op["index"]]
+    assert [list(i) for i in index] == [[-1, "all", "all"]]
+    back = C.to_module(g)
+    y = back(x)
+    assert y.shape == (3, 2) and torch.equal(y, m(x))
+    assert torch.equal(back(x[:, 1:2]), m(x[:, 1:2])) and rel_err(back(x[:, 1:2]), y[1:2]) < TOL
+    assert C.to_graph(m, torch.randn(4, 5, 3, dtype=torch.float64)).arch == g.arch
+    assert C.to_graph(m).arch == g.arch
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(20):
+        assert rel_err(C.sample_action(g, generator=gen).apply_module(m, x)(x), y) < TOL
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN])
+def test_the_dense_view_runs_sequence_first_layers(cls):
+    """``functional_forward`` takes a sequence-first network's input in its own layout
+    ``(T, n, F)`` (was refused: the dense view ran batch-first layers only); the B networks
+    agree with their modules."""
+    from torch_geometric.data import Batch as _Batch
+    ms = [_model(lambda: SeqFirstState(cls), seed=s) for s in range(3)]
+    x = torch.randn(6, 4, 3, dtype=torch.float64)            # (time 6, batch 4, features 3)
+    dense = C.to_dense(_Batch.from_data_list([C.to_graph(m, x) for m in ms]))
+    with torch.no_grad():
+        y = C.functional_forward(dense, x)
+        ref = torch.stack([m(x) for m in ms])
+        assert y.shape == ref.shape == (3, 4, 6) and rel_err(y, ref) < 1e-12
+        xb = torch.randn(3, 6, 4, 3, dtype=torch.float64)     # one input per network
+        yb = C.functional_forward(dense, xb)
+        assert rel_err(yb, torch.stack([m(xi) for m, xi in zip(ms, xb)])) < 1e-12
+
+
+def test_the_dense_view_names_the_sequence_first_forms_it_cannot_run():
+    """A whole output sequence of a sequence-first layer (its batch axis is not the first) and
+    a sequence-first layer behind another layer: a clear error naming the layer."""
+    from torch_geometric.data import Batch as _Batch
+
+    class Tokens(nn.Module):
+        def __init__(self, pre=False):
+            super().__init__()
+            self.pre = nn.Linear(3, 3) if pre else nn.Identity()
+            self.rnn, self.head = nn.GRU(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            out = self.rnn(self.pre(x))[0]
+            return self.head(out[-1]) if isinstance(self.pre, nn.Linear) else self.head(out)
+    x = torch.randn(5, 2, 3)
+    for pre, match in ((False, r"'rnn'.*one time step at a time"),
+                       (True, r"'rnn'.*only on the network input")):
+        m = Tokens(pre).eval()
+        dense = C.to_dense(_Batch.from_data_list([C.to_graph(m, x)]))
+        with pytest.raises(ValueError, match=match):
+            C.functional_forward(dense, x)

@@ -67,9 +67,28 @@ def _untraced(t, node, why: str) -> None:
     t.__dict__.setdefault("untraced", {})[node] = why
 
 
+def _dirs(op) -> int:
+    """Directions per layer: 2 for a bidirectional layer, else 1."""
+    return 2 if op.get("bidirectional") else 1
+
+
 def _layers(op) -> list:
-    """``[(gate node sets, hidden node set)]`` per layer."""
+    """``[(gate node sets, hidden node set)]`` per layer and direction (layer-major: layer
+    ``l``, direction ``d`` is entry ``l * D + d``, PyTorch's order of ``h_n``)."""
     return list(zip(op["gates"], op["hidden"]))
+
+
+def _suffix(op, k: int) -> str:
+    """State-dict key suffix of entry ``k`` of ``_layers``: ``l{layer}`` or
+    ``l{layer}_reverse``."""
+    layer, d = divmod(k, _dirs(op))
+    return f"l{layer}" + ("_reverse" if d else "")
+
+
+def _out_sets(op) -> list:
+    """The node sets along the features of the output sequence: the last layer's hidden units,
+    forward then backward."""
+    return list(op["hidden"][-_dirs(op):])
 
 
 class Recurrent(OpRule):
@@ -89,8 +108,6 @@ class Recurrent(OpRule):
         t.claim_module(node, m)
         if getattr(m, "proj_size", 0):
             t.fail(node, what, f"LSTM with proj_size={m.proj_size} is not supported")
-        if m.bidirectional:
-            t.fail(node, what, "bidirectional recurrent layers are not supported")
         if x.rank != 3:
             t.fail(node, what, f"only batched (rank-3) inputs are supported, got rank {x.rank}")
         src = node.args[0]
@@ -112,22 +129,25 @@ class Recurrent(OpRule):
         H, path = m.hidden_size, node.target
         gates, hidden = [], []
         for layer in range(m.num_layers):
-            sets = []
-            for g in gate_names:
-                ns = len(t.sizes)
-                t.sizes[ns], t.names[ns] = H, f"{path}.l{layer}.{g}"
-                sets.append(ns)
-            gates.append(sets)
-            if cand is None:
-                hidden.append(sets[0])
-            else:
-                ns = len(t.sizes)
-                t.sizes[ns], t.names[ns] = H, f"{path}.l{layer}.h"
-                hidden.append(ns)
+            for sfx in (("", "_reverse") if m.bidirectional else ("",)):
+                sets = []
+                for g in gate_names:
+                    ns = len(t.sizes)
+                    t.sizes[ns], t.names[ns] = H, f"{path}.l{layer}{sfx}.{g}"
+                    sets.append(ns)
+                gates.append(sets)
+                if cand is None:
+                    hidden.append(sets[0])
+                else:
+                    ns = len(t.sizes)
+                    t.sizes[ns], t.names[ns] = H, f"{path}.l{layer}{sfx}.h"
+                    hidden.append(ns)
         vid = t.new_vid()
         t.ops.append({"op": "rnn", "module": path, "mode": m.mode, "input_size": F,
                       "hidden_size": H, "num_layers": m.num_layers, "bias": bool(m.bias),
                       "batch_first": bool(m.batch_first), "dropout": float(m.dropout),
+                      # only when set, so that one-directional specs keep their hash
+                      **({"bidirectional": True} if m.bidirectional else {}),
                       "gates": gates, "hidden": hidden, "in": [x.vid], "out": vid,
                       "ns": hidden[-1]})
         _items(t)[node] = ("tuple", {"vid": vid, "op": t.ops[-1], "path": []})
@@ -139,6 +159,9 @@ class Recurrent(OpRule):
         return True, torch.zeros(*shape, dtype=dtype)
 
     # -- structure and symmetry ------------------------------------------------------------
+    def out_parts(self, op, parts):
+        return _out_sets(op)
+
     def inner_sets(self, op):
         return [k for gates, h in _layers(op) for k in (*gates, h) if k != op["ns"]]
 
@@ -179,59 +202,64 @@ class Recurrent(OpRule):
         m, H = op["module"], op["hidden_size"]
         nodes = lambda ns: torch.arange(lay.offsets[ns], lay.offsets[ns + 1])
         src_in = torch.cat([nodes(p) for p in lay.parts[op["in"][0]]])
-        cand = GATES[op["mode"]][2]
-        out = []
-        for layer, (gates, h) in enumerate(_layers(op)):
+        cand, D = GATES[op["mode"]][2], _dirs(op)
+        out, layers = [], _layers(op)
+        for k, (gates, h) in enumerate(layers):
             GH = len(gates) * H
+            if k and k % D == 0:    # a next layer reads every direction of the previous one
+                src_in = torch.cat([nodes(hh) for _, hh in layers[k - D:k]])
             for key, src, etype in (("weight_ih", src_in, "weight"),
                                     ("weight_hh", nodes(h), "recurrent")):
-                out.append(Edges(src[None, :].expand(GH, -1).clone(), (), f"{m}.{key}_l{layer}",
-                                 etype, (GH, len(src)), dst=gates[0]))
+                out.append(Edges(src[None, :].expand(GH, -1).clone(), (),
+                                 f"{m}.{key}_{_suffix(op, k)}", etype, (GH, len(src)),
+                                 dst=gates[0]))
             if cand is not None:
                 out.append(Edges(nodes(gates[cand])[:, None], (), None, "state", (H,), dst=h))
-            src_in = nodes(h)
         return out
 
     def features(self, op, lay):
         if not op["bias"]:
             return []
         m, H, out = op["module"], op["hidden_size"], []
-        for layer, (gates, _) in enumerate(_layers(op)):
-            start, GH = lay.offsets[gates[0]], len(gates) * H
-            out += [FeatureSlot(f"{m}.bias_ih_l{layer}", lay.col["bias"], start, GH, False),
-                    FeatureSlot(f"{m}.bias_hh_l{layer}", lay.col["bias_hh"], start, GH, False)]
+        for k, (gates, _) in enumerate(_layers(op)):
+            start, GH, sfx = lay.offsets[gates[0]], len(gates) * H, _suffix(op, k)
+            out += [FeatureSlot(f"{m}.bias_ih_{sfx}", lay.col["bias"], start, GH, False),
+                    FeatureSlot(f"{m}.bias_hh_{sfx}", lay.col["bias_hh"], start, GH, False)]
         return out
 
     # -- running ----------------------------------------------------------------------------
     def to_module(self, op):
         kw = dict(num_layers=op["num_layers"], bias=op["bias"], batch_first=op["batch_first"],
-                  dropout=op["dropout"])
+                  dropout=op["dropout"], bidirectional=_dirs(op) == 2)
         if op["mode"].startswith("RNN_"):
             kw["nonlinearity"] = op["mode"][4:].lower()
         return _CLASSES[op["mode"]](op["input_size"], op["hidden_size"], **kw)
 
     def batched(self, op, ins, params, B):
         """B networks at once: the recurrence written out (``(B, n, ...)`` matmuls per step),
-        returning the module's tuple with its layout (batch dimension ``B * n``)."""
-        m, mode, H = op["module"], op["mode"], op["hidden_size"]
-        if not op["batch_first"]:   # the dense view stacks networks along dimension 0
-            raise NotImplementedError(f"'{m}': the dense view runs batch_first recurrent "
-                                      f"layers only (dimension 0 of a sequence-first input is "
-                                      f"time)")
-        x = ins[0]                                                      # (B n, T, F)
+        returning the module's tuple with its layout (batch dimension ``B * n``, network-major:
+        ``(B n, T, D H)`` batch first, ``(T, B n, D H)`` sequence first; ``h_n``:
+        ``(L D, B n, H)``). A bidirectional layer's backward direction reads the sequence from
+        its end; the next layer reads both directions' features, forward first."""
+        m, mode, H, D = op["module"], op["mode"], op["hidden_size"], _dirs(op)
+        x = ins[0] if op["batch_first"] else ins[0].transpose(0, 1)    # (B n, T, F)
         Bn, T = x.shape[0], x.shape[1]
         u = x.reshape(B, Bn // B, T, -1)
-        hs, cs = [], []
-        for layer in range(op["num_layers"]):
-            W_ih, W_hh = params[f"{m}.weight_ih_l{layer}"], params[f"{m}.weight_hh_l{layer}"]
+        hs, cs, seqs = [], [], []
+        for k in range(len(op["hidden"])):
+            sfx, reverse = _suffix(op, k), k % D == 1
+            if k and k % D == 0:
+                u = torch.cat(seqs, dim=-1)                             # (B, n, T, D H)
+                seqs = []
+            W_ih, W_hh = params[f"{m}.weight_ih_{sfx}"], params[f"{m}.weight_hh_{sfx}"]
             gi = torch.einsum("bntf,bgf->bntg", u, W_ih)
             if op["bias"]:
-                gi = gi + params[f"{m}.bias_ih_l{layer}"][:, None, None, :]
-            b_hh = params[f"{m}.bias_hh_l{layer}"][:, None, :] if op["bias"] else 0
+                gi = gi + params[f"{m}.bias_ih_{sfx}"][:, None, None, :]
+            b_hh = params[f"{m}.bias_hh_{sfx}"][:, None, :] if op["bias"] else 0
             h = u.new_zeros(B, Bn // B, H)
             c = torch.zeros_like(h)
             steps = []
-            for step in range(T):
+            for step in (range(T - 1, -1, -1) if reverse else range(T)):
                 gh = torch.bmm(h, W_hh.transpose(1, 2)) + b_hh
                 a = gi[:, :, step]
                 if mode == "RNN_TANH":
@@ -249,27 +277,64 @@ class Recurrent(OpRule):
                     n = torch.tanh(an + r * hn)
                     h = (1 - z) * n + z * h
                 steps.append(h)
-            u = torch.stack(steps, dim=2)                               # (B, n, T, H)
+            if reverse:
+                steps.reverse()
+            seqs.append(torch.stack(steps, dim=2))                      # (B, n, T, H)
             hs.append(h.reshape(Bn, H))
             cs.append(c.reshape(Bn, H))
-        out = u.reshape(Bn, T, H)
+        out = torch.cat(seqs, dim=-1).reshape(Bn, T, D * H)
+        if not op["batch_first"]:
+            out = out.transpose(0, 1)
         h_n = torch.stack(hs)
         return (out, (h_n, torch.stack(cs))) if mode == "LSTM" else (out, h_n)
 
     def act(self, op, sd, a, parts):
-        m = op["module"]
-        p_in, q_in = a.perm_of(parts[op["in"][0]]), a.q_of(parts[op["in"][0]])
-        for layer, (gates, h) in enumerate(_layers(op)):
+        m, D, layers = op["module"], _dirs(op), _layers(op)
+        src = parts[op["in"][0]]
+        for k, (gates, h) in enumerate(layers):
+            if k and k % D == 0:    # a next layer reads every direction of the previous one
+                src = [hh for _, hh in layers[k - D:k]]
+            p_in, q_in = a.perm_of(src), a.q_of(src)
             p_rows, q_rows = a.perm_of(gates), a.q_of(gates)
             for key, pc, qc in (("weight_ih", p_in, q_in), ("weight_hh", a.perm(h), a.q(h))):
-                k = f"{m}.{key}_l{layer}"
-                w = a.scaled(sd[k], q_rows[:, None] / qc[None, :])
-                sd[k] = a.moved(a.moved(w, p_rows, 0), pc, 1)
+                name = f"{m}.{key}_{_suffix(op, k)}"
+                w = a.scaled(sd[name], q_rows[:, None] / qc[None, :])
+                sd[name] = a.moved(a.moved(w, p_rows, 0), pc, 1)
             if op["bias"]:
                 for key in ("bias_ih", "bias_hh"):
-                    k = f"{m}.{key}_l{layer}"
-                    sd[k] = a.moved(a.scaled(sd[k], q_rows), p_rows)
-            p_in, q_in = a.perm(h), a.q(h)
+                    name = f"{m}.{key}_{_suffix(op, k)}"
+                    sd[name] = a.moved(a.scaled(sd[name], q_rows), p_rows)
+
+
+def dense_batch_dim(ops) -> int:
+    """The batch axis of the network input in the dense view (``functional_forward``): 1 when a
+    sequence-first recurrent layer reads it (``(T, n, F)``), else 0. The B networks are stacked
+    along that axis, network-major. Raises ``ValueError`` naming the layer for the sequence-first
+    forms the dense view cannot run: a layer reading something else than the network input, or
+    an output sequence (or time slice) read by anything but a time-step index (its batch axis is
+    not the first, which the ops after it assume)."""
+    first = [op for op in ops if op["op"] == "rnn" and not op["batch_first"]]
+    if not first:
+        return 0
+    owner, seq = {}, {}     # value -> its layer: the tuples, then the sequences read from them
+    for op in first:
+        if op["in"][0] != ops[0]["out"]:
+            raise ValueError(f"'{op['module']}': the dense view runs a sequence-first recurrent "
+                             f"layer only on the network input (make it batch_first)")
+        owner[op["out"]] = op
+    for op in ops:
+        v = op.get("in", [None])[0]
+        if op["op"] == "select" and (v in owner and tuple(op["path"]) == (0,) or
+                                     v in seq and not isinstance(op["index"][0], (int, str))):
+            seq[op["out"]] = owner.get(v) or seq[v]
+        elif op["op"] != "select":
+            for v in op.get("in", ()):
+                if v in seq:
+                    raise ValueError(
+                        f"'{seq[v]['module']}': the dense view reads the output sequence of a "
+                        f"sequence-first recurrent layer only one time step at a time "
+                        f"(out[-1]); make it batch_first to read whole sequences or slices")
+    return 1
 
 
 # -- indexing the outputs -----------------------------------------------------------------------
@@ -309,7 +374,7 @@ class Select(OpRule):
         where = f"output of '{op['module']}'"
         if what == "tuple":
             if idx == 0:
-                return self._emit(t, node, info, path + [0], [], op["ns"], 3, seq=True)
+                return self._emit(t, node, info, path + [0], [], _out_sets(op), 3, seq=True)
             if idx == 1:
                 kind = "state" if op["mode"] == "LSTM" else "hn"
                 items[node] = (kind, {**info, "path": path + [1]})
@@ -333,11 +398,18 @@ class Select(OpRule):
             t.fail(node, "indexing", f"the cell state c_n of the LSTM '{op['module']}' is not a "
                                      f"node set of the graph (read the output or h_n)")
         if what == "hn":
-            L = op["num_layers"]
-            if not isinstance(idx, int) or isinstance(idx, bool) or not -L <= idx < L:
-                t.fail(node, "indexing", f"index h_n of '{op['module']}' with one layer number "
-                                         f"in [-{L}, {L}), got {idx!r}")
-            return self._emit(t, node, info, path + [idx % L], [], op["hidden"][idx % L], 2)
+            L = op["num_layers"] * _dirs(op)
+            k = idx
+            if isinstance(k, tuple) and k and all(i == slice(None) or i is Ellipsis
+                                                  for i in k[1:]) and len(k) <= 3:
+                k = k[0]                                    # h_n[k, :, :], h_n[k, ...]
+            if not isinstance(k, int) or isinstance(k, bool) or not -L <= k < L:
+                what_k = ("one layer number" if L == op["num_layers"] else
+                          "one entry (layer * 2 + direction; concatenate the directions with "
+                          "torch.cat([h_n[-2], h_n[-1]], 1))")
+                t.fail(node, "indexing", f"index h_n of '{op['module']}' with {what_k} in "
+                                         f"[-{L}, {L}), got {idx!r}")
+            return self._emit(t, node, info, path + [k % L], [], [op["hidden"][k % L]], 2)
         # a sequence value: time indexing only
         items_ = list(idx) if isinstance(idx, tuple) else [idx]
         if sum(i is Ellipsis for i in items_) > 1 or any(i is None for i in items_):
@@ -367,15 +439,16 @@ class Select(OpRule):
         index = ["all"] * 3
         index[tdim] = enc
         rank = 3 if isinstance(ti, slice) else 2
-        self._emit(t, node, {**info, "vid": t.vals[src].vid}, [], index, op["ns"], rank,
+        self._emit(t, node, {**info, "vid": t.vals[src].vid}, [], index, _out_sets(op), rank,
                    seq=rank == 3)
 
     @staticmethod
-    def _emit(t, node, info, path, index, ns, rank, seq=False):
+    def _emit(t, node, info, path, index, parts, rank, seq=False):
         vid = t.new_vid()
-        t.ops.append({"op": "select", "path": path, "index": index, "parts": [ns],
+        t.ops.append({"op": "select", "path": path, "index": index, "parts": list(parts),
                       "in": [info["vid"]], "out": vid})
-        t.vals[node] = t.value(vid, [ns], t.sizes[ns], rank, None, caxes=(rank - 1,))
+        t.vals[node] = t.value(vid, list(parts), sum(t.sizes[ns] for ns in parts), rank, None,
+                               caxes=(rank - 1,))
         if seq:
             _items(t)[node] = ("seq", {**info, "vid": vid, "path": []})
 
@@ -396,4 +469,4 @@ class Select(OpRule):
         return v
 
 
-__all__ = ["Recurrent", "Select", "GATES", "UNIT_BITS"]
+__all__ = ["Recurrent", "Select", "GATES", "UNIT_BITS", "dense_batch_dim"]
