@@ -5,34 +5,12 @@ An ``ArchSpec`` is a straight-line program over *values* (tensors), one op per s
 output of a Linear/Conv, the output of a normalisation, the sum of a residual add. Every node of a
 ``ParameterGraph`` belongs to exactly one node set; every edge is produced by exactly one op.
 
-Ops (``op`` key; ``in``/``out`` are value ids, ``ns`` the node set an op creates; each kind's
-rule, with everything the converter knows about it, is in ``converters.ops``):
-
-========== ==============================================================================
-input      the network input; creates node set 0 (``channels`` nodes)
-linear     ``module`` path, ``in_features``, ``out_features``, ``bias``; ``spatial``: the
-           block shape when the input was flattened from (C, *spatial), else ``[]``
-conv       ``module``, ``dim``, channels, ``kernel_size``, ``stride``, ``padding``,
-           ``dilation``, ``groups``, ``padding_mode``, ``bias``
-batchnorm  eval-mode BatchNorm; ``pre`` (node set read) and ``ns`` (node set written)
-layernorm  LayerNorm over the channel (last) dimension; ``pre`` and ``ns``
-act        ``name`` in ``groups.ACTIVATIONS`` with ``params``
-prelu      ``module``, ``num_parameters``: PReLU; its slopes are node features of its input
-conv_transpose  as ``conv`` (no ``padding_mode``) with ``output_padding``; weight
-           ``(in, out / groups, *k)``
-groupnorm  ``module``, ``num_groups``, ``num_channels``, ``eps``, ``affine``; ``pre``, and
-           ``ns`` when affine (else it acts on ``pre`` in place)
-instancenorm  ``module``, ``dim``, ``num_features``, ``eps``, ``momentum``, ``affine``; as
-           groupnorm
-rmsnorm    ``module``, ``normalized_shape``, ``eps`` (None: the dtype's), ``affine``; as
-           groupnorm
-pool       ``fn`` (a ``torch.nn.functional`` pooling function) with ``kwargs``
-flatten    ``start_dim``, ``end_dim``;  mean: ``dim``, ``keepdim``
-scalar     ``fn`` in mul/div/add/sub with ``const`` and ``reverse`` (const on the left)
-add        two values of single node sets; creates the residual sum node set
-cat        concatenation along the channel dimension
-output     the returned value
-========== ==============================================================================
+Ops (``op`` key; ``in``/``out`` are value ids, ``ns`` the node set an op creates). Each kind's
+rule, with everything the converter knows about it, is in ``converters.ops``; the kinds and the
+keys an op of each kind holds are printed by ``print(converters.ops.describe())`` (one line per
+registered rule, from its ``doc``), so the list cannot fall behind the table. The first ones:
+``input`` (the network input: node set 0), ``linear``, ``conv``, ``batchnorm``, ``layernorm``,
+``act``, ``pool``, ``flatten``, ``add`` (a residual sum: a new node set), ``cat``, ``output``.
 
 The symmetry analysis (``converters.symmetry``) adds, per node set: ``role``, ``group``, ``act``
 (and its ``act_params``), ``perm_cuts`` (boundaries permutations may not cross), ``align`` (node

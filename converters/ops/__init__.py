@@ -84,6 +84,13 @@ def method_rule(name: str) -> Optional[OpRule]:
 
 
 def supported_modules() -> set:
+def describe() -> str:
+    """The op table as text: one entry per registered op kind with its rule's ``doc`` (the keys
+    an op of that kind holds in an ``ArchSpec``)."""
+    width = max(len(k) for k in RULES)
+    return "\n".join(f"{kind:<{width}}  {rule.doc}" for kind, rule in RULES.items())
+
+
     """Every ``nn.Module`` type the tracer reads as a leaf."""
     module_rule(object)
     return set(_MODULE_RULE)
@@ -105,6 +112,6 @@ for _rule in (Attention(), MultiheadAttention(), TransformerEncoder(), ExtraInpu
 for _rule in (Recurrent(), Select()):   # recurrent layers and indexing their results
     register(_rule)
 
-__all__ = ["RULES", "FORMS", "register", "rule_for", "module_rule", "function_rule",
+__all__ = ["RULES", "FORMS", "register", "rule_for", "describe", "module_rule", "function_rule",
            "method_rule", "supported_modules", "OpRule", "Block", "Edges", "FeatureSlot",
            "ParamAction", "SymmetryState", "UnionFind", "kernel_slots"]
