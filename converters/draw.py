@@ -12,17 +12,22 @@ class GraphTooLargeError(ValueError):
 
 
 _EDGE_STYLE = {   # edge type -> (colour, line style, curvature); residual edges are curved so
-    # that an edge skipping columns does not run through the nodes it skips
+    # that an edge skipping columns does not run through the nodes it skips; recurrent edges
+    # (hidden unit -> gates, backwards, and a plain RNN's self-loops) are curved the other way
+    # so that they do not lie on the forward edges, and drawn as arrows (a self-loop shows)
     "weight": ("#444444", "solid", 0.0),
     "residual": ("#e7298a", "dashed", 0.3),
     "norm": ("#d62728", "solid", 0.0),
+    "recurrent": ("#1b9e77", "dashdot", -0.4),
+    "state": ("#7570b3", "dotted", 0.0),
 }
 
 
 def graph_figure(graph, max_nodes: int = 400, max_edges: int = 20000, title=None):
     """A matplotlib figure of ``graph``: one column per node set (its name below it), nodes
     coloured by symmetry group, edge width by weight norm, edge types told apart by colour and
-    style (residual edges curved and dashed), two legends (node groups, edge types) beside the
+    style (residual edges curved and dashed, recurrent edges curved the other way and
+    dash-dotted, self-loops included, recurrent state edges dotted), two legends (node groups, edge types) beside the
     plot and the title above it. Raises ``GraphTooLargeError`` beyond the limits."""
     import matplotlib
     matplotlib.use("Agg")

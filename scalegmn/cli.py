@@ -20,11 +20,17 @@ DESCRIPTION = ("ScaleGMN toolkit: turn torch.nn models into parameter graphs, ma
 
 # -- reporting -------------------------------------------------------------------------------
 def summarise(graph) -> str:
+    import torch
+
     import converters
+    import converters.groups
     arch = graph.arch
     groups = Counter(converters.GROUPS[int(g)] for g in graph.group)
     etypes = Counter(converters.EDGE_TYPES[int(t)] for t in graph.edge_type)
-    n_params = int(graph.edge_mask[graph.edge_type != 1].sum())
+    # structural edges (residual, recurrent state: constant 1) hold no parameter
+    structural = torch.tensor([converters.EDGE_TYPES.index(t)
+                               for t in converters.groups.STRUCTURAL_EDGE_TYPES])
+    n_params = int(graph.edge_mask[~torch.isin(graph.edge_type, structural)].sum())
     lines = [arch.summary(),
              f"nodes: {graph.num_nodes}   edges: {graph.num_edges} "
              f"({', '.join(f'{k} {v}' for k, v in sorted(etypes.items()))})   "

@@ -327,3 +327,60 @@ def test_quickstart_writes_its_result_table(tmp_path, tiny_inrs, monkeypatch, ca
     assert "chance level (1/" in context and "96.6 %" in context
     assert next(ln for ln in context.splitlines() if "ScaleGMN (this run)" in ln).endswith(mine)
     assert "benchmark --suite cpu" in context and "not run here" in context
+
+
+RNN_FILE = '''
+import torch.nn as nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.{cls}(3, 4, batch_first=True), nn.Linear(4, 2)
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+def make():
+    return Net()
+'''
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "RNN"])
+def test_drawing_styles_recurrent_and_state_edges(cls):
+    """Recurrent edges (hidden -> gates; a plain RNN's self-loops) curved in their own colour
+    and style, every one drawn; state edges (candidate -> hidden) dotted in their own colour;
+    both in the edge legend (before: drawn as weights, missing from the legend)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch
+    from converters.draw import graph_figure
+    scope = {}
+    exec(RNN_FILE.replace("{cls}", cls), scope)
+    g = C.to_graph(scope["make"](), torch.zeros(2, 5, 3))
+    count = {t: int((g.edge_type == C.EDGE_TYPES.index(t)).sum()) for t in C.EDGE_TYPES}
+    fig = graph_figure(g)
+    ax = fig.axes[0]
+    legends = [a for a in ax.get_children() if type(a).__name__ == "Legend"]
+    edge_legend = {lg.get_title().get_text(): [t.get_text() for t in lg.get_texts()]
+                   for lg in legends}["edge type"]
+    assert edge_legend == ["weight", "recurrent (curved)"] + (["state"] if cls == "LSTM" else [])
+    curved = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(curved) == count["recurrent"] > 0
+    colours = {tuple(p.get_edgecolor()[:3]) for p in curved}
+    assert len(colours) == 1 and colours != {tuple(ax.collections[0].get_edgecolor()[0][:3])}
+    if cls == "LSTM":
+        dotted = [c for c in ax.collections if c.get_linestyle()[0][1] is not None
+                  and len(c.get_segments()) == count["state"]
+                  and tuple(c.get_edgecolor()[0][:3]) not in colours]
+        assert dotted
+    plt.close(fig)
+
+
+def test_convert_summary_counts_no_state_edge_as_a_weight(tmp_path, capsys):
+    """`scalegmn convert` prints the weight entries on edges: an LSTM's structural state edges
+    (value 1) are not parameters (before: counted as weights)."""
+    src = tmp_path / "rnn.py"
+    src.write_text(RNN_FILE.replace("{cls}", "LSTM"))
+    assert main(["convert", f"{src}:make", "--example-shape", "5,3"]) == 0
+    out = capsys.readouterr().out
+    scope = {}
+    exec(RNN_FILE.replace("{cls}", "LSTM"), scope)
+    n_weights = sum(p.numel() for k, p in scope["make"]().named_parameters() if "weight" in k)
+    assert "state 4" in out
+    assert f"weight entries on edges: {n_weights}\n" in out + "\n"
