@@ -313,28 +313,34 @@ def unet_small(in_channels: int = 1, n_classes: int = 2, base: int = 4) -> UNet:
 # -- recurrent classifiers ----------------------------------------------------------------------
 class RNNClassifier(nn.Module):
     """A sequence classifier: an ``nn.LSTM`` or ``nn.GRU`` (batch first) and a linear layer on
-    the last layer's final hidden state. Input (B, T, input_size), output (B, n_classes)."""
+    the last layer's final hidden state (``h_n[-1]``; ``bidirectional=True``: both directions'
+    final states, ``torch.cat([h_n[-2], h_n[-1]], dim=1)``). Input (B, T, input_size), output
+    (B, n_classes)."""
 
     def __init__(self, cell: str = "lstm", input_size: int = 8, hidden_size: int = 16,
-                 num_layers: int = 2, n_classes: int = 4):
+                 num_layers: int = 2, n_classes: int = 4, bidirectional: bool = False):
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.rnn = rnn(input_size, hidden_size, num_layers, batch_first=True)
-        self.fc = nn.Linear(hidden_size, n_classes)
+        self.rnn = rnn(input_size, hidden_size, num_layers, batch_first=True,
+                       bidirectional=bidirectional)
+        self.fc = nn.Linear(hidden_size * (2 if bidirectional else 1), n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.rnn, nn.LSTM):
             _, (h_n, _) = self.rnn(x)
         else:
             _, h_n = self.rnn(x)
+        if self.rnn.bidirectional:
+            return self.fc(torch.cat([h_n[-2], h_n[-1]], dim=1))
         return self.fc(h_n[-1])
 
 
 def lstm_classifier(input_size: int = 8, hidden_size: int = 16, num_layers: int = 2,
-                    n_classes: int = 4) -> RNNClassifier:
-    """A 2-layer LSTM (hidden 16) sequence classifier. Input (B, T, input_size), output
+                    n_classes: int = 4, bidirectional: bool = False) -> RNNClassifier:
+    """A 2-layer LSTM (hidden 16) sequence classifier (``bidirectional=True``: a BiLSTM whose
+    head reads both directions' final states). Input (B, T, input_size), output
     (B, n_classes)."""
-    return RNNClassifier("lstm", input_size, hidden_size, num_layers, n_classes)
+    return RNNClassifier("lstm", input_size, hidden_size, num_layers, n_classes, bidirectional)
 
 
 def gru_classifier(input_size: int = 8, hidden_size: int = 16, num_layers: int = 2,
