@@ -255,3 +255,30 @@ def test_scalegmn_is_equivariant_on_bidirectional_graphs():
     assert "sign" in assert_equivariant(editor, same, n_actions=2)
     for gr in editor(same.clone()).to_data_list():    # edited networks rebuild
         C.to_module(gr)
+
+
+# -- the model zoo's BiLSTM classifier -----------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_zoo_bilstm_classifier(dtype):
+    """``converters.models.lstm_classifier(bidirectional=True)`` (a head on
+    ``torch.cat([h_n[-2], h_n[-1]], 1)``): exact round trip, 20 actions keep its function, a
+    sigmoid gate scaled or the two directions of layer 1 exchanged change it."""
+    from converters import zoo_models as Z
+    torch.manual_seed(0)
+    m = Z.lstm_classifier(bidirectional=True).to(dtype).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(4.0)                       # units well away from 0
+    x = Z.example_input("lstm_classifier", 3, dtype)
+    g, _ = assert_round_trip(m, x)
+    assert g.arch.ops[1]["bidirectional"] and m.fc.in_features == 32
+    if dtype != torch.float64:
+        return
+    y, gen = m(x), torch.Generator().manual_seed(5)
+    for _ in range(20):
+        assert rel_err(acted_by_graph(m, g, C.sample_action(g, generator=gen))(x), y) < TOL
+    assert sets(g)["rnn.l1_reverse.f"]["group"] == "perm"
+    assert _changes(m, g, x, _flip(g, ["rnn.l1_reverse.f"], factor=2.0))
+    unit = ["i", "f", "g", "o", "h"]
+    assert _changes(m, g, x, _exchange(g, [(f"rnn.l1.{k}", f"rnn.l1_reverse.{k}")
+                                           for k in unit], None))
