@@ -18,8 +18,7 @@ import torch.nn.functional as F
 class ViT(nn.Module):
     """A Vision Transformer: a patch-embedding conv, a CLS token, learned positions, pre-norm
     ``nn.TransformerEncoderLayer`` blocks, a final LayerNorm and a linear head on the mean of
-    the tokens (``pool="mean"``) or on the CLS token (``pool="cls"``, ``x[:, 0]``: the
-    converter refuses this indexing: README, Converting models).
+    the tokens (``pool="mean"``) or on the CLS token (``pool="cls"``, ``x[:, 0]``).
 
     Input (B, in_channels, image_size, image_size), output (B, n_classes)."""
 
@@ -63,8 +62,8 @@ def vit_tiny(image_size: int = 16, patch_size: int = 4, dim: int = 32, depth: in
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention: (B, T, dim) -> (B, T, dim). Separate ``query``,
     ``key`` and ``value`` projections (minGPT's form), or with ``fused_qkv=True`` one
-    ``c_attn`` projection split into three (GPT-2's form: the converter refuses the three-way
-    split: README, Converting models)."""
+    ``c_attn`` projection split into three (GPT-2's form, ``q, k, v = c_attn(x).split(C,
+    dim=2)``)."""
 
     def __init__(self, dim: int, heads: int, fused_qkv: bool = False):
         super().__init__()
@@ -107,18 +106,27 @@ class GPTBlock(nn.Module):
 
 
 class GPT(nn.Module):
-    """A GPT-style decoder: token ``nn.Embedding``, learned positions, pre-norm blocks with
-    causal ``F.scaled_dot_product_attention``, a final LayerNorm and a bias-free language-model
-    head whose weight is the token embedding's (tied).
+    """A GPT-style decoder: token ``nn.Embedding``, learned positions (a parameter sliced to the
+    sequence, ``self.wpe[:, :T]``, or with ``positions="embedding"`` nanoGPT's
+    ``self.wpe(torch.arange(T))`` of an ``nn.Embedding``), pre-norm blocks with causal
+    ``F.scaled_dot_product_attention``, a final LayerNorm and a bias-free language-model head
+    whose weight is the token embedding's (tied).
 
     Input token ids (B, T) with T <= block_size, output logits (B, T, vocab_size)."""
 
     def __init__(self, vocab_size: int = 32, block_size: int = 8, dim: int = 16,
-                 depth: int = 2, heads: int = 2, fused_qkv: bool = False):
+                 depth: int = 2, heads: int = 2, fused_qkv: bool = False,
+                 positions: str = "parameter"):
         super().__init__()
+        if positions not in ("parameter", "embedding"):
+            raise ValueError(f"positions must be 'parameter' or 'embedding', got {positions!r}")
+        self.positions = positions
         self.wte = nn.Embedding(vocab_size, dim)
-        self.wpe = nn.Parameter(torch.zeros(1, block_size, dim))
-        nn.init.normal_(self.wpe, std=0.02)
+        if positions == "embedding":
+            self.wpe = nn.Embedding(block_size, dim)
+        else:
+            self.wpe = nn.Parameter(torch.zeros(1, block_size, dim))
+            nn.init.normal_(self.wpe, std=0.02)
         self.blocks = nn.ModuleList([GPTBlock(dim, heads, fused_qkv) for _ in range(depth)])
         self.ln_f = nn.LayerNorm(dim)
         self.lm_head = nn.Linear(dim, vocab_size, bias=False)
@@ -126,17 +134,22 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
-        x = self.wte(idx) + self.wpe[:, :T]
+        if self.positions == "embedding":
+            x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        else:
+            x = self.wte(idx) + self.wpe[:, :T]
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.ln_f(x))
 
 
 def gpt_tiny(vocab_size: int = 32, block_size: int = 8, dim: int = 16, depth: int = 2,
-             heads: int = 2, fused_qkv: bool = False) -> GPT:
-    """A tiny GPT (2 blocks of width 16, 2 heads, vocabulary 32, context 8, tied head).
-    Input ids (B, T) with T <= block_size, output logits (B, T, vocab_size)."""
-    return GPT(vocab_size, block_size, dim, depth, heads, fused_qkv)
+             heads: int = 2, fused_qkv: bool = False, positions: str = "parameter") -> GPT:
+    """A tiny GPT (2 blocks of width 16, 2 heads, vocabulary 32, context 8, tied head;
+    ``fused_qkv``: GPT-2's fused projection; ``positions="embedding"``: an ``nn.Embedding`` of
+    positions looked up with ``torch.arange(T)``). Input ids (B, T) with T <= block_size,
+    output logits (B, T, vocab_size)."""
+    return GPT(vocab_size, block_size, dim, depth, heads, fused_qkv, positions)
 
 
 # -- LLaMA --------------------------------------------------------------------------------------
@@ -353,14 +366,18 @@ def gru_classifier(input_size: int = 8, hidden_size: int = 16, num_layers: int =
 # -- TextCNN ------------------------------------------------------------------------------------
 class TextCNN(nn.Module):
     """Kim's TextCNN: an ``nn.Embedding``, parallel 1-d convolutions of several widths over the
-    words, ReLU, max over time (``F.adaptive_max_pool1d(h, 1)``), the pooled features
-    concatenated, dropout, a linear classifier.
+    words, ReLU, max over time (``pool="adaptive"``: ``F.adaptive_max_pool1d(h, 1)``;
+    ``"max"``: ``h.max(dim=2).values``; ``"max_pool"``: ``F.max_pool1d(h, h.size(2))``), the
+    pooled features concatenated, dropout, a linear classifier.
     Input token ids (B, T) with T >= max(kernel_sizes), output (B, n_classes)."""
 
     def __init__(self, vocab_size: int = 50, embed_dim: int = 16,
                  kernel_sizes: Sequence[int] = (2, 3, 4), n_filters: int = 8,
-                 n_classes: int = 3, dropout: float = 0.5):
+                 n_classes: int = 3, dropout: float = 0.5, pool: str = "adaptive"):
         super().__init__()
+        if pool not in ("adaptive", "max", "max_pool"):
+            raise ValueError(f"pool must be 'adaptive', 'max' or 'max_pool', got {pool!r}")
+        self.pool = pool
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.convs = nn.ModuleList([nn.Conv1d(embed_dim, n_filters, k) for k in kernel_sizes])
         self.dropout = nn.Dropout(dropout)
@@ -368,15 +385,24 @@ class TextCNN(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embedding(ids).permute(0, 2, 1)                   # (B, embed_dim, T)
-        pooled = [F.adaptive_max_pool1d(F.relu(conv(x)), 1).squeeze(2) for conv in self.convs]
+        pooled = []
+        for conv in self.convs:
+            h = F.relu(conv(x))                                    # (B, n_filters, T')
+            if self.pool == "max":
+                pooled.append(h.max(dim=2).values)
+            elif self.pool == "max_pool":
+                pooled.append(F.max_pool1d(h, h.size(2)).squeeze(2))
+            else:
+                pooled.append(F.adaptive_max_pool1d(h, 1).squeeze(2))
         return self.fc(self.dropout(torch.cat(pooled, dim=1)))
 
 
 def text_cnn(vocab_size: int = 50, embed_dim: int = 16, n_filters: int = 8,
-             n_classes: int = 3) -> TextCNN:
+             n_classes: int = 3, pool: str = "adaptive") -> TextCNN:
     """A small TextCNN (vocabulary 50, embedding 16, widths 2/3/4 with 8 filters each; eval
-    mode). Input ids (B, T) with T >= 4, output (B, n_classes)."""
-    return TextCNN(vocab_size, embed_dim, (2, 3, 4), n_filters, n_classes).eval()
+    mode; ``pool``: how the max over time is written, see ``TextCNN``). Input ids (B, T) with
+    T >= 4, output (B, n_classes)."""
+    return TextCNN(vocab_size, embed_dim, (2, 3, 4), n_filters, n_classes, pool=pool).eval()
 
 
 # -- the list -----------------------------------------------------------------------------------

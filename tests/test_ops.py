@@ -35,16 +35,18 @@ CASES = {
     "mha": ["mha", "mha_kv", "encoder", "encoder_prenorm", "decoder", "decoder_prenorm"],
     "mul": ["gates", "swiglu", "geglu"],
     "glu": ["swiglu"],
-    "half": ["geglu"],
+    "half": ["geglu", "fused_qkv"],
     "groupnorm": ["groupnorm_cnn", "groupnorm_mlp"],
     "instancenorm": ["instnorm_cnn", "instnorm_1d", "convt_1d", "convt_3d"],
     "rmsnorm": ["rmsnorm_mlp", "rmsnorm_tokens"],
     "conv_transpose": ["convt_cnn", "convt_1d", "convt_3d"],
     "embedding": ["emb_mlp", "emb_positions", "emb_tied_lm", "emb_tied_tanh"],
-    "position": ["emb_positions", "emb_tied_lm"],
+    "position": ["emb_positions", "emb_tied_lm", "emb_arange"],
     "tie": ["emb_tied_lm", "emb_tied_tanh"],
     "rnn": ["lstm", "gru_state", "rnn_tanh", "rnn_relu"],
     "select": ["lstm", "gru_state", "rnn_tanh", "rnn_relu"],
+    "index": ["token_readouts", "conv_max_time", "emb_arange"],
+    "amax": ["token_readouts", "conv_max_time"],
 }
 
 

@@ -205,11 +205,11 @@ class _M(nn.Module):
     (_M(lambda s, x: (lambda h: s.o(s.g(h) + s.b(h)))(s.a(x)), a=nn.Linear(3, 4), g=nn.GLU(),
         b=nn.Linear(4, 2), o=nn.Linear(2, 1)), (2, 3), "g", "only reader"),
     (_M(lambda s, x: s.o(x.chunk(2, -1)[0]), o=nn.Linear(2, 1)), (2, 4), "chunk",
-     "two halves of a Linear"),
-    (_M(lambda s, x: s.o(s.a(x).chunk(3, -1)[0]), a=nn.Linear(3, 6), o=nn.Linear(2, 1)),
-     (2, 3), "chunk", "two halves of a Linear"),
+     "equal pieces of a Linear"),
+    (_M(lambda s, x: s.o(s.a(x).chunk(4, -1)[0]), a=nn.Linear(3, 6), o=nn.Linear(2, 1)),
+     (2, 3), "chunk", "equal pieces of a Linear"),       # 6 features in 4 pieces: unequal
     (_M(lambda s, x: s.o(s.a(x).chunk(2, 1)[0].mean(1)), a=nn.Linear(3, 6),
-        o=nn.Linear(6, 1)), (2, 4, 3), "chunk", "two halves of a Linear"),
+        o=nn.Linear(6, 1)), (2, 4, 3), "chunk", "equal pieces of a Linear"),
 ])
 def test_refusals_name_the_node(model, shape, where, msg):
     with pytest.raises(C.UnsupportedLayerError) as info:

@@ -722,6 +722,82 @@ class GEGLU(nn.Module):
         return self.out(torch.cat([torch.tanh(a), torch.relu(b)], -1))
 
 
+class FusedQKV(nn.Module):
+    """GPT-2's fused projection on ``(batch, tokens, features)``: ``q, k, v =
+    c_attn(x).split(C, dim=2)`` into two heads, ``F.scaled_dot_product_attention`` (causal), a
+    residual; then ``c2(h).chunk(3, dim=-1)`` with the attention written out (one head)."""
+
+    def __init__(self, d=4, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.inp, self.c_attn, self.proj = nn.Linear(3, d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.c2, self.out = nn.Linear(d, 3 * 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.inp(x)
+        B, T, C = h.size()
+        q, k, v = self.c_attn(h).split(C, dim=2)
+        q, k, v = (z.view(B, T, self.heads, C // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        h = h + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        q, k, v = self.c2(h).chunk(3, dim=-1)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        return self.out(torch.tanh(att.softmax(dim=-1) @ v))
+
+
+class TokenReadouts(nn.Module):
+    """Readouts of one token and maxima over the tokens of ``(batch, tokens, features)``: a CLS
+    readout ``h[:, 0]``, the last token ``h[:, -1, :]``, ``.max(dim=1).values``, ``.max(1)[0]``,
+    ``torch.amax(h, dim=1)``, a slice ``h[:, 1:]`` then ``h[..., 0, :]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(3, 3), nn.Linear(3, 2)
+        self.d, self.e, self.f = nn.Linear(3, 3), nn.Linear(3, 2), nn.Linear(3, 2)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.out(torch.cat([
+            self.a(x)[:, 0], torch.tanh(self.b(x))[:, -1, :],
+            torch.relu(self.c(x)).max(dim=1).values, self.d(x).max(1)[0],
+            torch.amax(F.gelu(self.e(x)), dim=1), self.f(x)[:, 1:][..., 0, :]], dim=1))
+
+
+class ConvMaxOverTime(nn.Module):
+    """A 1d convolution, ReLU, max over time as ``F.max_pool1d(h, h.size(2))`` (a window as
+    long as the input) and as ``h.amax(2)``, and a sign-flipping tanh branch read at its middle
+    step (``h[:, :, 2]``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(3, 4, 3), nn.Conv1d(3, 3, 2)
+        self.c3, self.out = nn.Conv1d(3, 2, 1), nn.Linear(9, 2)
+
+    def forward(self, x):
+        h1 = F.relu(self.c1(x))
+        return self.out(torch.cat([F.max_pool1d(h1, h1.size(2)).squeeze(2),
+                                   self.c2(x).amax(2), torch.tanh(self.c3(x))[:, :, 2]], 1))
+
+
+class ArangePositions(nn.Module):
+    """nanoGPT's positions: ``self.wpe(torch.arange(T, device=ids.device))`` added to the token
+    embedding, a tanh layer, then ``torch.arange(0, T, dtype=torch.long)`` looked up in a second
+    table added to the hidden stream, and a CLS-style readout ``h[:, 0]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(7, 4), nn.Embedding(8, 4)
+        self.l1, self.wpe2 = nn.Linear(4, 5), nn.Embedding(6, 5)
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, ids):
+        T = ids.size(1)
+        h = self.wte(ids) + self.wpe(torch.arange(T, device=ids.device))
+        h = torch.tanh(self.l1(h))
+        h = self.wpe2(torch.arange(0, T, dtype=torch.long)) + h
+        return self.out(h[:, 0])
+
+
 def _randomise_bn(model, generator):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -798,10 +874,15 @@ ZOO = {
     "emb_positions": (EmbeddingPositions, (6,)),
     "emb_tied_lm": (TiedLM, (6,)),
     "emb_tied_tanh": (TiedTanh, (5,)),
+    "fused_qkv": (FusedQKV, (5, 3)),
+    "token_readouts": (TokenReadouts, (4, 3)),
+    "conv_max_time": (ConvMaxOverTime, (3, 6)),
+    "emb_arange": (ArangePositions, (5,)),
 }
 
 #: ZOO models whose input is token ids: name -> vocabulary size (``make`` draws integer ids)
-TOKEN_IDS = {"emb_mlp": 7, "emb_positions": 7, "emb_tied_lm": 9, "emb_tied_tanh": 6}
+TOKEN_IDS = {"emb_mlp": 7, "emb_positions": 7, "emb_tied_lm": 9, "emb_tied_tanh": 6,
+             "emb_arange": 7}
 
 
 #: ZOO models with further inputs (attention masks): name -> the inputs after ``x``

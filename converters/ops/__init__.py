@@ -33,6 +33,7 @@ from .sample_norm import GroupNorm, InstanceNorm, RMSNorm
 from .transformer import TransformerEncoder
 from .scalar import Scalar
 from .softmax import Softmax
+from .tokens import Amax, Arange, Index
 
 #: op kind -> rule
 RULES: dict = {}
@@ -83,7 +84,6 @@ def method_rule(name: str) -> Optional[OpRule]:
     return next((r for r in FORMS if r.matches_method(name)), None)
 
 
-def supported_modules() -> set:
 def describe() -> str:
     """The op table as text: one entry per registered op kind with its rule's ``doc`` (the keys
     an op of that kind holds in an ``ArchSpec``)."""
@@ -91,6 +91,7 @@ def describe() -> str:
     return "\n".join(f"{kind:<{width}}  {rule.doc}" for kind, rule in RULES.items())
 
 
+def supported_modules() -> set:
     """Every ``nn.Module`` type the tracer reads as a leaf."""
     module_rule(object)
     return set(_MODULE_RULE)
@@ -108,6 +109,8 @@ for _rule in (Embedding(), Position(), Tie()):   # token ids, learned positions,
 for _rule in (Mul(), GLU(), Half()):   # products of two branches, a Linear's halves
     register(_rule)
 for _rule in (Attention(), MultiheadAttention(), TransformerEncoder(), ExtraInput()):
+    register(_rule)
+for _rule in (Index(), Amax(), Arange()):   # token axes indexed, max over them, positions
     register(_rule)
 for _rule in (Recurrent(), Select()):   # recurrent layers and indexing their results
     register(_rule)

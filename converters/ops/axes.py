@@ -192,6 +192,13 @@ class Shape(OpRule):
 
     def trace_function(self, t, node, fn, args, kwargs, name):
         if fn is getattr:
+            if args[1] == "values" and t.rules["amax"].take(t, node, args[0], "values"):
+                return                                 # x.max(dim=1).values
+            if args[1] == "indices" and t.rules["amax"].take(t, node, args[0], "indices"):
+                return
+            if args[1:] in (("device",), ("dtype",)):    # torch.arange(T, device=x.device)
+                t.vals[node] = None
+                return
             if args[1:] != ("shape",):
                 t.fail(node, f"attribute .{args[1]}", "not supported")
             t.vals[node] = None

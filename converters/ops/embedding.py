@@ -70,6 +70,8 @@ class Embedding(OpRule):
 
     def trace_module(self, t, node, m, x) -> None:
         src = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        if src in t.__dict__.get("aranges", {}):     # self.wpe(torch.arange(T)): positions
+            return t.rules["position"].trace_lookup(t, node, m)
         ids = getattr(t, "ids_node", None)
         if src is None or src is not ids:
             t.fail(node, "Embedding", "an nn.Embedding must read the model input (integer token "
@@ -180,6 +182,29 @@ class Position(OpRule):
         _untraced(t, node, f"'{key}' is a parameter used outside a module: it may only be added "
                            f"to the token stream or concatenated with it along a token axis")
         return True
+
+    @staticmethod
+    def trace_lookup(t, node, m) -> None:
+        """``self.wpe(torch.arange(T))`` (``converters.ops.tokens.Arange``): the table's first
+        ``T`` rows, read as a learned position table sliced to the stream's length
+        (``self.wpe.weight[:T]``, bitwise the lookup) at its use (``trace_use``)."""
+        path = str(node.target)
+        if path in t.used_modules:
+            t.fail(node, "Embedding", "module called more than once (weight sharing)")
+        bad = {"max_norm": m.max_norm, "padding_idx": m.padding_idx,
+               "scale_grad_by_freq": m.scale_grad_by_freq or None, "sparse": m.sparse or None}
+        bad = {k: v for k, v in bad.items() if v is not None}
+        if bad:
+            t.fail(node, "Embedding", f"a table of positions looked up with torch.arange is "
+                                      f"read as a plain parameter, which would lose "
+                                      f"{', '.join(f'{k}={v}' for k, v in bad.items())} (they "
+                                      f"change the forward or the gradient); use the defaults")
+        t.used_modules[path] = m
+        key = f"{path}.weight"
+        t.__dict__.setdefault("attrs", {})[node] = {"param": key, "tensor": m.weight,
+                                                    "buffer": False, "cut": [0]}
+        _untraced(t, node, f"'{path}' looked up with torch.arange(T) is a table of positions: "
+                           f"it may only be added to the token stream")
 
     def trace_use(self, t, node) -> None:
         """``node`` reads a remembered parameter: a slice, an ``expand``, an addition to the

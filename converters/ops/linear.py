@@ -63,17 +63,19 @@ class Linear(OpRule):
                                    f"{math.prod(spatial)}")
         op = {"op": "linear", "module": node.target, "in_features": m.in_features,
               "out_features": m.out_features, "bias": m.bias is not None, "spatial": spatial}
-        from .product import glu_split
-        if m.out_features % 2 == 0 and glu_split(t, node):
-            # read by a GLU: the two halves are two node sets (ns, ns + 1), aligned by the GLU
-            n = m.out_features // 2
+        from .product import split_parts
+        pieces = split_parts(t, node)
+        if pieces:
+            # cut into equal pieces by its readers (a GLU's halves, GPT-2's fused q, k, v): the
+            # pieces are node sets ns .. ns + pieces - 1, coupled by their readers
+            n = m.out_features // pieces
             ns = len(t.sizes)
-            for k, (lo, hi) in enumerate(((0, n), (n, 2 * n))):
-                t.sizes[ns + k], t.names[ns + k] = n, f"{node.target}[{lo}:{hi}]"
+            for k in range(pieces):
+                t.sizes[ns + k], t.names[ns + k] = n, f"{node.target}[{k * n}:{k * n + n}]"
             vid = t.new_vid()
-            t.ops.append({**op, "split": 2, "in": [x.vid], "out": vid, "ns": ns})
-            t.vals[node] = t.value(vid, [ns, ns + 1], m.out_features, len(t.shape(node)), None,
-                                   x.caxes)
+            t.ops.append({**op, "split": pieces, "in": [x.vid], "out": vid, "ns": ns})
+            t.vals[node] = t.value(vid, list(range(ns, ns + pieces)), m.out_features,
+                                   len(t.shape(node)), None, x.caxes)
             return
         t.new_nodeset(node, op, [x], m.out_features, node.target)
 
@@ -88,7 +90,8 @@ class Linear(OpRule):
 
     @staticmethod
     def _sets(op) -> list:
-        """The node sets the op writes: one, or two halves (``split``: read by a GLU)."""
+        """The node sets the op writes: one, or ``split`` equal pieces (read by a GLU, cut by
+        ``chunk``/``split``)."""
         return [op["ns"] + k for k in range(op.get("split", 1))]
 
     def out_parts(self, op, parts):

@@ -74,6 +74,8 @@ class Pool(OpRule):
         t.channel_axis(node, fn, x, "first")
         if kwargs.pop("return_indices", False):
             t.fail(node, fn, "return_indices=True is unsupported")
+        if fn.startswith("max_pool") and self._global(t, node, d, kwargs):
+            return
         try:
             kwargs = {k: _jsonable(v) for k, v in kwargs.items()}
         except TypeError:
@@ -83,6 +85,27 @@ class Pool(OpRule):
                              f"pass constants, or pool globally with "
                              f"F.adaptive_{fn[:-2].replace('adaptive_', '')}{d}d(x, 1)")
         t.emit(node, {"op": "pool", "fn": fn, "kwargs": kwargs}, x)
+
+    @staticmethod
+    def _global(t, node, d: int, kwargs: dict) -> bool:
+        """A max-pool whose window is the input's whole length read in forward
+        (``F.max_pool1d(x, x.size(2))``, stride, padding, dilation and ceil_mode left at their
+        defaults): the max over the spatial axes, kept as size-1 axes (``amax`` op,
+        ``converters.ops.tokens``). False for any other max-pool."""
+        from .tokens import whole_axis_sizes
+        k, stride = kwargs.get("kernel_size"), kwargs.get("stride")
+        rest = {kw: kwargs.get(kw, dv) for kw, dv in
+                (("padding", 0), ("dilation", 1), ("ceil_mode", False))}
+        if not whole_axis_sizes(t, node.args[0], k, list(range(2, 2 + d))):
+            return False
+        if stride not in (None, k) or rest != {"padding": 0, "dilation": 1, "ceil_mode": False}:
+            t.fail(node, f"max_pool{d}d", f"a window over the whole input (kernel_size from "
+                                          f"x.size()) is read with the default stride, padding, "
+                                          f"dilation and ceil_mode only, got stride={stride!r}, "
+                                          f"{rest}")
+        t.rules["amax"].emit(t, node, t.vals[node.args[0]], list(range(2, 2 + d)), True,
+                             f"max_pool{d}d")
+        return True
 
     def constrain(self, op, s):
         s.pass_through(op, POS if "max" in op["fn"] else ANY)

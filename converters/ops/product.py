@@ -21,6 +21,8 @@ any factor; ReLU: positive; tanh: signs; sigmoid, SiLU, ...: none), the first on
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -49,7 +51,9 @@ def path_bits(t, vid: int) -> int:
             bits &= ANY if op["fn"] in ("mul", "div") and not op["reverse"] else ONE
         elif kind == "pool":
             bits &= POS if "max" in op["fn"] else ANY
-        elif kind not in ("view", "permute", "flatten", "mean"):
+        elif kind == "amax":
+            bits &= POS
+        elif kind not in ("view", "permute", "flatten", "mean", "index"):
             bits &= ONE
         vid = op["in"][0]
 
@@ -101,49 +105,91 @@ class Mul(OpRule):
         return ins[0] * ins[1]
 
 
-def _halving_dim(t, u, node):
-    """The axis along which fx node ``u`` cuts ``node``'s value into two halves (a GLU,
-    ``chunk(2, dim)``, ``split(half, dim)``), or None."""
+def _cut_of(t, u, node):
+    """``(axis, parts)``: fx node ``u`` cuts ``node``'s value into ``parts`` equal pieces along
+    ``axis`` (a GLU: two halves; ``chunk(n, dim)``; ``split(size, dim)`` with ``size`` a divisor
+    of the axis, a constant or a feature size such as ``C`` of ``B, T, C = x.size()``; ``split``
+    with a list of equal sizes), or None."""
     if not u.args or u.args[0] is not node:
         return None
     args, kw = u.args, u.kwargs
     if u.op == "call_module" and type(t.gm.get_submodule(u.target)) is nn.GLU:
-        return t.gm.get_submodule(u.target).dim
+        return t.gm.get_submodule(u.target).dim, 2
     if u.op == "call_function" and u.target is F.glu:
-        return args[1] if len(args) > 1 else kw.get("dim", -1)
+        return (args[1] if len(args) > 1 else kw.get("dim", -1)), 2
     name = u.target if u.op == "call_method" else getattr(u.target, "__name__", None)
-    if u.op in ("call_method", "call_function") and name in ("chunk", "split") and \
-            (u.op == "call_method" or u.target in (torch.chunk, torch.split)):
-        size = args[1] if len(args) > 1 else kw.get("chunks", kw.get("split_size_or_sections",
-                                                                      kw.get("split_size")))
-        want = 2 if name == "chunk" else t.shape(node)[-1] // 2
-        if size == want:
-            return args[2] if len(args) > 2 else kw.get("dim", 0)
-    return None
+    if not (u.op in ("call_method", "call_function") and name in ("chunk", "split") and
+            (u.op == "call_method" or u.target in (torch.chunk, torch.split))):
+        return None
+    size = args[1] if len(args) > 1 else kw.get("chunks", kw.get("split_size_or_sections",
+                                                                  kw.get("split_size")))
+    dim = args[2] if len(args) > 2 else kw.get("dim", 0)
+    shape = t.shape(node)
+    if not _is_int(dim) or not -len(shape) <= dim < len(shape):
+        return None
+    n_axis = shape[dim]
+    if name == "split" and isinstance(size, (list, tuple)):
+        sizes = [_feature_int(t, s) for s in size]
+        ok = len(sizes) >= 2 and all(_is_int(s) and s == sizes[0] for s in sizes)
+        return (dim, len(sizes)) if ok and sizes[0] * len(sizes) == n_axis else None
+    size = _feature_int(t, size)
+    if not _is_int(size) or size < 1:
+        return None
+    n = size if name == "chunk" else n_axis // size
+    piece = n_axis // n if n else 0
+    return (dim, n) if n >= 2 and piece * n == n_axis and (name == "chunk" or piece == size) \
+        else None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _feature_int(t, n):
+    """The Python value of ``n``: a constant or an expression of feature sizes
+    (``converters.ops.attention.size_value``), also ``C`` of ``B, T, C = x.size()``; None when
+    it reads a token count or anything else."""
+    from .attention import _feature_size, size_value
+    if (isinstance(n, fx.Node) and n.op == "call_function" and n.target is operator.getitem
+            and isinstance(n.args[0], fx.Node) and n.args[0].op == "call_method"
+            and n.args[0].target == "size" and len(n.args[0].args) == 1):
+        return _feature_size(t, n.args[0].args[0], n.args[1])
+    return size_value(t, n)
+
+
+def split_parts(t, node):
+    """The number of equal pieces (2 or more) the value of fx ``node`` (a Linear's output) is cut
+    into along its last axis when every reader cuts it so, by one count (a GLU, ``chunk(n,
+    -1)``, ``split(size, -1)``: GLU halves, GPT-2's fused ``q, k, v = c_attn(x).split(C,
+    dim=2)``); None otherwise. The Linear then writes its pieces as that many node sets
+    (``converters.ops.linear``)."""
+    rank, counts = len(t.shape(node)), set()
+    for u in node.users:     # every reader cuts it alike: each piece's group is its own
+        cut = _cut_of(t, u, node)
+        if cut is None or not _is_int(cut[0]) or cut[0] % rank != rank - 1:
+            return None
+        counts.add(cut[1])
+    return counts.pop() if len(counts) == 1 else None
 
 
 def glu_split(t, node) -> bool:
-    """Whether the value of fx ``node`` (a Linear's output) is cut into two halves along its last
-    axis by a GLU, ``chunk(2, -1)`` or ``split(half, -1)``, and read by nothing else: the Linear
-    then writes its halves as two node sets (``converters.ops.linear``)."""
-    rank = len(t.shape(node))
-    for u in node.users:     # every reader cuts it in halves: each half's group is its own
-        dim = _halving_dim(t, u, node)
-        if not (isinstance(dim, int) and not isinstance(dim, bool) and dim % rank == rank - 1):
-            return False
-    return bool(node.users)
+    """Whether the value of fx ``node`` is cut into two halves along its last axis by its
+    readers only (``split_parts`` is 2)."""
+    return split_parts(t, node) == 2
 
 
 class Half(OpRule):
-    """``half``: ``index`` (0 or 1): one half of a split Linear's features, cut by
-    ``chunk(2, dim)``/``split(half, dim)`` along the features (``dim``) and read by indexing the
-    result (``a, b = h.chunk(2, -1)``). Its channels are the half's own node set, whose factors its
-    consumers decide, independently of the other half (a product of the halves aligns them)."""
+    """``half``: ``index``: piece ``index`` of the ``parts`` (default 2) equal pieces of a split
+    Linear's features, cut by ``chunk(n, dim)``/``split(size, dim)`` along the features (``dim``)
+    and read by indexing the result (``a, b = h.chunk(2, -1)``; GPT-2's ``q, k, v =
+    c_attn(x).split(C, dim=2)``). Its channels are the piece's own node set, whose factors its
+    consumers decide, independently of the other pieces (a product of two halves aligns them,
+    an attention couples its queries, keys and values)."""
 
     kind = "half"
     methods = ("chunk", "split")
     functions = (torch.chunk, torch.split)
-    doc = "``dim``, ``index``: one of the two node sets of a split Linear"
+    doc = "``dim``, ``index``, ``parts`` (default 2): one of the node sets of a split Linear"
 
     def trace_method(self, t, node, name):
         self._cut(t, node, name)
@@ -153,24 +199,29 @@ class Half(OpRule):
 
     def _cut(self, t, node, name):
         x = t.tensor_arg(node, node.args[0])
-        if not (len(x.parts) == 2 and x.flat is None and glu_split(t, node.args[0])
-                and _halving_dim(t, node, node.args[0]) is not None):
-            t.fail(node, name, "chunk/split is supported only into the two halves of a Linear's "
+        n = split_parts(t, node.args[0])
+        if not (n is not None and len(x.parts) == n and x.flat is None
+                and _cut_of(t, node, node.args[0]) is not None):
+            t.fail(node, name, "chunk/split is supported only into equal pieces of a Linear's "
                                "features, read directly (h.chunk(2, dim=-1), "
-                               "h.split(half, dim=-1)) by nothing else")
+                               "h.split(half, dim=-1), q, k, v = h.split(C, dim=-1)) by nothing "
+                               "else, every reader cutting it alike")
         t.__dict__.setdefault("halves", {})[node] = x
         t.vals[node] = None
 
     def select(self, t, node, src, index) -> bool:
-        """Emit half ``index`` of the cut ``src`` (an fx node), if ``src`` is one."""
+        """Emit piece ``index`` of the cut ``src`` (an fx node), if ``src`` is one."""
         x = t.__dict__.get("halves", {}).get(src)
         if x is None:
             return False
-        if not isinstance(index, int) or isinstance(index, bool) or index not in (0, 1, -1, -2):
-            t.fail(node, "indexing", f"the halves of a Linear are items 0 and 1, got {index!r}")
-        k = index % 2
+        n = len(x.parts)
+        if not isinstance(index, int) or isinstance(index, bool) or not -n <= index < n:
+            t.fail(node, "indexing", f"the {n} pieces of a split Linear are items 0 to {n - 1}, "
+                                     f"got {index!r}")
+        k = index % n
         ns = x.parts[k]
-        t.emit(node, {"op": "half", "dim": x.cdim, "index": k}, x, chan=t.sizes[ns], parts=[ns])
+        op = {"op": "half", "dim": x.cdim, "index": k, **({"parts": n} if n != 2 else {})}
+        t.emit(node, op, x, chan=t.sizes[ns], parts=[ns])
         return True
 
     def out_parts(self, op, parts):
@@ -178,18 +229,18 @@ class Half(OpRule):
 
     def constrain(self, op, s):
         i, o = op["in"][0], op["out"]
-        if op["index"] == 0:       # the value's own bits are the first half's
+        if op["index"] == 0:       # the value's own bits are the first piece's
             s.allow[i] &= s.allow[o]
             if o in s.act_of:
                 s.act_of.setdefault(i, s.act_of[o])
         else:
-            ns = s.parts[i][1]
+            ns = s.parts[i][op["index"]]
             s.restrict_set(ns, s.allow[o])
             if o in s.act_of:
                 s.ns_act.setdefault(ns, s.act_of[o])
 
     def apply(self, op, ins):
-        return torch.chunk(ins[0], 2, op["dim"])[op["index"]]
+        return torch.chunk(ins[0], op.get("parts", 2), op["dim"])[op["index"]]
 
 
 class GLU(OpRule):
