@@ -86,10 +86,14 @@ def test_twenty_random_actions_keep_the_function(kind, read, layers, bf, bias):
     g = C.to_graph(m, x)
     y, gen = m(x), torch.Generator().manual_seed(3)
     crossed = 0
+    sd = m.state_dict()
     for _ in range(20):
         a = C.sample_action(g, generator=gen)
         assert rel_err(a.apply_module(m, x)(x), y) < TOL                 # state-dict rule
         assert rel_err(acted_by_graph(m, g, a)(x), y) < TOL              # graph action
+        by_rules, by_graph = a.apply_state_dict(g.arch, sd), C.to_state_dict(a.apply(g))
+        assert set(by_rules) == set(by_graph)
+        assert all(torch.equal(by_rules[k], by_graph[k]) for k in by_graph)   # bitwise alike
         crossed += int((a.perm != torch.arange(g.num_nodes)).any())
     assert crossed >= 15
 
