@@ -27,9 +27,17 @@ holds at every time step by induction:
   ``W_h*``) together keeps ``h_t = (1 - z)(-n) + z(-h_{t-1}) = -h_t``; ``r, z`` are sigmoids.
   ``n`` and ``h`` are tied, ``sign``.
 
+Bidirectional layers: each layer and direction (``l{k}``, ``l{k}_reverse``) gets its own gate
+node sets and ``h`` with the edges above, inside the direction; a next layer's ``weight_ih``
+reads both directions' ``h`` (forward first), and the output sequence is a value of the last
+layer's two ``h`` node sets. Each direction is a recurrence of its own from a zero state (the
+backward one over reversed time), so each gets the symmetry above alone: one permutation per
+direction, the directions independent (docs/design.md 3.7).
+
 Outputs. The module returns a tuple; ``select`` ops index it: ``out = rnn(x)[0]`` (the sequence of
 the last layer's ``h``), ``out[:, -1]`` (a time step or a time slice; batch and feature
-dimensions kept whole), ``h_n[k]`` (layer ``k``'s final state). The LSTM cell state ``c_n`` is not
+dimensions kept whole), ``h_n[k]`` (entry ``k``: layer ``k``, or layer ``k // 2`` direction
+``k % 2`` when bidirectional). The LSTM cell state ``c_n`` is not
 a node set of the graph: reading it is refused.
 """
 from __future__ import annotations
@@ -93,9 +101,10 @@ def _out_sets(op) -> list:
 
 class Recurrent(OpRule):
     """``rnn``: ``module`` path, ``mode`` (RNN_TANH, RNN_RELU, LSTM, GRU), ``input_size``,
-    ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``, ``dropout``; ``gates`` (per
-    layer, its gate node sets) and ``hidden`` (per layer, its hidden node set; ``ns`` is the last
-    one). Its value is the module's tuple, read by ``select`` ops."""
+    ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``, ``dropout``, ``bidirectional``
+    (only when true); ``gates`` (per layer and direction, layer-major, its gate node sets) and
+    ``hidden`` (likewise, its hidden node set; ``ns`` is the last one). Its value is the
+    module's tuple, read by ``select`` ops."""
 
     kind = "rnn"
     creates_nodes = True
@@ -353,9 +362,10 @@ def _index_of(item):
 
 class Select(OpRule):
     """``select``: one part of a recurrent layer's result: ``path`` (tuple positions: ``[0]``
-    the output sequence, ``[1, k]`` / ``[1, 0, k]`` layer ``k`` of ``h_n``) then ``index`` (per
+    the output sequence, ``[1, k]`` / ``[1, 0, k]`` entry ``k`` of ``h_n``) then ``index`` (per
     dimension of the sequence: ``"all"``, an integer or ``{"slice": [start, stop, step]}``; time
-    only); ``parts``: the node set of the result's features (the last dimension)."""
+    only); ``parts``: the node sets of the result's features (the last dimension; both
+    directions' for a bidirectional output sequence)."""
 
     kind = "select"
     functions = (operator.getitem,)
