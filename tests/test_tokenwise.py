@@ -176,7 +176,8 @@ REFUSED = [
      (2, 5, 3), "m.bn", "reads channels on axis 1"),
     (lambda s, x: s.m["l1"](s.m["p"](s.m["l0"](x))), {**_lin(3, 4, 2), "p": nn.PReLU(4)},
      (2, 4, 3), "m.p", "reads channels on axis 1"),
-    (lambda s, x: s.m["l0"](x)[:, 0], _lin(3, 2), (2, 5, 3), "getitem", "indexing"),
+    (lambda s, x: s.m["l0"](x)[:, :, 0], _lin(3, 2), (2, 5, 3), "getitem",
+     "the channel axis 2"),             # a token is read (x[:, 0]); a feature alone is not
     (lambda s, x: s.m["l0"](x).mean(-1), _lin(3, 2), (2, 5, 3), "mean", "not over the batch or "
      "the channels"),
     (lambda s, x: torch.cat([s.m["l0"](x), s.m["l1"](x)], 1), {"l0": nn.Linear(3, 2),
