@@ -29,6 +29,7 @@ execution keys).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -257,14 +258,40 @@ class WeightSpaceConfig(ModelConfig):
 
     channels: channels of each equivariant layer (``None``: ``[hidden] * layers``; MAGEP-NFN uses
     ``hidden`` channels in ``layers`` polynomial layers); head_hidden: width of the invariant
-    head (``None``: ``hidden``); io_embed: NP's learned input/output embeddings."""
+    head (``None``: ``hidden``); io_embed: NP's learned input/output embeddings.
+    input_features: how NP and HNP read each weight/bias entry: ``raw`` (the value, one
+    channel) or ``fourier`` (a fixed Gaussian Fourier feature map ``[sin(2 pi x B), cos(2 pi x
+    B)]``, ``B`` of ``fourier_features`` entries drawn with standard deviation
+    ``fourier_scale``: ``2 * fourier_features`` channels; docs/methods.md 5). Refused for
+    Monomial-NFN and MAGEP-NFN (it would break their scale/sign equivariance) and STATNN (its
+    statistics are of the raw entries)."""
 
     channels: Optional[list] = None
     head_hidden: Optional[int] = None
     io_embed: bool = True
+    input_features: str = "raw"
+    fourier_features: int = 128
+    fourier_scale: float = 3.0
+
+    #: backends that take ``input_features: fourier`` is refused for, and why
+    FOURIER_REFUSED = {
+        "monomial-nfn": "a Fourier map of the entries would break its scale/sign equivariance",
+        "magep-nfn": "a Fourier map of the entries would break its scale/sign equivariance",
+        "statnn": "its statistics are of the raw weights (there is no channel axis to widen)",
+    }
 
     def __post_init__(self):
         super().__post_init__()
+        _choose(self, "input_features", ("raw", "fourier"))
+        if self.fourier_features < 1:
+            raise ValueError(f"fourier_features must be positive, got {self.fourier_features}")
+        if not (self.fourier_scale > 0 and math.isfinite(self.fourier_scale)):
+            raise ValueError(f"fourier_scale must be a finite positive number, got "
+                             f"{self.fourier_scale}")
+        why = self.FOURIER_REFUSED.get(self.backend)
+        if self.input_features == "fourier" and why:
+            raise ValueError(f"input_features='fourier' is not available for backend "
+                             f"{self.backend!r}: {why}; use np or hnp, or input_features='raw'")
         if self.channels is not None and (not self.channels or
                                           any(not isinstance(c, int) or c < 1
                                               for c in self.channels)):

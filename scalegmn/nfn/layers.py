@@ -19,6 +19,9 @@ and a linear map on the folded features is then equivariant to whatever acts on 
   products, so the cost is linear in depth.
 - ``EntryNormPool``: Monomial-NFN's invariant layer (degree-0 normalisation per entry, then means).
 - ``mean_pool`` (NP/HNP pooling) and ``weight_statistics`` (STATNN).
+- ``FourierFeatures``: NP/HNP's optional entrywise input map (docs/methods.md 5): every scalar
+  entry x becomes ``[sin(2 pi x B), cos(2 pi x B)]`` for a fixed random ``B``; entrywise, so it
+  commutes with permutations (and with no rescaling or sign flip).
 """
 from __future__ import annotations
 
@@ -217,6 +220,42 @@ class NeuronSetLinear(nn.Module):
             out_w[-1] = unfold_rows(out_w[-1], self.nL)
             out_b[-1] = out_b[-1].reshape(out_b[-1].shape[0], self.nL, -1)
         return WeightSpace(tuple(out_w), tuple(out_b))
+
+
+class FourierFeatures(nn.Module):
+    """A fixed Gaussian Fourier feature map applied to every entry of a ``WeightSpace`` with one
+    channel: ``x -> [sin(2 pi x B_1..m), cos(2 pi x B_1..m)]``, ``B ~ N(0, scale^2)`` of shape
+    ``(m,)`` drawn once from a generator seeded with ``seed`` (on the host, in float64, so every
+    device and every run gets the same projection) and kept as the buffer ``B`` (saved in state
+    dicts; not trained).
+
+    Shapes: weights ``(batch, n_l, n_{l-1}, k_l)`` -> ``(batch, n_l, n_{l-1}, 2m * k_l)`` in the
+    channel-major layout (feature ``c * k_l + s``: channel c of kernel position s); biases
+    ``(batch, n_l, 1)`` -> ``(batch, n_l, 2m)``. Entrywise, so it commutes with every
+    permutation of the neuron axes; it commutes with no rescaling or sign flip (sin and cos are
+    not homogeneous), so only permutation-only backends may use it."""
+
+    def __init__(self, m: int, scale: float, seed: int = 0):
+        super().__init__()
+        if m < 1 or not scale > 0 or not math.isfinite(scale):
+            raise ValueError(f"FourierFeatures needs m >= 1 and a finite scale > 0, got m={m}, "
+                             f"scale={scale}")
+        g = torch.Generator().manual_seed(seed)
+        B = torch.randn(m, generator=g, dtype=torch.float64) * scale
+        self.register_buffer("B", B.to(torch.get_default_dtype()))
+        self.m = m
+
+    @property
+    def channels(self) -> int:
+        return 2 * self.m
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (..., k) with one channel -> (..., 2m * k), channel-major
+        z = 2 * math.pi * x.unsqueeze(-2) * self.B.to(x.dtype)[:, None]     # (..., m, k)
+        return torch.cat([torch.sin(z), torch.cos(z)], dim=-2).flatten(-2)
+
+    def forward(self, ws: WeightSpace) -> WeightSpace:
+        return ws.map(self._map)
 
 
 def mean_pool(ws: WeightSpace, fixed_io: bool) -> torch.Tensor:

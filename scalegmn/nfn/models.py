@@ -9,8 +9,10 @@ Claims (``claimed_groups``), from the activations of the data (``Chain.mode``):
   (sign mode), which commute with those factors.
 - NP, HNP, STATNN: permutations only.
 
-No Fourier features or positional encodings are applied to anything that is not invariant, so
-every claim holds for the whole model (published editing models break theirs: docs/methods.md 8.5).
+No positional encodings are applied to anything that is not invariant, so every claim holds for
+the whole model (published editing models break theirs: docs/methods.md 8.5). NP and HNP may read
+every entry through a fixed Fourier feature map (``input_features: fourier``): entrywise, so it
+keeps their permutation claim exactly; the other backends refuse it.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch.nn as nn
 
 from ..edits import edit_output
 from ..spec import SpecInfo
-from .layers import (EntryNormPool, MonomialLinear, NeuronSetLinear, PolyInvariant, PolyLinear,
+from .layers import (EntryNormPool, FourierFeatures, MonomialLinear, NeuronSetLinear, PolyInvariant, PolyLinear,
                      mean_pool, weight_statistics)
 from .weightspace import Chain, read, write
 
@@ -36,9 +38,15 @@ class WeightSpaceNet(nn.Module):
     """Common plumbing: the chain the model is built for, reading batches, writing edits."""
 
     invariant_only = False
+    #: whether the backend reads ``input_features: fourier`` (permutation-only backends whose
+    #: layers take any number of input channels)
+    fourier_inputs = False
 
     def __init__(self, cfg, spec):
         super().__init__()
+        if getattr(cfg, "input_features", "raw") != "raw" and not self.fourier_inputs:
+            raise ValueError(f"backend {cfg.backend} ({type(self).__name__}) does not read "
+                             f"input_features={cfg.input_features!r}; use input_features='raw'")
         info = SpecInfo.of(spec)
         chains = [Chain.of(a) for a in info.archs]
         sigs = {c.signature() for c in chains}
@@ -148,12 +156,17 @@ class MagepNFN(WeightSpaceNet):
 class NeuronSetNFN(WeightSpaceNet):
     """NP (``fixed_io=False``) and HNP (``fixed_io=True``): ``NeuronSetLinear`` layers with ReLU
     between; invariant task: mean pooling then the head; equivariant task: a last layer to one
-    channel. Permutation-equivariant only."""
+    channel. Permutation-equivariant only. With ``input_features: fourier`` every entry first
+    goes through ``FourierFeatures`` (2 * ``fourier_features`` input channels instead of 1)."""
+
+    fourier_inputs = True
 
     def __init__(self, cfg, spec, fixed_io):
         super().__init__(cfg, spec)
         self.fixed_io = fixed_io
-        dims = [1] + self.channels
+        self.fourier = (FourierFeatures(cfg.fourier_features, cfg.fourier_scale)
+                        if cfg.input_features == "fourier" else None)
+        dims = [self.fourier.channels if self.fourier is not None else 1] + self.channels
         n = (self.n0, self.nL)
         io = cfg.io_embed and not fixed_io
         self.layers = nn.ModuleList(
@@ -171,6 +184,8 @@ class NeuronSetNFN(WeightSpaceNet):
             self.head = head(d, self.head_hidden, cfg.out_dim, cfg.dropout)
 
     def body(self, ws):
+        if self.fourier is not None:
+            ws = self.fourier(ws)
         for layer in self.layers:
             ws = layer(ws).map(torch.relu)
         return ws

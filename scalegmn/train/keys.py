@@ -65,6 +65,12 @@ KEY_HELP = {
                       "layers)",
     "model.head_hidden": "parameter-sharing backends: width of the invariant head (null: hidden)",
     "model.io_embed": "NP: learned input/output embeddings",
+    "model.input_features": "NP/HNP: raw (each weight as one channel) or fourier (fixed Gaussian "
+                            "Fourier features of each weight)",
+    "model.fourier_features": "NP/HNP with input_features fourier: m, the projections (2m "
+                              "channels)",
+    "model.fourier_scale": "NP/HNP with input_features fourier: standard deviation of the "
+                           "projections (3 for MNIST INRs, 10 for Fashion-MNIST)",
     "model.checkpoint": "memory-lean mode: recompute each layer in the backward pass (slower)",
     "model.checkpoint_chunk": "memory-lean mode with the dense engine: networks per chunk",
     "model.compile": "torch.compile the message-passing layers (eager if that fails)",
