@@ -236,6 +236,37 @@ def test_arange_positions_controls():
     assert rel_err(acted_by_graph(model, g, _act(g, perm=perm))(x), y) > 1e-6
 
 
+class _MinGPTPositions(nn.Module):
+    """minGPT's positions: ``torch.arange(0, T, dtype=torch.long).unsqueeze(0)`` (shape (1, T))
+    looked up in ``wpe``, or (``unsqueeze=False``) nanoGPT's ``torch.arange(T)``."""
+
+    def __init__(self, unsqueeze=True):
+        super().__init__()
+        self.unsqueeze = unsqueeze
+        self.wte, self.wpe, self.head = nn.Embedding(7, 4), nn.Embedding(8, 4), nn.Linear(4, 7)
+
+    def forward(self, idx):
+        pos = torch.arange(0, idx.size(1), dtype=torch.long)
+        return self.head(torch.tanh(self.wte(idx) + self.wpe(pos.unsqueeze(0) if self.unsqueeze
+                                                               else pos)))
+
+
+def test_arange_unsqueezed_is_the_same_position_table():
+    """Fails before: the (1, T) arange was refused at its unsqueeze."""
+    torch.manual_seed(0)
+    model = _MinGPTPositions().double()
+    ids = torch.randint(0, 7, (3, 6))
+    g, back = assert_round_trip(model, ids)
+    plain = _MinGPTPositions(unsqueeze=False).double()
+    plain.load_state_dict(model.state_dict())
+    assert g.arch.nodesets == C.to_graph(plain, ids).arch.nodesets
+    assert torch.equal(back(ids[:, :2]), model(ids[:, :2]))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        a = C.sample_action(g, generator=gen)
+        assert rel_err(acted_by_graph(model, g, a)(ids), model(ids)) < TOL
+
+
 class _Lookup(nn.Module):
     def __init__(self, form):
         super().__init__()
@@ -247,7 +278,8 @@ class _Lookup(nn.Module):
     def forward(self, ids):
         T = ids.size(1)
         pos = {"from1": lambda: torch.arange(1, T + 1), "step": lambda: torch.arange(0, T, 2),
-               "padding": lambda: torch.arange(T), "added": lambda: torch.arange(T)}[self.form]()
+               "padding": lambda: torch.arange(T), "added": lambda: torch.arange(T),
+               "unsqueeze2": lambda: torch.arange(T).unsqueeze(0).unsqueeze(0)}[self.form]()
         if self.form == "added":
             return self.head(self.wte(ids) + pos[None, :, None])
         if self.form == "step":
@@ -260,6 +292,7 @@ class _Lookup(nn.Module):
     ("step", "arange", "from 0, step 1"),
     ("padding", "wpe", "padding_idx=0"),
     ("added", "getitem", "may only be looked up"),     # (an arange added to the stream)
+    ("unsqueeze2", "unsqueeze", "one leading axis"),
 ])
 def test_other_uses_of_arange_are_refused_naming_the_node(form, node, why):
     with pytest.raises(C.UnsupportedLayerError) as e:

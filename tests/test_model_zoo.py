@@ -259,25 +259,10 @@ def _timm_attention():
     return Attn()
 
 
-class _GPTPositionsUnsqueezed(nn.Module):
-    """Older nanoGPT: ``torch.arange(0, T).unsqueeze(0)`` looked up, (1, T, d) positions."""
-
-    def __init__(self):
-        super().__init__()
-        self.wte, self.wpe = nn.Embedding(32, 4), nn.Embedding(8, 4)
-        self.head = nn.Linear(4, 32)
-
-    def forward(self, idx):
-        pos = torch.arange(0, idx.size(1), dtype=torch.long).unsqueeze(0)
-        return self.head(self.wte(idx) + self.wpe(pos))
-
-
 # -- known gaps: idiomatic forms the converter still refuses, naming the node ---------------------
 @pytest.mark.parametrize("make_model, x, node, reason", [
     (_timm_attention, lambda: torch.randn(3, 5, 16, dtype=torch.float64), "permute",
      "moving the batch dimension"),
-    (_GPTPositionsUnsqueezed, lambda: Z.example_input("gpt_tiny", 3), "unsqueeze",
-     "torch.arange(T) may only be looked up"),
 ])
 def test_known_gaps_are_refused_naming_the_node(make_model, x, node, reason):
     """If one of these starts converting, the gap is closed: move the form into the zoo and

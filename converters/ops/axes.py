@@ -63,9 +63,13 @@ class View(OpRule):
     doc = "``groups``: per group of axes after the batch, ``[n_src, sizes or None]``"
 
     def trace_function(self, t, node, fn, args, kwargs, name):
+        if t.rules["index"].arange_unsqueezed(t, node, args, kwargs, name):
+            return                                # torch.arange(T).unsqueeze(0): positions
         self.reshape(t, node, t.tensor_arg(node, args[0]), name)
 
     def trace_method(self, t, node, name):
+        if t.rules["index"].arange_unsqueezed(t, node, node.args, node.kwargs, name):
+            return
         self.reshape(t, node, t.tensor_arg(node, node.args[0]), name)
 
     def reshape(self, t, node, x, name: str) -> None:

@@ -201,8 +201,9 @@ class Position(OpRule):
                                       f"change the forward or the gradient); use the defaults")
         t.used_modules[path] = m
         key = f"{path}.weight"
+        lead = t.aranges[node.args[0]]["lead"]   # arange(T).unsqueeze(0): (1, T, d) rows
         t.__dict__.setdefault("attrs", {})[node] = {"param": key, "tensor": m.weight,
-                                                    "buffer": False, "cut": [0]}
+                                                    "buffer": False, "cut": [0], "lead": lead}
         _untraced(t, node, f"'{path}' looked up with torch.arange(T) is a table of positions: "
                            f"it may only be added to the token stream")
 
@@ -252,7 +253,7 @@ class Position(OpRule):
         t.single_set(node, form, x)
         t.channel_axis(node, form, x, "last")
         xs, ps, full = t.shape(other), t.shape(node), tuple(rec["tensor"].shape)
-        pshape = t.shape(pnode)
+        pshape = t.shape(pnode)[rec.get("lead", 0):]    # a looked-up table's leading 1 axes
         r = len(xs)
         if len(pshape) != len(full) or len(full) > r or full[-1] != xs[-1]:
             t.fail(node, form, f"the parameter '{key}' of shape {list(full)} (used as "

@@ -92,6 +92,22 @@ class Index(OpRule):
         caxes = tuple(c - sum(d < c for d in dropped) for c in x.caxes)
         t.emit(node, {"op": "index", "items": record}, x, caxes=caxes)
 
+    @staticmethod
+    def arange_unsqueezed(t, node, args, kwargs, name: str) -> bool:
+        """Read ``torch.arange(T).unsqueeze(0)`` (minGPT's ``(1, T)`` positions) as the
+        ``arange`` with one leading axis (``Arange``); False for anything else."""
+        aranges = t.__dict__.get("aranges", {})
+        if not args or args[0] not in aranges or name != "unsqueeze":
+            return False
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if dim not in (0, -2) or aranges[args[0]]["lead"]:
+            t.fail(node, name, "positions torch.arange(T) may gain one leading axis only "
+                               "(torch.arange(T).unsqueeze(0))")
+        aranges[node] = {**aranges[args[0]], "lead": 1}
+        t.vals[node] = None
+        t.__dict__.setdefault("untraced", {})[node] = t.untraced[args[0]]
+        return True
+
     def constrain(self, op, s):
         s.pass_through(op)
 
@@ -211,9 +227,10 @@ def whole_axis_sizes(t, x_node, sizes, axes) -> bool:
 
 
 class Arange(OpRule):
-    """No op kind: ``torch.arange(T)`` / ``torch.arange(0, T)`` (integer, from 0, step 1), read
-    only as the positions an ``nn.Embedding`` of positions looks up (``self.wpe(pos)``: the
-    table's first ``T`` rows, ``converters.ops.embedding.Position``)."""
+    """No op kind: ``torch.arange(T)`` / ``torch.arange(0, T)`` (integer, from 0, step 1; also
+    ``.unsqueeze(0)``, ``Index.arange_unsqueezed``), read only as the positions an
+    ``nn.Embedding`` of positions looks up (``self.wpe(pos)``: the table's first ``T`` rows,
+    ``converters.ops.embedding.Position``)."""
 
     kind = None
     functions = (torch.arange,)
@@ -235,7 +252,7 @@ class Arange(OpRule):
         meta = node.meta.get("tensor_meta")
         if meta is None or len(meta.shape) != 1 or meta.dtype.is_floating_point:
             t.fail(node, "arange", "only an integer torch.arange(T) is supported")
-        t.__dict__.setdefault("aranges", {})[node] = int(meta.shape[0])
+        t.__dict__.setdefault("aranges", {})[node] = {"length": int(meta.shape[0]), "lead": 0}
         t.vals[node] = None
         t.__dict__.setdefault("untraced", {})[node] = (
             "torch.arange(T) may only be looked up in an nn.Embedding of positions "
