@@ -189,3 +189,24 @@ def test_config_round_trip(backend):
     assert ModelConfig.from_dict(yaml.safe_load(yaml.safe_dump(d))) == cfg
     assert cfg.replace(input_features="raw").input_features == "raw"
     assert WeightSpaceConfig(backend=backend).input_features == "raw"      # default unchanged
+
+
+# -- the benchmark's INR classification runs ----------------------------------------------------
+@pytest.mark.parametrize("suite", ["cpu", "paper"])
+def test_benchmark_np_hnp_read_fourier_features_on_inrs(suite):
+    """NP and HNP classify INRs from Fourier features with the published scale per data set
+    (3 for MNIST, 10 for Fashion-MNIST; m = 128 at the paper sizes); other runs are unchanged."""
+    from scalegmn.benchmark import runner
+    from scalegmn.benchmark.suites import get_suite
+    seen = set()
+    for r in get_suite(suite):
+        model = runner.run_config(r).model
+        if r.task in ("mnist_inr", "fmnist_inr") and r.backend in ("np", "hnp"):
+            assert model.input_features == "fourier", r.name
+            assert model.fourier_scale == {"mnist_inr": 3.0, "fmnist_inr": 10.0}[r.task], r.name
+            if suite == "paper":
+                assert model.fourier_features == 128
+            seen.add((r.task, r.backend))
+        else:
+            assert getattr(model, "input_features", "raw") == "raw", r.name
+    assert seen == {(t, b) for t in ("mnist_inr", "fmnist_inr") for b in ("np", "hnp")}
