@@ -22,8 +22,8 @@ import torch.nn as nn
 
 from ..edits import edit_output
 from ..spec import SpecInfo
-from .layers import (EntryNormPool, FourierFeatures, MonomialLinear, NeuronSetLinear, PolyInvariant, PolyLinear,
-                     mean_pool, weight_statistics)
+from .layers import (EntryNormPool, FourierFeatures, MonomialLinear, NeuronSetLinear,
+                     PolyInvariant, PolyLinear, mean_pool, weight_statistics)
 from .weightspace import Chain, read, write
 
 
