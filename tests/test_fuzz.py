@@ -9,10 +9,11 @@ split (separate or fused query/key/value projections, ``q, k, v = c_attn(h).chun
 ``.split(d, -1)``), RNN (tanh, ReLU) / LSTM / GRU of 1 or 2 layers, uni- or bidirectional, read
 at ``out[:, -1]``, from ``h_n`` (``h_n[-1]``; ``torch.cat([h_n[-2], h_n[-1]], 1)``) or token-wise
 (``out``), ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` (post- and pre-norm),
-embeddings, learned positions ``h + self.wpe(torch.arange(T))`` (also ``torch.arange(0,
-T).unsqueeze(0)``), token readouts ``h[:, 0]``, ``h[:, -1]``, ``h[:, 1:]``, the mean and the max
-over the tokens (``h.max(dim=1).values``, ``h.max(1)[0]``, ``torch.amax(h, dim=1)``), and one
-value used twice: ``torch.cat([h, h])``, ``h * h``, ``h + h``, a module called twice). Each is a real ``nn.Module`` (``FuzzNet``) that holds an
+embeddings, learned positions ``h + self.wpe(torch.arange(T))`` (``T`` of ``h`` or of the
+input; also ``torch.arange(0, T).unsqueeze(0)``), token readouts ``h[:, 0]``, ``h[:, -1]``,
+``h[:, 1:]``, the mean and the max over the tokens (``h.max(dim=1).values``, ``h.max(1)[0]``,
+``torch.amax(h, dim=1)``), and one value used twice: ``torch.cat([h, h])``, ``h * h``, ``h +
+h``, a module called twice). Each is a real ``nn.Module`` (``FuzzNet``) that holds an
 ``nn.ModuleList`` and a fixed list of steps unrolled in ``forward``, so ``torch.fx`` traces it.
 
 Each architecture must be either
@@ -65,7 +66,7 @@ PIECE_CUTS, PIECE_READS = ("chunk", "split"), ("one", "mul", "add", "cat")
 QKV = ("separate", "chunk", "split")
 RNN_CELLS, RNN_READS = ("lstm", "gru", "rnn_tanh", "rnn_relu"), ("last", "hn", "seq")
 INDEX_ITEMS, AMAX_FORMS, POS_FORMS = (0, -1, "1:"), ("values", "item0", "amax"), \
-    ("arange", "unsqueeze")
+    ("arange", "unsqueeze", "input")
 
 
 # -- the architectures ---------------------------------------------------------------------------
@@ -162,7 +163,8 @@ def make_program(c: Choices) -> dict:
         elif op == "amax":
             step, out = ("amax", a, c.pick(AMAX_FORMS)), ("vec", w)
         elif op == "pos":       # a table of 3 to 5 positions (3 tokens at most)
-            step, out = ("pos", a, c.int(3, 5), c.pick(POS_FORMS)), (kind, w)
+            form = c.pick(POS_FORMS if kind == "tok" else POS_FORMS[:2])   # input: its T
+            step, out = ("pos", a, c.int(3, 5), form), (kind, w)
         else:   # mean over the tokens
             step, out = ("mean", a), ("vec", w)
         prog["steps"].append(step)
@@ -366,6 +368,8 @@ class FuzzNet(nn.Module):
             else:   # pos: learned positions of an nn.Embedding, looked up with arange
                 if s[3] == "arange":
                     y = h + self.mods[s[2]](torch.arange(h.size(1)))
+                elif s[3] == "input":     # GPT's: T of the input ids (or tokens)
+                    y = h + self.mods[s[2]](torch.arange(x.size(1), device=x.device))
                 else:
                     y = h + self.mods[s[2]](torch.arange(0, h.shape[1]).unsqueeze(0))
             v.append(y)
