@@ -575,7 +575,7 @@ def test_a_planted_cat_duplicate_bug_is_found(monkeypatch):
     assert outcome(cat_twice)[0] == "refused"           # the real rules refuse it
 
     def sample_failures():
-        return [s for s in range(40) if outcome(make_program(Choices.seeded(s)))[0] == "failure"]
+        return [s for s in range(25) if outcome(make_program(Choices.seeded(s)))[0] == "failure"]
     assert not sample_failures()
     monkeypatch.setattr(Cat, "check_distinct", lambda self, t, node, vals: None)
     status, msg = outcome(cat_twice)
