@@ -148,7 +148,8 @@ def load_config(name_or_path: str, overrides=(), drop_unread: bool = False) -> R
     overrides (values parsed as YAML). ``drop_unread``: the config was written for another
     backend (an override sets ``model.backend``): its model keys the new backend's family does
     not read are dropped instead of refused (``scalegmn benchmark`` derives some backends' runs
-    this way)."""
+    this way). A config saved by a run of an older version (its model section has ``extra``) is
+    read through ``upgrade_run_dict``, so ``--config old_run/config.yaml`` works."""
     path = Path(name_or_path)
     if not path.is_file():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
@@ -159,6 +160,8 @@ def load_config(name_or_path: str, overrides=(), drop_unread: bool = False) -> R
     except yaml.YAMLError as e:
         raise ValueError(f"config '{path}' is not valid YAML: "
                          f"{' '.join(str(e).split())}") from e
+    if isinstance(data, dict):   # an older run's config.yaml (``extra`` key): today's form
+        data = upgrade_run_dict(data)
     for k, v in parse_overrides(overrides):
         _set(data, k, v)
     if drop_unread and isinstance(data.get("model"), dict):
