@@ -160,6 +160,10 @@ def test_an_old_runs_config_yaml_can_be_used_as_a_config(tmp_path):
     cfg = load_config(str(path), ["train.lr=0.001"])
     assert type(cfg.model) is WeightSpaceConfig and cfg.model.channels == [8, 8]
     assert cfg.model.out_dim is None and cfg.train.lr == 0.001
+    # an editing run's old config said model.task: invariant (build overwrote it then)
+    path.write_text(yaml.safe_dump({"task": "inr_editing",
+                                    "model": {**old_model, "task": "invariant"}}))
+    assert load_config(str(path)).model.task == "equivariant"
     with pytest.raises(ValueError, match="model.residual"):   # today's files: still refused
         path.write_text(yaml.safe_dump({"task": "inr_classification",
                                         "model": {"backend": "np", "residual": True}}))

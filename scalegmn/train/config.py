@@ -201,10 +201,14 @@ def config_conflicts(a: dict, b: dict, allowed=RESUMABLE_KEYS) -> list:
 def upgrade_run_dict(d: dict) -> dict:
     """A run config dict saved by an older version in today's form (its ``model`` section
     through ``scalegmn.config.upgrade_legacy``; a classification run's ``out_dim: 1`` meant
-    "from the data"). Today's dicts come back unchanged."""
+    "from the data", and ``model.task``, which the run's task overwrote, is left to follow it).
+    Today's dicts come back unchanged."""
     d = dict(d)
     if isinstance(d.get("model"), dict):
+        legacy = "extra" in d["model"]
         d["model"] = upgrade_legacy(d["model"], d.get("task") == "inr_classification")
+        if legacy:   # the old model.task was overwritten by the run's task: it follows it now
+            d["model"].pop("task", None)
     return d
 
 
