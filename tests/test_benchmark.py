@@ -115,3 +115,26 @@ def test_missing_fashion_mnist_names_the_package(tmp_path, monkeypatch):
         ensure(spec, tmp_path)
     with pytest.raises(ValueError, match="put the published"):
         ensure(suites.MNIST_PUBLISHED, tmp_path)
+
+
+def test_the_page_states_the_editing_reference_level(tmp_path):
+    # editing runs record the test MSE of the unedited networks; the page prints it under the
+    # task's table (the "no edit" level, as chance is for accuracy)
+    from scalegmn.benchmark.results import render
+    runs = [r for r in get_suite("cpu") if r.task == "mnist_edit"][:2]
+    for i, r in enumerate(runs):
+        d = tmp_path / "runs" / r.name
+        d.mkdir(parents=True)
+        (d / "benchmark.json").write_text(json.dumps({"finished": True, "wall_s": 60.0,
+                                                      "cpu_s": 50.0}))
+        (d / "summary.json").write_text(json.dumps({
+            "test": {"mse": 0.05 + 0.01 * i}, "parameters": 10,
+            "reference": {"name": "unedited", "test": {"mse": 0.0792}}}))
+    page = render(runs, tmp_path / "runs", tmp_path / "results.md", suite="cpu")
+    assert "Reference: the unedited networks score 7.92 x1e-2" in page
+    (tmp_path / "runs" / runs[0].name / "summary.json").write_text(json.dumps(
+        {"test": {"mse": 0.05}, "parameters": 10}))
+    (tmp_path / "runs" / runs[1].name / "summary.json").write_text(json.dumps(
+        {"test": {"mse": 0.06}, "parameters": 10}))
+    assert "Reference:" not in render(runs, tmp_path / "runs", tmp_path / "results.md",
+                                      suite="cpu")

@@ -123,9 +123,18 @@ def test_editing_task_runs(tmp_path, inr_dir):
             "model": {"backend": "scalegmn", "hidden": 8, "layers": 2},
             "train": {"epochs": 1, "progress": False}}
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(cfgd))
-    s = Runner(load_config(str(tmp_path / "e.yaml")), tmp_path / "edit",
-               log=lambda *a: None).fit()
+    run = Runner(load_config(str(tmp_path / "e.yaml")), tmp_path / "edit", log=lambda *a: None)
+    s = run.fit()
     assert s["metric"] == "mse" and 0 < s["test"]["mse"] < 1
+    # the reference level: the test networks left unedited; the model with its edit scales set
+    # to 0 (an identity edit, through the edit head) scores exactly that
+    ref = s["reference"]
+    assert ref["name"] == "unedited" and 0 < ref["test"]["mse"] < 1
+    with torch.no_grad():
+        run.model.edit.alpha.zero_()
+        run.model.edit.beta.zero_()
+    assert abs(run.evaluate(run.data["test"])["mse"] - ref["test"]["mse"]) < 1e-7
+    assert json.loads((tmp_path / "edit" / "summary.json").read_text())["reference"] == ref
 
 
 def test_shipped_configs_validate():

@@ -65,8 +65,17 @@ def collect(runs, out) -> list:
                      "cpu_s": info.get("cpu_s") if finished else None,
                      "params": summ.get("parameters"),
                      "epochs": (cfg.get("train") or {}).get("epochs"),
-                     "curve": curve, "error": info.get("error")})
+                     "curve": curve, "error": info.get("error"),
+                     "reference": _reference(summ, metric) if finished else None})
     return rows
+
+
+def _reference(summary: dict, metric: str):
+    """``(name, test metric)`` of the task's trivial model recorded with a run (editing: the
+    unedited networks), or None."""
+    ref = summary.get("reference") or {}
+    value = (ref.get("test") or {}).get(metric)
+    return (ref.get("name"), value) if value is not None else None
 
 
 def mean_std(values) -> tuple:
@@ -259,6 +268,12 @@ def render(runs, out, path, suite: str = "", data_dir=None) -> str:
             L += [info.note, ""]
         if info.chance is not None:
             L += [f"Chance level: {_fmt(t, info.chance)} {info.unit}.", ""]
+        refs = {r["reference"] for rs in backends.values() for r in rs if r["reference"]}
+        if refs:   # one test split per task: every run records the same level
+            name, value = sorted(refs)[0]
+            L += [f"Reference: the {name} networks score {_fmt(t, value)} {info.unit} on the "
+                  f"same test networks (a backend that does not beat it does no better than "
+                  f"leaving them as they are).", ""]
         png = plot_dir / f"{t}_curves.png"
         if png.is_file():
             L += [f"![learning curves: {info.title}]({plot_dir.name}/{png.name})", ""]

@@ -321,8 +321,10 @@ class Runner:
             atomic_write(f, lambda fh: fh.write("".join(ln + "\n" for ln in keep)), mode="w")
 
     # loop ---------------------------------------------------------------------------------
-    def evaluate(self, graphs, transform=None, desc: str = "evaluating"):
-        """The task's metrics on ``graphs`` (a progress bar ``desc`` when the step is long)."""
+    def evaluate(self, graphs, transform=None, desc: str = "evaluating",
+                 reference: bool = False):
+        """The task's metrics on ``graphs`` (a progress bar ``desc`` when the step is long);
+        ``reference``: of the task's trivial model instead (``Task.reference_output``)."""
         from ..progress import bar as progress_bar
         self.model.eval()
         outs, bs = [], []
@@ -335,7 +337,7 @@ class Runner:
                     b = transform(b)
                 b = b.to(self.device)
                 b.x, b.edge_attr = b.x.to(self.dtype), b.edge_attr.to(self.dtype)
-                outs.append(self.model(b))
+                outs.append(self.task.reference_output(b) if reference else self.model(b))
                 bs.append(b)
                 if bar is not None:
                     bar.update(1)
@@ -426,6 +428,9 @@ class Runner:
                    "seed": self.cfg.train.seed, "metric": self.task.metric,
                    "best_val": self.best, "test": test,
                    "parameters": count_parameters(self.model)["trainable"]}
+        if self.task.reference_name:   # e.g. editing: the test MSE of the unedited networks
+            summary["reference"] = {"name": self.task.reference_name, "test": self.evaluate(
+                self.data["test"], desc="reference", reference=True)}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         plot_curves(self.out)
         self.log(f"test {self.task.metric}: {test[self.task.metric]:.4f} "

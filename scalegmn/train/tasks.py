@@ -31,6 +31,14 @@ class Task:
     def evaluate(self, outs: list, batches: list) -> dict:
         raise NotImplementedError
 
+    #: what the reference level of the metric is (``None``: the task has none beyond chance)
+    reference_name = None
+
+    def reference_output(self, batch):
+        """The output of the trivial model whose metric is the task's reference level (editing:
+        the input networks left as they are)."""
+        raise NotImplementedError
+
 
 class InrClassification(Task):
     """Cross-entropy on the class; metric: accuracy."""
@@ -85,6 +93,12 @@ class InrEditing(Task):
 
     def loss(self, out, batch):
         return F.mse_loss(self._render(out, batch), batch.target.to(out.x.dtype))
+
+    reference_name = "unedited"
+
+    def reference_output(self, batch):
+        """The identity edit: the input SIRENs, rendered against the targets as they are."""
+        return batch
 
     def evaluate(self, outs, batches):
         err = [((self._render(o, b) - b.target.to(o.x.dtype)) ** 2).mean(dim=(1, 2))
