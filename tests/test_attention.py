@@ -16,7 +16,7 @@ from torch_geometric.data import Batch
 
 import converters as C
 from zoo import make
-from checks import TOL, rel_err
+from checks import TOL, acted_by_graph, assert_round_trip, rel_err
 
 ATTN_ZOO = ["attn_sdpa", "attn_sdpa_1head", "attn_written", "mha", "mha_kv", "encoder",
             "encoder_prenorm", "decoder", "decoder_prenorm"]
@@ -645,3 +645,93 @@ def test_masks_that_are_not_model_inputs_are_refused():
         C.to_graph(Derived().eval(), (X, m))
     with pytest.raises(C.UnsupportedLayerError):
         C.to_graph(Elsewhere().eval(), (X, torch.zeros(2, 5, 4)))
+
+
+# -- heads of one feature each -------------------------------------------------------------------
+class _Heads(nn.Module):
+    """Q/K/V ``nn.Linear(3, heads * width)`` split into ``heads`` heads of ``width`` features
+    (``view(B, T, heads, width)``), an attention ``form`` (``sdpa``; ``written``: softmax(q @
+    k.transpose(-2, -1) / sqrt(width)) @ v; ``kT``: the key viewed straight into (B, heads,
+    width, T) by a permute), the heads merged, ``nn.Linear(heads * width, 2)``. Input (batch,
+    tokens, 3)."""
+
+    def __init__(self, heads, width, form):
+        super().__init__()
+        self.h, self.form, e = heads, form, heads * width
+        self.q, self.k, self.v, self.o = nn.Linear(3, e), nn.Linear(3, e), nn.Linear(3, e), \
+            nn.Linear(e, 2)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k, v = (f(x).view(B, T, self.h, -1) for f in (self.q, self.k, self.v))
+        q, v = q.transpose(1, 2), v.transpose(1, 2)
+        if self.form == "sdpa":
+            y = F.scaled_dot_product_attention(q, k.transpose(1, 2), v, is_causal=True)
+        elif self.form == "written":
+            y = (q @ k.transpose(1, 2).transpose(-2, -1) / math.sqrt(q.size(-1))).softmax(-1) @ v
+        else:
+            y = F.softmax(q @ k.permute(0, 2, 3, 1), dim=-1) @ v
+        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+
+def _per_head(g, width):
+    """``g``'s node-set records with sizes, cuts and block sizes counted in heads (divided by
+    the head ``width``), and its attention ops' heads and head sizes."""
+    recs = []
+    for ns in g.arch.nodesets:
+        r = dict(ns)
+        if "perm_cuts" in r and ns["name"] in ("q", "k", "v"):
+            r["size"] //= width
+            r["perm_cuts"] = tuple(c // width for c in r["perm_cuts"])
+            r["blocks"] = {**r["blocks"], "size": r["blocks"]["size"] // width}
+        recs.append(r)
+    att = [(op["heads"], op["head_dim"], op["v_head_dim"]) for op in g.arch.ops
+           if op["op"] == "attention"]
+    return recs, att
+
+
+@pytest.mark.parametrize("form", ["sdpa", "written", "kT"])
+@pytest.mark.parametrize("heads", [2, 3])
+def test_heads_of_one_feature_convert_as_wider_heads(form, heads):
+    """``view(B, T, H, 1)``: the size-1 axis is read as the head width, so the graph has the
+    groups, query/key inverse tie, cuts and head blocks of the same model with heads of 2
+    features; exact round trip, 20 float64 actions keep the function, a query scaled without
+    its key changes it."""
+    torch.manual_seed(0)
+    one, two = (_Heads(heads, w, form).double().eval() for w in (1, 2))
+    x = torch.randn(3, 5, 3, dtype=torch.float64)
+    g, _ = assert_round_trip(one, x)
+    g2 = C.to_graph(two, x)
+    (recs, att), (recs2, att2) = _per_head(g, 1), _per_head(g2, 2)
+    assert att == [(heads, 1, 1)] and att2 == [(heads, 2, 2)]
+    assert recs == recs2
+    assert recs[_sets(g)["q"]]["inv_tie"] == _sets(g)["k"]
+    assert recs[_sets(g)["q"]]["blocks"]["size"] == 1
+    y, gen = one(x), torch.Generator().manual_seed(0)
+    moved = False
+    for _ in range(20):
+        a = C.sample_action(g, generator=gen)
+        qn = _nodes(g, "q")
+        moved |= not torch.equal(a.perm[qn], qn)
+        assert rel_err(C.to_module(a.apply(g))(x), y) < TOL
+        assert rel_err(acted_by_graph(one, g, a)(x), y) < TOL
+    assert moved                             # heads of one feature are moved as blocks
+    assert rel_err(_moved(one, g, q=_one(g, _nodes(g, "q")[0], 2.0))(x), y) > 1e-6
+
+
+def test_a_token_count_of_one_is_not_read_as_a_head_width():
+    """Only a size-1 axis that a view added after the features is a head width of one (its
+    size is the graph's): the scores scaled by the token count, 1 in the example input, are
+    refused rather than scaled by a constant 1."""
+    class ByTokens(_Heads):
+        def forward(self, x):
+            B, T, _ = x.shape
+            q, k, v = (f(x).view(B, T, self.h, -1).transpose(1, 2) for f in (self.q, self.k,
+                                                                               self.v))
+            y = (q @ k.transpose(-2, -1) / k.transpose(-2, -1).size(-1)).softmax(-1) @ v
+            return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+    m = ByTokens(2, 1, "written").double().eval()
+    with pytest.raises(C.UnsupportedLayerError, match=r"multiplied or divided by a Python number"):
+        C.to_graph(m, torch.randn(3, 1, 3, dtype=torch.float64))
+    C.to_graph(_Heads(2, 1, "written").double().eval(), torch.randn(3, 1, 3, dtype=torch.float64))

@@ -552,13 +552,10 @@ def test_the_fuzzer_reaches_block_moves():
     assert found == {"attention", "groupnorm"}
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: heads of one feature each (h.view(B, T, H, "
-                   "1)) are refused at the attention ('it reads the features on axis 3, but its "
-                   "operand's features are on axis 1'); found by the fuzzer")
 @pytest.mark.parametrize("qkv", QKV)
 def test_attention_heads_of_one_feature_convert(qkv):
     """Two heads of one feature each (``d = 2``), separate or fused projections: a valid
-    attention that should convert (a refusal by name, not a silent wrong graph)."""
+    attention that converts (found by the fuzzer: it was refused at the attention)."""
     prog = {"input": "tok", "in": 3, "vocab": 0, "out": 2, "last": ("tok", 3),
             "steps": [("linear", 0, 3), ("attn", 1, 2, 2, 0, qkv)]}
     assert outcome(prog) == ("converted", None)

@@ -39,30 +39,43 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from ..groups import NEG
+from .axes import unit_axes, unit_factor
 from .base import OpRule, is_number
 
 
-def head_layout(t, node, x, what: str, transposed: bool = False) -> tuple:
-    """``(heads, head_dim)`` of an attention operand ``x`` (a ``_Val``): one node set, the
-    features of one head on the last axis, the tokens on the axis before (``transposed``: the
-    other way round, a transposed key), the heads (when the features are split) on an axis
-    before both. Refused, naming ``node``, otherwise."""
+def head_layout(t, node, x, what: str, transposed: bool = False, shape=None) -> tuple:
+    """``(heads, head_dim)`` of an attention operand ``x`` (a ``_Val`` of shape ``shape``): one
+    node set, the features of one head on the last axis, the tokens on the axis before
+    (``transposed``: the other way round, a transposed key), the heads (when the features are
+    split) on an axis before both. Heads of one feature each (``x.view(B, T, H, 1)``) are read
+    from a size-1 feature axis (``converters.ops.axes.unit_factor``). Refused, naming ``node``,
+    otherwise."""
     t.single_set(node, what, x)
     r = x.rank
     if r < 3:
         t.fail(node, what, f"its operands must be (batch, ..., tokens, features), got rank {r}")
     fa = r - 2 if transposed else r - 1
-    if x.cdim is not None:
-        if x.cdim != fa:
+    caxes, csplit = head_axes(x, shape, transposed)
+    if len(caxes) == 1:
+        if caxes[0] != fa:
             t.fail(node, what, f"it reads the features on axis {fa}, but its operand's "
-                               f"features are on axis {x.cdim}")
+                               f"features are on axis {caxes[0]}")
         return 1, x.chan
-    if len(x.caxes) != 2 or x.caxes[1] != fa or x.caxes[0] >= r - 2:
-        t.fail(node, what, f"its operand's features are split over axes {list(x.caxes)} (sizes "
-                           f"{list(x.csplit)}): attention needs the heads on an axis before the "
+    if len(caxes) != 2 or caxes[1] != fa or caxes[0] >= r - 2:
+        t.fail(node, what, f"its operand's features are split over axes {list(caxes)} (sizes "
+                           f"{list(csplit)}): attention needs the heads on an axis before the "
                            f"tokens and each head's features on the last axis "
                            f"(x.view(B, T, H, D).transpose(1, 2))")
-    return tuple(int(c) for c in x.csplit)
+    return tuple(int(c) for c in csplit)
+
+
+def head_axes(x, shape, transposed: bool = False) -> tuple:
+    """``(caxes, csplit)`` of an attention operand ``x`` of shape ``shape`` (None: ``x``'s own),
+    a size-1 feature axis (the last, or the one before when ``transposed``) read as a head width
+    of one (``converters.ops.axes.unit_factor``)."""
+    if shape is None:
+        return tuple(x.caxes), x.csplit
+    return unit_factor(x, shape, len(shape) - (2 if transposed else 1))
 
 
 def _const(t, node, what: str, name: str, v, kinds=(bool,)):
@@ -114,13 +127,16 @@ class Attention(OpRule):
         scale = p.get("scale")
         if scale is not None and not is_number(scale):
             t.fail(node, what, f"'scale' must be a Python number or None, got {scale!r}")
-        q, k, v = (t.tensor_arg(node, p.get(n)) for n in self._NAMES[:3])
-        (hq, dq), (hk, dk), (hv, dv) = (head_layout(t, node, x, what) for x in (q, k, v))
+        qkv = [p.get(n) for n in self._NAMES[:3]]
+        q, k, v = (t.tensor_arg(node, a) for a in qkv)
+        (hq, dq), (hk, dk), (hv, dv) = (head_layout(t, node, x, what, shape=t.shape(a))
+                                        for x, a in zip((q, k, v), qkv))
         if not (hq == hk == hv) or dq != dk:
             t.fail(node, what, f"queries, keys and values must have one number of heads and "
                                f"queries and keys one head size, got (heads, size) "
                                f"{(hq, dq)}, {(hk, dk)}, {(hv, dv)}")
-        if not (q.rank == k.rank == v.rank) or not (q.caxes == k.caxes == v.caxes):
+        axes = [head_axes(x, t.shape(a))[0] for x, a in zip((q, k, v), qkv)]
+        if not (q.rank == k.rank == v.rank) or not (axes[0] == axes[1] == axes[2]):
             t.fail(node, what, "queries, keys and values must have their heads and features on "
                                "the same axes")
         masks = mask_inputs(t, node, what, {"attn_mask": p.get("attn_mask")})
@@ -142,12 +158,16 @@ class Attention(OpRule):
         if kwargs or len(args) != 2:
             t.fail(node, what, "expects two tensors")
         q, kt = (t.tensor_arg(node, a) for a in args)
-        (hq, dq), (hk, dk) = head_layout(t, node, q, what), head_layout(t, node, kt, what, True)
-        if hq != hk or dq != dk or q.rank != kt.rank or q.caxes[:-1] != kt.caxes[:-1]:
+        (hq, dq), (hk, dk) = (head_layout(t, node, q, what, shape=t.shape(args[0])),
+                              head_layout(t, node, kt, what, True, shape=t.shape(args[1])))
+        qaxes = head_axes(q, t.shape(args[0]))[0]
+        if (hq != hk or dq != dk or q.rank != kt.rank
+                or qaxes[:-1] != head_axes(kt, t.shape(args[1]), True)[0][:-1]):
             t.fail(node, what, "a product of two layers' values is read only as attention "
                                "scores q @ k.transpose(-2, -1), with one number of heads and "
                                "one head size")
-        _scores(t)[node] = {"q": q, "kt": kt, "steps": [], "heads": hq, "head_dim": dq}
+        _scores(t)[node] = {"q": q, "kt": kt, "steps": [], "heads": hq, "head_dim": dq,
+                            "axes": qaxes}
         t.vals[node] = None
 
     def reads_scores(self, t, node) -> bool:
@@ -202,9 +222,10 @@ class Attention(OpRule):
             return True
         elif name in ("matmul",) and soft and len(args) == 2 and args[0] is src:
             v = t.tensor_arg(node, args[1])
-            hv, dv = head_layout(t, node, v, what)
+            hv, dv = head_layout(t, node, v, what, shape=t.shape(args[1]))
             q, kt = info["q"], info["kt"]
-            if hv != info["heads"] or v.rank != q.rank or v.caxes != q.caxes:
+            if (hv != info["heads"] or v.rank != q.rank
+                    or head_axes(v, t.shape(args[1]))[0] != info["axes"]):
                 t.fail(node, what, "the values must have the queries' heads and axes")
             vid = t.new_vid()
             t.ops.append({"op": "attention", "in": [q.vid, kt.vid, v.vid, *info.get("extra", [])],
@@ -281,9 +302,11 @@ def size_value(t, n):
 
 
 def _feature_size(t, src, axis):
-    """The size of axis ``axis`` of the traced value ``src`` when it holds features."""
+    """The size of axis ``axis`` of the traced value ``src`` when it holds features (or is a
+    head width of one, ``converters.ops.axes.unit_axes``)."""
     v = t.vals.get(src) if isinstance(src, fx.Node) else None
-    if v is None or not isinstance(axis, int) or axis % v.rank not in v.caxes:
+    if v is None or not isinstance(axis, int) or (axis % v.rank not in v.caxes
+                                                  and axis % v.rank not in unit_axes(t, v)):
         return None
     return t.shape(src)[axis]
 

@@ -51,6 +51,34 @@ def regroup(src: tuple, out: tuple) -> list:
     return groups
 
 
+def unit_factor(x, shape: tuple, axis: int) -> tuple:
+    """``(caxes, csplit)`` of the traced value ``x`` (a ``_Val`` of shape ``shape``) with its
+    size-1 axis ``axis`` read as the last factor of its channels. A size-1 axis after the
+    channel axis is ambiguous: ``(batch, T, C) -> (batch, T, C, 1)`` adds a size-1 axis (how
+    ``View`` records it: the channels stay on one axis) and splits the ``C`` features into ``C``
+    heads of one feature (``caxes`` ``(2, 3)``, ``csplit`` ``(C, 1)``); both readings hold each
+    entry at the same place, so an op that reads the features on ``axis`` (an attention's head
+    width) may take the second. ``x``'s own ``(caxes, csplit)`` when its channels lie on several
+    axes or on ``axis`` already, or when ``shape[axis]`` is not 1."""
+    axis %= len(shape)
+    if x.cdim is None or x.cdim == axis or shape[axis] != 1:
+        return tuple(x.caxes), x.csplit
+    return (x.cdim, axis), (x.chan, 1)
+
+
+def unit_axes(t, x) -> tuple:
+    """The size-1 axes of the traced value ``x`` that a ``view`` added right after its one
+    channel axis (``(batch, T, C) -> (batch, T, C, 1)``), moved along by later permutes: their
+    size is the graph's (the view's record), not the input's, so their size may be read as a
+    constant (a head width of one, ``q.size(-1)``). Other size-1 axes may be token axes."""
+    return t.__dict__.get("unit_axes", {}).get(x.vid, ())
+
+
+def _set_unit_axes(t, x, axes) -> None:
+    if axes:
+        t.__dict__.setdefault("unit_axes", {})[x.vid] = tuple(axes)
+
+
 class View(OpRule):
     """``view``: ``groups``, one ``[n_src, sizes]`` per group of consecutive axes after the batch
     (``converters.ops.axes.regroup``): ``sizes`` None keeps or merges the ``n_src`` axes into one
@@ -108,6 +136,12 @@ class View(OpRule):
             pos_in, pos_out = pos_in + n_src, pos_out + len(sizes)
         t.emit(node, {"op": "view", "groups": record}, x, caxes=tuple(caxes),
                csplit=csplit if len(caxes) > 1 else None)
+        units, pos = [], 1
+        for n_src, sizes in groups:
+            if n_src == 0 and list(sizes) == [1] and caxes == [pos - 1]:
+                units.append(pos)          # (T, C) -> (T, C, 1): one feature per head
+            pos += len(sizes)
+        _set_unit_axes(t, t.vals[node], units)
 
     def constrain(self, op, s):
         s.pass_through(op)
@@ -158,6 +192,7 @@ class Permute(OpRule):
             t.fail(node, name, "permuting a flattened feature map is unsupported")
         t.emit(node, {"op": "permute", "dims": dims}, x,
                caxes=tuple(dims.index(a) for a in x.caxes))
+        _set_unit_axes(t, t.vals[node], [dims.index(a) for a in unit_axes(t, x)])
 
     def trace_method(self, t, node, name):
         self.trace_function(t, node, None, node.args, node.kwargs,
