@@ -211,7 +211,7 @@ def cmd_bench(args):
 def cmd_benchmark(args):
     from .benchmark.runner import run_suite
     failed = run_suite(args.suite, args.out, only=args.only, dry_run=args.dry_run,
-                       data_dir=args.data_dir, results=args.results)
+                       data_dir=args.data_dir, results=args.results, quote_in=args.quote_in)
     return 1 if failed else 0
 
 
@@ -320,6 +320,11 @@ def main(argv=None):
     bm.add_argument("--results", default="docs/results.md",
                     help="the results page to write (default: %(default)s; plots go in the "
                          "folder of the same name)")
+    bm.add_argument("--quote-in", metavar="README",
+                    help="also refresh the overview table quoted in this README between the "
+                         "lines '<!-- benchmark-overview:start -->' and "
+                         "'<!-- benchmark-overview:end -->' (a README without them is left "
+                         "alone)")
     bm.set_defaults(fn=cmd_benchmark)
     raw = sys.argv[1:] if argv is None else list(argv)
     if raw[:1] == ["bench"]:      # its own option parser (scalegmn bench -h)

@@ -138,3 +138,25 @@ def test_the_page_states_the_editing_reference_level(tmp_path):
         {"test": {"mse": 0.06}, "parameters": 10}))
     assert "Reference:" not in render(runs, tmp_path / "runs", tmp_path / "results.md",
                                       suite="cpu")
+
+
+def test_the_readme_quotes_the_overview_between_its_markers(tmp_path):
+    from scalegmn.benchmark.results import QUOTE_END, QUOTE_START, quote_overview
+    page = tmp_path / "docs" / "results.md"
+    page.parent.mkdir()
+    page.write_text("# Benchmark results (cpu suite)\n\nWritten by `scalegmn benchmark` on "
+                    "2026-12-01 04:00 UTC (x86_64); **40 of 105 runs finished**, the others "
+                    "...\n\n## Overview\n\n| backend | A (%) |\n|---|---|\n"
+                    "| `scalegmn` | 33.4 ± 2.0 (n=3) |\n\n## A\n\n| other | table |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{QUOTE_START}\nold numbers\n{QUOTE_END}\nafter\n")
+    assert quote_overview(page, readme)
+    text = readme.read_text()
+    assert "old numbers" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    assert "| `scalegmn` | 33.4 ± 2.0 (n=3) |" in text and "other" not in text
+    assert "(2026-12-01 04:00 UTC, 40 of 105 runs finished;" in text
+    assert "[docs/results.md](docs/results.md)" in text
+    assert quote_overview(page, readme) and readme.read_text() == text    # idempotent
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    assert not quote_overview(page, plain) and plain.read_text() == "no markers\n"

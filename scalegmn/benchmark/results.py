@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import platform
 from collections import OrderedDict
 from datetime import datetime, timezone
@@ -330,9 +331,48 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def write_results(runs, out, path="docs/results.md", suite: str = "", data_dir=None) -> Path:
+#: the lines of a README between which ``quote_overview`` keeps the overview table
+QUOTE_START, QUOTE_END = "<!-- benchmark-overview:start -->", "<!-- benchmark-overview:end -->"
+
+
+def quote_overview(page: Path, readme: Path) -> bool:
+    """Copy the overview table of the results page ``page`` into ``readme`` between the lines
+    ``QUOTE_START`` and ``QUOTE_END``, with the page's date and run count, so the README quotes
+    the current numbers (computed once, on the page). Returns whether ``readme`` had the
+    markers (without them it is left alone)."""
+    page, readme = Path(page), Path(readme)
+    text = readme.read_text() if readme.is_file() else ""
+    if QUOTE_START not in text or QUOTE_END not in text:
+        return False
+    lines = page.read_text().splitlines()
+    if "## Overview" not in lines:
+        return False
+    i = lines.index("## Overview") + 2
+    table = []
+    while i < len(lines) and lines[i].startswith("|"):
+        table.append(lines[i])
+        i += 1
+    when = next((ln for ln in lines if ln.startswith("Written by")), "")
+    m = re.search(r"on (\d{4}-\d\d-\d\d \d\d:\d\d UTC).*\*\*(\d+ of \d+ runs finished)\*\*",
+                  when)
+    rel = os.path.relpath(page, readme.parent)
+    intro = (f"From [{rel}]({rel}) ({m.group(1)}, {m.group(2)}; mean ± std over the finished "
+             f"seeds, n per cell):" if m else f"From [{rel}]({rel}):")
+    head, rest = text.split(QUOTE_START, 1)
+    _, tail = rest.split(QUOTE_END, 1)
+    new = head + QUOTE_START + "\n" + intro + "\n\n" + "\n".join(table) + "\n" + QUOTE_END + tail
+    if new != text:
+        tmp = readme.with_name(readme.name + ".tmp")
+        tmp.write_text(new)
+        os.replace(tmp, readme)
+    return True
+
+
+def write_results(runs, out, path="docs/results.md", suite: str = "", data_dir=None,
+                  quote_in=None) -> Path:
     """Write the learning-curve PNGs (``<page folder>/<page stem>/<task>_curves.png``) and the
-    page ``path``; returns ``path``."""
+    page ``path``; returns ``path``. ``quote_in``: a README whose overview quote
+    (``quote_overview``) is refreshed too."""
     path = Path(path)
     rows = collect(runs, out)
     plot_dir = path.parent / path.stem
@@ -343,4 +383,6 @@ def write_results(runs, out, path="docs/results.md", suite: str = "", data_dir=N
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)       # readers never see half a page
+    if quote_in is not None:
+        quote_overview(path, quote_in)
     return path

@@ -146,9 +146,10 @@ def run_one(run: Run, out, data_dir, suite: str = "", log=print, progress: bool 
 
 def run_suite(suite: str, out, only: Optional[str] = None, dry_run: bool = False,
               data_dir=None, results="docs/results.md", log=print, progress: bool = True,
-              keep_going: bool = True) -> int:
+              keep_going: bool = True, quote_in=None) -> int:
     """Run suite ``suite`` into ``out`` (see the module doc); write the results page to
-    ``results`` after each run (``None``: no page). ``only``: a pattern of run names
+    ``results`` after each run (``None``: no page), and refresh the overview quoted in the
+    README ``quote_in`` (``results.quote_overview``; None: none). ``only``: a pattern of run names
     (``suites.get_suite``). ``dry_run``: print the plan, validate every run's config, make and
     train nothing. Returns the number of runs that failed (each failure is logged with its
     traceback and recorded in its ``benchmark.json``; ``keep_going=False`` re-raises)."""
@@ -184,7 +185,7 @@ def run_suite(suite: str, out, only: Optional[str] = None, dry_run: bool = False
         except KeyboardInterrupt:
             # stopped (Ctrl-C, kill): the page says which runs finished and which resume
             if results:
-                _write_page(suite, runs, out, data_dir, results, log)
+                _write_page(suite, runs, out, data_dir, results, log, quote_in)
             raise
         except Exception as e:     # noqa: BLE001 - one broken run must not stop a suite
             failed += 1
@@ -197,18 +198,18 @@ def run_suite(suite: str, out, only: Optional[str] = None, dry_run: bool = False
             if not keep_going:
                 raise
         if results:
-            _write_page(suite, runs, out, data_dir, results, log)
+            _write_page(suite, runs, out, data_dir, results, log, quote_in)
     if results:
-        _write_page(suite, runs, out, data_dir, results, log)
+        _write_page(suite, runs, out, data_dir, results, log, quote_in)
     done = sum(state(out / r.name) == "finished" for r in runs)
     log(f"suite '{suite}': {done}/{len(runs)} runs finished, {failed} failed in this call"
         + (f"; results in {results}" if results else ""))
     return failed
 
 
-def _write_page(suite, runs, out, data_dir, results, log):
+def _write_page(suite, runs, out, data_dir, results, log, quote_in):
     from .results import write_results
     try:
-        write_results(runs, out, results, suite=suite, data_dir=data_dir)
+        write_results(runs, out, results, suite=suite, data_dir=data_dir, quote_in=quote_in)
     except Exception as e:    # noqa: BLE001 - a page error must not stop the training
         log(f"could not write {results}: {type(e).__name__}: {e}\n{traceback.format_exc()}")
