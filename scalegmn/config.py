@@ -216,7 +216,8 @@ class ScaleGMNConfig(ModelConfig):
     the model cannot tell ``Q s, K / s`` (same function) from ``Q s, K s`` (``PairMessage``).
     io_embeddings, layer_embeddings, edge_type_embeddings: learned embeddings.
     input_norm: normalise the inputs (``None``: on for gmn, off otherwise).
-    data_scale: per-layer input scales from the example batch's magnitudes.
+    data_scale: per-layer input scales from the example batch's magnitudes (editing: also the
+    edit head's per-layer units, so the first edits are ``edit_init`` of each layer's size).
     layer_scales, init, backward_edge_updates: ours by default; the published model's choices
     with ``False`` (the per-node-set input scales frozen at their initial value),
     ``torch_default``, ``scale_only`` (``scalegmn.published_style``).

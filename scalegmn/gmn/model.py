@@ -64,7 +64,24 @@ class ScaleGMN(nn.Module):
             self.readout = Readout(self.groups, cfg, info)
         from ..published_style import apply as apply_style
         apply_style(self, cfg)      # the published model's choices, where cfg asks for them
+        if equivariant and cfg.data_scale and hasattr(spec, "edge_attr"):
+            self._edit_units_from(spec)
         self._register_load_state_dict_pre_hook(self._rename_old_keys)
+
+    @torch.no_grad()
+    def _edit_units_from(self, batch) -> None:
+        """The edit head's units from the raw edit of the example ``batch`` at initialisation
+        (``EditHead.unit_from``; the model's mode and RNG state are left as they were)."""
+        training, rng = self.training, torch.get_rng_state()
+        dtype = next(self.parameters()).dtype
+        example = batch.clone()
+        example.x, example.edge_attr = example.x.to(dtype), example.edge_attr.to(dtype)
+        try:
+            self.eval()
+            self.edit.unit_from(example, self(example))
+        finally:
+            self.train(training)
+            torch.set_rng_state(rng)
 
     @staticmethod
     def _rename_old_keys(state_dict, prefix, *args):

@@ -73,8 +73,8 @@ class Readout(nn.Module):
 
 
 class EditHead(nn.Module):
-    """Equivariant output: the input networks edited, ``x + beta_l * delta_x`` and
-    ``W + alpha_l * delta_W`` per node set l, with ``delta_x = NODE_g(h)`` (by q_i) and
+    """Equivariant output: the input networks edited, ``x + beta_l u^x_l * delta_x`` and
+    ``W + alpha_l u^W_l * delta_W`` per node set l (units ``u``: ``unit_from``), with ``delta_x = NODE_g(h)`` (by q_i) and
     ``delta_W = EDGE(h, e)`` (by q_i / q_j), zero on padding, inputs and residual edges."""
 
     def __init__(self, groups, cfg: ScaleGMNConfig, info: SpecInfo, n_x: int):
@@ -85,6 +85,40 @@ class EditHead(nn.Module):
         self.edge_head = EdgeUpdate(groups, d, info.fe, cfg)
         self.alpha = nn.Parameter(torch.full((info.n_layers,), float(cfg.edit_init)))
         self.beta = nn.Parameter(torch.full((info.n_layers,), float(cfg.edit_init)))
+        # per node set units of the edits (``unit_from``): the step is ``alpha_l * w_unit_l *
+        # delta_W``, so that alpha (trained by Adam, which moves it by about lr per step) acts on
+        # the weights' own scale; 1 unless set from example data (``data_scale``)
+        self.register_buffer("w_unit", torch.ones(info.n_layers))
+        self.register_buffer("x_unit", torch.ones(info.n_layers))
+        self._register_load_state_dict_pre_hook(self._units_of_old_checkpoints)
+
+    @staticmethod
+    def _units_of_old_checkpoints(state_dict, prefix, *args):
+        """Checkpoints saved before the units existed had none (units of 1)."""
+        alpha = state_dict.get(prefix + "alpha")
+        for key in ("w_unit", "x_unit"):
+            if alpha is not None and prefix + key not in state_dict:
+                state_dict[prefix + key] = torch.ones_like(alpha)
+
+    @torch.no_grad()
+    def unit_from(self, batch, out) -> None:
+        """Set ``w_unit_l = median |W| / median |delta_W|`` and ``x_unit_l`` likewise for the
+        biases, per node set ``l``, from an example ``batch`` and the model's raw edit ``out`` of
+        it at initialisation: the first steps then change each layer by about ``alpha`` of its
+        own magnitude, whatever the scale of the head's raw output. A constant per node set:
+        equivariant."""
+        dst_layer = batch.layer[batch.edge_index[1]]
+        mask = batch.edge_mask.bool() if batch.edge_mask.dtype != torch.bool else batch.edge_mask
+        for k in range(self.info.n_layers):
+            edges = dst_layer == k
+            nodes = batch.layer == k
+            for vals, delta, unit in (
+                    (batch.edge_attr[edges][mask[edges]], out.delta_edge_attr[edges][mask[edges]],
+                     self.w_unit),
+                    (batch.x[nodes, 0], out.delta_x[nodes, 0], self.x_unit)):
+                v, d = vals[vals != 0].abs(), delta[delta != 0].abs()
+                if v.numel() and d.numel():
+                    unit[k] = float(v.double().median() / d.double().median())
 
     def forward(self, batch, eng: Engine, h: torch.Tensor, e: torch.Tensor, neuron_cols):
         dtype = h.dtype
@@ -103,5 +137,6 @@ class EditHead(nn.Module):
                            torch.tensor(_STRUCTURAL, device=batch.edge_type.device))
         editable = batch.edge_mask.to(dtype) * (~fixed).to(dtype)[:, None]
         delta_w = dw[:, :fe] * editable
-        return edit_output(batch, delta_x, delta_w, self.beta[batch.layer],
-                           self.alpha[batch.layer[batch.edge_index[1]]])
+        dst_layer = batch.layer[batch.edge_index[1]]
+        return edit_output(batch, delta_x, delta_w, (self.beta * self.x_unit)[batch.layer],
+                           (self.alpha * self.w_unit)[dst_layer])

@@ -53,7 +53,8 @@ KEY_HELP = {
     "model.edge_type_embeddings": "learned embeddings of edge types (weight, residual, norm)",
     "model.input_norm": "normalise inputs (null: on for gmn, off otherwise)",
     "model.edit_init": "equivariant task: initial scale of the predicted edit",
-    "model.data_scale": "per-layer input scales from the example batch's magnitudes",
+    "model.data_scale": "per-layer input scales (and, editing, per-layer edit units) from "
+                        "the example batch's magnitudes",
     "model.layer_scales": "learn the per-node-set input scales (false: frozen at their initial "
                           "value, as the published ScaleGMN has none to learn)",
     "model.init": "near_identity (gates near 1, norm-preserving maps) or torch_default "
