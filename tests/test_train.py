@@ -204,6 +204,24 @@ def _tiny(inr_dir, *extra):
             "train.progress=false", *extra]
 
 
+def test_a_checkpoint_older_than_a_config_key_resumes_with_its_default(tmp_path, inr_dir):
+    # a run interrupted before ``model.pair_messages`` existed could not be resumed ("is True
+    # here but None in the checkpoint"): keys a checkpoint predates take their defaults
+    out = tmp_path / "sg"
+    assert main(["train", "--config", "mnist_inr_scalegmn", "--out", str(out)]
+                + _tiny(inr_dir, "train.epochs=1")) == 0
+    last = out / "checkpoints" / "last.pt"
+    st = torch.load(last, weights_only=False)
+    del st["config"]["model"]["pair_messages"]
+    torch.save(st, last)
+    assert main(["train", "--out", str(out), "--resume", "--set", "train.epochs=2"]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]
+    with pytest.raises(SystemExit, match="model.hidden"):   # a key the checkpoint has binds
+        main(["train", "--out", str(out), "--resume", "--set", "train.epochs=3",
+              "model.hidden=64"])
+
+
 def test_resume_uses_the_runs_own_config(tmp_path, inr_dir, capsys):
     """README: train with --set model.hidden=..., then resume without those --set values."""
     out = str(tmp_path / "sg")

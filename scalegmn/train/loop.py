@@ -27,7 +27,8 @@ import converters
 from .. import allocator, build, count_parameters
 from ..config import execution_of
 from converters.io import atomic_save, atomic_write
-from .config import RESUMABLE_KEYS, RunConfig, config_conflicts, upgrade_run_dict
+from .config import (RESUMABLE_KEYS, RunConfig, config_conflicts, flatten_config,
+                     upgrade_run_dict)
 from .tasks import TASK_CLASSES
 
 
@@ -291,6 +292,10 @@ class Runner:
         if saved.get("model", {}).get("out_dim", 0) is None:   # saved before out_dim was kept
             saved["model"]["out_dim"] = self.cfg.model.out_dim
         conflicts = config_conflicts(self.cfg.to_dict(), saved) if saved else []
+        # keys the checkpoint predates (options added since) take their defaults, which keep the
+        # old model (a model that differs would not load the checkpoint's weights below)
+        known = set(flatten_config(saved))
+        conflicts = [c for c in conflicts if c[0] in known or c[0].split(".")[0] not in saved]
         if conflicts:
             key, ours, theirs = conflicts[0]
             raise ValueError(f"cannot resume from '{path}': config key '{key}' is {ours!r} here "
