@@ -73,8 +73,15 @@ class SpecInfo:
                        [3] + [int(layout(a).edge_type.max()) + 1 for a in uniq
                               if layout(a).num_edges]),
                    inverse_pairs=any(len(layout(a).inverse_pairs) for a in uniq),
-                   attention_heads=any(_rules.rule_for(op["op"]).attention_heads(
-                       op, layout(a).parts) for a in uniq for op in a.ops))
+                   attention_heads=any(has_attention_heads(a) for a in uniq))
+
+
+@functools.lru_cache(maxsize=64)
+def has_attention_heads(arch: ArchSpec) -> bool:
+    """Whether an op of ``arch`` computes attention heads (``OpRule.attention_heads``); cached,
+    since every forward pass checks its batch against the model's ``SpecInfo``."""
+    return any(_rules.rule_for(op["op"]).attention_heads(op, layout(arch).parts)
+               for op in arch.ops)
 
 
 @functools.lru_cache(maxsize=64)

@@ -59,7 +59,6 @@ class Partners:
         self.any = bool((partner >= 0).any())
         self.paired = (partner >= 0).unsqueeze(1).to(device)
         self.index = partner.clamp(min=0).to(device)
-        self.N = num_nodes
         self.heads = None
         self.is_value = torch.zeros(num_nodes, 1, dtype=torch.bool)
         if heads is not None and len(heads[0]):
