@@ -156,44 +156,24 @@ def _rank0() -> bool:
 
 
 def cmd_eval(args):
-    import torch
-
-    from .train.config import _build, RunConfig
     from .train.loop import Runner
-    path = Path(args.checkpoint)
-    hint = "pass a run's checkpoints/best.pt or checkpoints/last.pt (written by scalegmn train)"
-    if not path.is_file():
-        near = [str(q) for q in (path / "checkpoints" / "best.pt", path / "best.pt")
-                if q.is_file()]
-        raise FileNotFoundError(f"no checkpoint file '{path}': "
-                                + (f"did you mean --checkpoint {near[0]}?" if near else hint))
-    try:
-        ckpt = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as e:     # noqa: BLE001 - any unreadable file gets the same message
-        raise ValueError(f"cannot read checkpoint '{path}' ({type(e).__name__}): {hint}") from e
-    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict)
-            and isinstance(ckpt.get("model"), dict)):
-        raise ValueError(f"'{path}' is not a checkpoint of scalegmn train (it has no config and "
-                         f"model): {hint}")
-    cfg = _build(RunConfig, ckpt["config"], "config")
-    runner = Runner(cfg, path.parent.parent, dry_run=True, log=lambda *_: None)
-    try:
-        runner.model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        raise ValueError(f"checkpoint '{path}' does not fit the model of its own config "
-                         f"({lines[1] if len(lines) > 1 else lines[0]})") from e
+    runner = Runner.from_checkpoint(args.checkpoint)
+    cfg = runner.cfg
     res = runner.evaluate(runner.data[args.split])
     print(json.dumps({"split": args.split, **res}, indent=1))
     if args.robustness:
         from .train import robustness as R
         rob = R.robustness(runner)
+        changes = R.prediction_changes(runner)
         run_dir = Path(args.checkpoint).parent.parent
         R.save(rob, run_dir / "robustness.json")
+        R.save(changes, run_dir / "prediction_changes.json")
         R.plot({cfg.model.backend: rob}, runner.task.metric, run_dir / "plots" /
                "robustness.png", chance=R.chance_level(runner))
         print("robustness (test " + runner.task.metric + " under random group actions): "
               + ", ".join(f"{k}: {v:.4f}" for k, v in rob.items()))
+        print("test networks whose prediction the actions change: "
+              + ", ".join(f"{k}: {100 * v:.1f} %" for k, v in changes.items()))
     return 0
 
 

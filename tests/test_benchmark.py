@@ -67,11 +67,20 @@ def test_tiny_suite_end_to_end_with_resume_and_skip(tmp_path, monkeypatch):
     assert "Scale Equivariant Graph Metanetworks" in page and "research" + "/" not in page
     assert (tmp_path / "docs" / "results" / "mnist_inr_curves.png").stat().st_size > 1000
     assert "](results/mnist_inr_curves.png)" in page
-    # 4. a third call trains nothing
+    # 3b. the share of test networks whose prediction the actions change: none for ScaleGMN
+    changes = {d: json.loads((d / "prediction_changes.json").read_text()) for d in (first, second)}
+    assert changes[first] == {"perm": 0.0, "perm+sign": 0.0}
+    section = page[page.index("## Test networks whose prediction"):page.index("## Runs")]
+    assert next(ln for ln in section.splitlines() if ln.startswith("| `scalegmn`")) \
+        == "| `scalegmn` | 0.0 | 0.0 |"
+    # 4. a third call trains nothing, and measures the changes of a run finished without them
+    (second / "prediction_changes.json").unlink()
     monkeypatch.setattr(loop.Runner, "fit", lambda self: pytest.fail("trained again"))
     log = []
     assert _run(tmp_path, log) == 0
     assert sum("skipped" in ln for ln in log) == 2
+    assert json.loads((second / "prediction_changes.json").read_text()) == changes[second]
+    assert sum("prediction changes under random group actions" in ln for ln in log) == 1
 
 
 def test_dry_run_and_only(tmp_path, capsys):

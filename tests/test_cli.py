@@ -327,6 +327,13 @@ def test_quickstart_writes_its_result_table(tmp_path, tiny_inrs, monkeypatch, ca
     assert "chance level (1/" in context and "96.6 %" in context
     assert next(ln for ln in context.splitlines() if "ScaleGMN (this run)" in ln).endswith(mine)
     assert "benchmark --suite cpu" in context and "not run here" in context
+    # the share of test INRs whose class the actions change: none for ScaleGMN
+    changes = json.loads((tmp_path / "q" / "prediction_changes.json").read_text())
+    assert changes["scalegmn"] == {"perm": 0.0, "perm+sign": 0.0}
+    moved = table[table.index("predicted class the same actions change"):]
+    assert next(ln for ln in moved.splitlines() if ln.split()[:1] == ["scalegmn"]).split()[1:] \
+        == ["0.0%", "0.0%"]
+    assert moved.splitlines()[3].strip() in printed
 
 
 RNN_FILE = '''

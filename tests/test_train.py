@@ -417,6 +417,36 @@ def test_robustness_plot_names_accuracy_draws_chance_and_keeps_bars_clear():
     plt.close(fig)
 
 
+def test_prediction_changes_are_zero_for_scalegmn_and_not_for_the_mlp(tmp_path, inr_dir):
+    """The share of test networks whose class a random permutation + sign flip changes: none
+    for ScaleGMN (classification, and the edited image of the editing task), some for the flat
+    MLP (the negative control: the measure would catch a model that ignores the group)."""
+    from scalegmn.train import robustness as R
+    changes = {}
+    for backend, extra in (("scalegmn", {}), ("mlp", {"model__hidden": 32})):
+        cfg = load_config(write_config(tmp_path / f"{backend}.yaml", inr_dir,
+                                       model__backend=backend, train__epochs=2, **extra))
+        runner = Runner(cfg, tmp_path / backend, log=lambda *a: None)
+        runner.fit()
+        changes[backend] = R.prediction_changes(runner)
+    assert set(changes["scalegmn"]) == {"perm", "perm+sign"}
+    assert changes["scalegmn"] == {"perm": 0.0, "perm+sign": 0.0}
+    assert changes["mlp"]["perm+sign"] > 0.1, changes
+    for backend, extra in (("scalegmn", {}), ("mlp", {"hidden": 32})):    # the edited images
+        cfgd = {"task": "inr_editing",
+                "data": {"format": "dwsnets-mnist", "path": str(inr_dir), "batch_size": 8,
+                         "editing": "dilate", "limit": 16},
+                "model": {"backend": backend, "hidden": 8, "layers": 2, **extra},
+                "train": {"epochs": 1, "progress": False}}
+        (tmp_path / "e.yaml").write_text(yaml.safe_dump(cfgd))
+        runner = Runner(load_config(str(tmp_path / "e.yaml")), tmp_path / f"edit-{backend}",
+                        log=lambda *a: None)
+        runner.fit()
+        changes[f"edit-{backend}"] = R.prediction_changes(runner)
+    assert changes["edit-scalegmn"] == {"perm": 0.0, "perm+sign": 0.0}
+    assert changes["edit-mlp"]["perm+sign"] > 0.1, changes
+
+
 def test_robustness_chance_level_is_one_over_classes(tmp_path, inr_dir):
     from scalegmn.train import robustness as R
     runner = Runner(load_config(write_config(tmp_path / "c.yaml", inr_dir)), tmp_path / "c",

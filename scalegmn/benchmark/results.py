@@ -40,7 +40,8 @@ def _read(path: Path, kind="json"):
 
 def collect(runs, out) -> list:
     """One dict per run: ``run`` (the ``Run``), ``dir``, ``finished``, ``test`` (the test
-    metric), ``robustness`` ({setting: metric}), ``wall_s``, ``cpu_s``, ``params``, ``epochs``,
+    metric), ``robustness`` ({setting: metric}), ``changes`` ({setting: share of test networks
+    whose prediction the actions change}), ``wall_s``, ``cpu_s``, ``params``, ``epochs``,
     ``curve`` ([(epoch, train loss, val metric)]), ``error``."""
     from .runner import state
     rows = []
@@ -62,6 +63,8 @@ def collect(runs, out) -> list:
         rows.append({"run": r, "dir": d, "state": state(d), "finished": finished,
                      "test": (summ.get("test") or {}).get(metric) if finished else None,
                      "robustness": (_read(d / "robustness.json") or {}) if finished else {},
+                     "changes": (_read(d / "prediction_changes.json") or {}) if finished
+                     else {},
                      "wall_s": info.get("wall_s") if finished else None,
                      "cpu_s": info.get("cpu_s") if finished else None,
                      "params": summ.get("parameters"),
@@ -69,6 +72,43 @@ def collect(runs, out) -> list:
                      "curve": curve, "error": info.get("error"),
                      "reference": _reference(summ, metric) if finished else None})
     return rows
+
+
+CHANGES_TEXT = [
+    "In % of the test networks, mean ± std over seeds: a class that differs after the action, or "
+    "a predicted value (an edited image: any pixel) that moves by more than 1e-3 of the spread "
+    "of the predictions (`scalegmn.train.robustness.prediction_changes`). A backend that "
+    "respects the group has 0.0 whatever it learned. This is the measure to read for "
+    "permutations and sign flips: the INRs and the tanh zoo are as likely as their permuted and "
+    "sign-flipped copies (symmetric, i.i.d. initialisation; an elementwise optimiser), so a "
+    "transformed test set is another sample of the same data and no backend's expected metric "
+    "changes on it; the metric columns above differ from `none` by sampling noise only. Positive "
+    "rescalings of ReLU networks do leave the data's distribution, and there the metric drops "
+    "too.", ""]
+
+
+def _setting_tables(groups: dict, key: str, title: str, intro: list, cell) -> list:
+    """One table per task: backends x settings of each run's ``key`` dict ({setting: value}),
+    mean ± std over seeds, formatted by ``cell(task, mean, std)``; [] when no run has any."""
+    L = []
+    for t, backends in groups.items():
+        settings = []
+        for rs in backends.values():
+            for r in rs:
+                settings += [k for k in r[key] if k not in settings]
+        if not settings:
+            continue
+        L += [f"{TASKS[t].title}:", ""]
+        L.append("| backend | " + " | ".join(settings) + " |")
+        L.append("|---|" + "---|" * len(settings))
+        for b, rs in backends.items():
+            cells = []
+            for k in settings:
+                m, sd, n = mean_std(r[key].get(k) for r in rs)
+                cells.append(cell(t, m, sd) + (f" (n={n})" if 0 < n < len(rs) else ""))
+            L.append(f"| `{b}` | " + " | ".join(cells) + " |")
+        L.append("")
+    return [title, ""] + intro + L if L else []
 
 
 def _reference(summary: dict, metric: str):
@@ -279,25 +319,12 @@ def render(runs, out, path, suite: str = "", data_dir=None) -> str:
         if png.is_file():
             L += [f"![learning curves: {info.title}]({plot_dir.name}/{png.name})", ""]
     # robustness in full ------------------------------------------------------------------
-    if any(r["robustness"] for r in rows):
-        L += ["## Test metric under random group actions (every setting)", ""]
-        for t, backends in groups.items():
-            settings = []
-            for rs in backends.values():
-                for r in rs:
-                    settings += [k for k in r["robustness"] if k not in settings]
-            if not settings:
-                continue
-            L += [f"{TASKS[t].title}:", ""]
-            L.append("| backend | " + " | ".join(settings) + " |")
-            L.append("|---|" + "---|" * len(settings))
-            for b, rs in backends.items():
-                cells = []
-                for k in settings:
-                    m, s, n = mean_std(r["robustness"].get(k) for r in rs)
-                    cells.append(_fmt(t, m, s))
-                L.append(f"| `{b}` | " + " | ".join(cells) + " |")
-            L.append("")
+    L += _setting_tables(groups, "robustness", "## Test metric under random group actions "
+                         "(every setting)", [], lambda t, m, sd: _fmt(t, m, sd))
+    L += _setting_tables(groups, "changes", "## Test networks whose prediction the group actions "
+                         "change", CHANGES_TEXT,
+                         lambda t, m, sd: "-" if m is None else
+                         f"{100 * m:.1f}" + ("" if sd is None else f" ± {100 * sd:.1f}"))
     # every run ---------------------------------------------------------------------------
     L += ["## Runs", ""]
     L.append("| run | state | test | under random group actions | epochs | wall time | "

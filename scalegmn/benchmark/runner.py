@@ -108,6 +108,29 @@ def _totals(info: dict):
         c is not None for c in cpus) else None
 
 
+#: per run: ``{setting: share of test networks whose prediction the actions change}``
+CHANGES = "prediction_changes.json"
+
+
+def add_prediction_changes(run: Run, out, log=print) -> bool:
+    """Write ``prediction_changes.json`` into a finished run that lacks it (runs finished before
+    the measure existed), from its best checkpoint and the same actions as its robustness;
+    returns whether it wrote one."""
+    from ..train import robustness as R
+    from ..train.loop import Runner
+    run_dir = Path(out) / run.name
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    if state(run_dir) != "finished" or (run_dir / CHANGES).is_file() or not ckpt.is_file():
+        return False
+    runner = Runner.from_checkpoint(ckpt)
+    runner.cfg.train.progress = False
+    changes = R.prediction_changes(runner, seed=run.seed)
+    R.save(changes, run_dir / CHANGES)
+    log(f"[{run.name}] prediction changes under random group actions: "
+        + ", ".join(f"{k} {100 * v:.1f} %" for k, v in changes.items()))
+    return True
+
+
 def run_one(run: Run, out, data_dir, suite: str = "", log=print, progress: bool = True) -> dict:
     """Train (or resume) one run and evaluate its robustness; returns its ``benchmark.json``."""
     from ..train import robustness as R
@@ -134,6 +157,7 @@ def run_one(run: Run, out, data_dir, suite: str = "", log=print, progress: bool 
     runner.fit()
     rob = R.robustness(runner, seed=run.seed)
     R.save(rob, run_dir / "robustness.json")
+    R.save(R.prediction_changes(runner, seed=run.seed), run_dir / CHANGES)
     session.update(end=_now(), wall_s=time.time() - t0, cpu_s=time.process_time() - c0)
     info["finished"] = True
     _totals(info)
@@ -198,6 +222,14 @@ def run_suite(suite: str, out, only: Optional[str] = None, dry_run: bool = False
             if not keep_going:
                 raise
         if results:
+            _write_page(suite, runs, out, data_dir, results, log, quote_in)
+    added = 0
+    for r in runs:      # runs finished before prediction changes were measured
+        try:
+            added += add_prediction_changes(r, out, log)
+        except Exception as e:     # noqa: BLE001 - a measure must not stop the suite
+            log(f"[{r.name}] prediction changes not measured: {type(e).__name__}: {e}")
+        if added and added % 10 == 0 and results:
             _write_page(suite, runs, out, data_dir, results, log, quote_in)
     if results:
         _write_page(suite, runs, out, data_dir, results, log, quote_in)

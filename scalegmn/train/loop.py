@@ -168,6 +168,38 @@ class Runner:
             self._open_run_dir(resume)
 
     # construction, one job each ---------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path) -> "Runner":
+        """The runner of a checkpoint of ``scalegmn train`` (``checkpoints/best.pt`` or
+        ``last.pt``): its config's data and model, with the checkpoint's weights, ready to
+        ``evaluate`` (nothing is trained or written). Clear errors for a missing, unreadable or
+        foreign file and for weights that do not fit the config's model."""
+        from .config import _build
+        path = Path(path)
+        hint = "pass a run's checkpoints/best.pt or checkpoints/last.pt (written by scalegmn train)"
+        if not path.is_file():
+            near = [str(q) for q in (path / "checkpoints" / "best.pt", path / "best.pt")
+                    if q.is_file()]
+            raise FileNotFoundError(f"no checkpoint file '{path}': "
+                                    + (f"did you mean --checkpoint {near[0]}?" if near else hint))
+        try:
+            ckpt = torch.load(path, weights_only=False, map_location="cpu")
+        except Exception as e:     # noqa: BLE001 - any unreadable file gets the same message
+            raise ValueError(f"cannot read checkpoint '{path}' ({type(e).__name__}): {hint}") from e
+        if not (isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict)
+                and isinstance(ckpt.get("model"), dict)):
+            raise ValueError(f"'{path}' is not a checkpoint of scalegmn train (it has no config "
+                             f"and model): {hint}")
+        runner = cls(_build(RunConfig, ckpt["config"], "config"), path.parent.parent,
+                     dry_run=True, log=lambda *_: None)
+        try:
+            runner.model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            raise ValueError(f"checkpoint '{path}' does not fit the model of its own config "
+                             f"({lines[1] if len(lines) > 1 else lines[0]})") from e
+        return runner
+
     def _set_up_process(self):
         """Rank and world size (under torchrun only rank 0 logs and writes), the allocator
         policy, threads and determinism, dtype and device, and the seeds."""
@@ -330,6 +362,13 @@ class Runner:
                  reference: bool = False):
         """The task's metrics on ``graphs`` (a progress bar ``desc`` when the step is long);
         ``reference``: of the task's trivial model instead (``Task.reference_output``)."""
+        return self.task.evaluate(*self.outputs(graphs, transform, desc, reference))
+
+    def outputs(self, graphs, transform=None, desc: str = "evaluating",
+                reference: bool = False) -> tuple:
+        """``(outputs, batches)``: the model's output on each batch of ``graphs`` (in order,
+        ``data.batch_size`` networks each, ``transform`` applied to each batch first), and the
+        batches it read."""
         from ..progress import bar as progress_bar
         self.model.eval()
         outs, bs = [], []
@@ -348,7 +387,7 @@ class Runner:
                     bar.update(1)
         if bar is not None:
             bar.close()
-        return self.task.evaluate(outs, bs)
+        return outs, bs
 
     def fit(self):
         cfg = self.cfg

@@ -1,9 +1,18 @@
-"""Robustness: a trained model's metric on test sets transformed by random group actions.
+"""Robustness: a trained model's metric on test sets transformed by random group actions, and
+the share of test networks whose prediction the actions change.
 
 A symmetric model's metric is unchanged by actions of the groups it claims; a model that ignores
-the symmetry (the flat MLP) degrades. Settings: ``none``, ``perm`` (permutations only),
-``perm+sign`` (sign flips too: sine/tanh networks), ``scale r`` (log-uniform factors in
-``[1/r, r]`` and permutations: ReLU networks).
+the symmetry (the flat MLP) degrades, **unless the data set itself is invariant**: SIRENs and
+tanh networks trained from a sign-symmetric, i.i.d. initialisation by an elementwise optimiser
+are as likely as their permuted and sign-flipped copies, so a transformed test set is another
+sample of the same distribution, and every model's expected metric is the same on it (the
+difference is sampling noise). ``prediction_changes`` measures what the metric cannot: how many
+test networks get a different prediction after the action (0 for a model that respects the
+group, to float precision). Positive rescalings of ReLU networks do leave the distribution,
+and there the metric itself drops.
+
+Settings: ``none``, ``perm`` (permutations only), ``perm+sign`` (sign flips too: sine/tanh
+networks), ``scale r`` (log-uniform factors in ``[1/r, r]`` and permutations: ReLU networks).
 """
 from __future__ import annotations
 
@@ -47,6 +56,39 @@ def robustness(runner, seed=0) -> dict:
         res = runner.evaluate(test, None if rng is None else _transform(rng, seed),
                               desc=f"robustness: {name}")
         out[name] = res[runner.task.metric]
+    return out
+
+
+#: a real-valued prediction "changes" when it moves by more than this times the standard deviation
+#: of the untransformed predictions over the test set (float32 round-off of a symmetric model is
+#: about 1e-6 of it; a model that ignores the group moves by 1e-2 to 1)
+CHANGE_TOLERANCE = 1e-3
+
+
+def prediction_changes(runner, seed: int = 0) -> dict:
+    """``{setting: share of test networks whose prediction changes}`` for every setting of
+    ``settings_for`` but ``none``, under the same random actions as ``robustness(runner, seed)``.
+
+    A prediction is ``Task.predictions`` (the class, the predicted accuracy, the edited image);
+    a class changes when it differs, a real value (an image: any pixel) when it moves by more
+    than ``CHANGE_TOLERANCE`` times the standard deviation of the untransformed predictions.
+    Invariant for a model that respects the group: 0.0 whatever the data."""
+    test = runner.data["test"]
+    task = runner.task
+    base = torch.cat([task.predictions(o, b) for o, b in zip(*runner.outputs(test))])
+    discrete = not torch.is_floating_point(base)
+    tol = 0.0 if discrete else CHANGE_TOLERANCE * float(base.double().std())
+    out = {}
+    for name, rng in settings_for(test):
+        if rng is None:
+            continue
+        outs, bs = runner.outputs(test, _transform(rng, seed), desc=f"prediction changes: {name}")
+        moved = torch.cat([task.predictions(o, b) for o, b in zip(outs, bs)])
+        if discrete:
+            changed = moved != base
+        else:
+            changed = (moved - base).abs().reshape(len(base), -1).amax(1) > tol
+        out[name] = float(changed.double().mean())
     return out
 
 

@@ -31,6 +31,13 @@ class Task:
     def evaluate(self, outs: list, batches: list) -> dict:
         raise NotImplementedError
 
+    def predictions(self, out, batch) -> torch.Tensor:
+        """What the model predicts for each network, (B, ...): a function of the input network
+        alone, the same for every element of its symmetry group when the model respects it
+        (classification: the class; generalisation: the predicted accuracy; editing: the edited
+        network's image). ``robustness.prediction_changes`` compares these."""
+        raise NotImplementedError
+
     #: what the reference level of the metric is (``None``: the task has none beyond chance)
     reference_name = None
 
@@ -57,6 +64,9 @@ class InrClassification(Task):
                    for o, b in zip(outs, batches)) / len(y)
         return {"accuracy": float((pred == y).float().mean()), "loss": loss}
 
+    def predictions(self, out, batch):
+        return out.argmax(1)
+
 
 class Generalization(Task):
     """sigmoid(output) regressed on the test accuracy with MSE; metrics: Kendall tau, R^2, L1."""
@@ -74,6 +84,9 @@ class Generalization(Task):
         r2 = 1 - float(((p - y) ** 2).sum()) / ss if ss > 0 else float("nan")
         return {"kendall_tau": float(tau) if not math.isnan(tau) else 0.0, "r2": r2,
                 "l1": float((p - y).abs().mean()), "loss": float(((p - y) ** 2).mean())}
+
+    def predictions(self, out, batch):
+        return torch.sigmoid(out[:, 0])
 
 
 class InrEditing(Task):
@@ -93,6 +106,9 @@ class InrEditing(Task):
 
     def loss(self, out, batch):
         return F.mse_loss(self._render(out, batch), batch.target.to(out.x.dtype))
+
+    def predictions(self, out, batch):
+        return self._render(out, batch)
 
     reference_name = "unedited"
 
