@@ -129,6 +129,14 @@ def mean_std(values) -> tuple:
     return m, s, len(v)
 
 
+def _median(values):
+    """The median of the values that are not None (None when there are none)."""
+    v = sorted(float(x) for x in values if x is not None)
+    if not v:
+        return None
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
 def _fmt(task, m, s=None) -> str:
     if m is None:
         return "-"
@@ -240,9 +248,11 @@ def render(runs, out, path, suite: str = "", data_dir=None) -> str:
           "group actions*: the test metric on test networks transformed by random elements of "
           "their symmetry group (named in the column: permutations and sign flips for sine and "
           "tanh networks, permutations and positive rescalings by factors in [1/r, r] for ReLU "
-          "networks); a backend that respects the symmetry keeps its number. Wall time: per "
-          "run, mean over its seeds, training and evaluation (the data sets are made once, "
-          "before; times are on a shared, busy machine, niced, so they are upper bounds).", ""]
+          "networks); a backend that respects the symmetry keeps its number (one that does "
+          "not may keep it too: see the section on prediction changes). Wall and CPU time: per "
+          "run, the median over its seeds (one run paused or slowed by other work cannot set "
+          "the figure), training and evaluation (the data sets are made once, before; times "
+          "are on a shared, busy machine, niced, so wall times are upper bounds).", ""]
     L += ["**The sizes differ from the papers'**: the published numbers come from 55,000 "
           "training INRs and 150-300 epochs on a GPU; this suite trains on a few thousand "
           "networks for a few epochs on 2 CPU cores, so our numbers are far below the "
@@ -299,8 +309,7 @@ def render(runs, out, path, suite: str = "", data_dir=None) -> str:
             pub = info.published.get(b)
             pub_txt = f"{pub[0]:g} {ref(pub[1])}" if pub else "-"
             params = next((r["params"] for r in rs if r["params"]), None)
-            wall = mean_std(r["wall_s"] for r in rs)[0]
-            cpu = mean_std(r["cpu_s"] for r in rs)[0]
+            wall, cpu = _median(r["wall_s"] for r in rs), _median(r["cpu_s"] for r in rs)
             L.append(f"| `{b}` | {_fmt(t, m, s)} | {n}/{len(rs)} | {pub_txt} | "
                      f"{_fmt(t, rm, rsd)} | {f'{params:,}' if params else '-'} | "
                      f"{_minutes(wall)} | {_minutes(cpu)} |")
