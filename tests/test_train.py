@@ -447,6 +447,30 @@ def test_prediction_changes_are_zero_for_scalegmn_and_not_for_the_mlp(tmp_path, 
     assert changes["edit-mlp"]["perm+sign"] > 0.1, changes
 
 
+def test_from_checkpoint_reads_a_checkpoint_whose_config_is_in_the_old_form(tmp_path, inr_dir):
+    """Checkpoints written before the per-family model configs hold every family's keys and
+    ``extra``: ``Runner.from_checkpoint`` (``scalegmn eval``, the benchmark's measure of
+    prediction changes) reads them as ``--resume`` does ("unknown config key 'model.channels'
+    for backend 'gmn'" before)."""
+    from scalegmn.config import ScaleGMNConfig
+    cfg = load_config(write_config(tmp_path / "c.yaml", inr_dir, model__backend="gmn",
+                                   train__epochs=1))
+    runner = Runner(cfg, tmp_path / "run", log=lambda *a: None)
+    runner.fit()
+    path = tmp_path / "run" / "checkpoints" / "best.pt"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["config"]["model"] = {**ScaleGMNConfig().to_dict(), **ckpt["config"]["model"],
+                               "channels": [8, 8], "head_hidden": 16, "extra": {}}
+    torch.save(ckpt, path)
+    again = Runner.from_checkpoint(path)
+    test = runner.data["test"]
+    assert again.evaluate(test) == runner.evaluate(test)
+    ckpt["config"]["model"].pop("extra")      # today's form with a foreign key: refused
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="model.channels"):
+        Runner.from_checkpoint(path)
+
+
 def test_robustness_chance_level_is_one_over_classes(tmp_path, inr_dir):
     from scalegmn.train import robustness as R
     runner = Runner(load_config(write_config(tmp_path / "c.yaml", inr_dir)), tmp_path / "c",

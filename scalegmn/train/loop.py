@@ -190,8 +190,8 @@ class Runner:
                 and isinstance(ckpt.get("model"), dict)):
             raise ValueError(f"'{path}' is not a checkpoint of scalegmn train (it has no config "
                              f"and model): {hint}")
-        runner = cls(_build(RunConfig, ckpt["config"], "config"), path.parent.parent,
-                     dry_run=True, log=lambda *_: None)
+        cfg = _build(RunConfig, upgrade_run_dict(ckpt["config"]), "config")
+        runner = cls(cfg, path.parent.parent, dry_run=True, log=lambda *_: None)
         try:
             runner.model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
