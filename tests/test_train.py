@@ -469,6 +469,20 @@ def test_from_checkpoint_reads_a_checkpoint_whose_config_is_in_the_old_form(tmp_
     torch.save(ckpt, path)
     with pytest.raises(ValueError, match="model.channels"):
         Runner.from_checkpoint(path)
+    # an old editing run: its model section said task: invariant (the build overwrote it then)
+    cfgd = {"task": "inr_editing",
+            "data": {"format": "dwsnets-mnist", "path": str(inr_dir), "batch_size": 8,
+                     "editing": "dilate", "limit": 16},
+            "model": {"backend": "monomial-nfn"}, "train": {"epochs": 1, "progress": False}}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(cfgd))
+    runner = Runner(load_config(str(tmp_path / "e.yaml")), tmp_path / "edit", log=lambda *a: None)
+    runner.fit()
+    path = tmp_path / "edit" / "checkpoints" / "best.pt"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["config"]["model"] = {**ckpt["config"]["model"], "task": "invariant", "extra": {}}
+    torch.save(ckpt, path)
+    again = Runner.from_checkpoint(path)
+    assert again.evaluate(runner.data["test"]) == runner.evaluate(runner.data["test"])
 
 
 def test_robustness_chance_level_is_one_over_classes(tmp_path, inr_dir):

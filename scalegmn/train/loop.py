@@ -174,7 +174,7 @@ class Runner:
         ``last.pt``): its config's data and model, with the checkpoint's weights, ready to
         ``evaluate`` (nothing is trained or written). Clear errors for a missing, unreadable or
         foreign file and for weights that do not fit the config's model."""
-        from .config import _build
+        from .config import _build, _with_model_task
         path = Path(path)
         hint = "pass a run's checkpoints/best.pt or checkpoints/last.pt (written by scalegmn train)"
         if not path.is_file():
@@ -190,7 +190,7 @@ class Runner:
                 and isinstance(ckpt.get("model"), dict)):
             raise ValueError(f"'{path}' is not a checkpoint of scalegmn train (it has no config "
                              f"and model): {hint}")
-        cfg = _build(RunConfig, upgrade_run_dict(ckpt["config"]), "config")
+        cfg = _build(RunConfig, _with_model_task(upgrade_run_dict(ckpt["config"])), "config")
         runner = cls(cfg, path.parent.parent, dry_run=True, log=lambda *_: None)
         try:
             runner.model.load_state_dict(ckpt["model"])
