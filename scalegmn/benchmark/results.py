@@ -84,7 +84,9 @@ CHANGES_TEXT = [
     "transformed test set is another sample of the same data and no backend's expected metric "
     "changes on it; the metric columns above differ from `none` by sampling noise only. Positive "
     "rescalings of ReLU networks do leave the data's distribution, and there the metric drops "
-    "too.", ""]
+    "too. Float32 round-off can move a prediction of a backend that respects the group "
+    "(measured for ScaleGMN-B under large rescalings of ReLU networks: 0 % in float64; "
+    "[methods.md, section 7.7](methods.md#77-prediction-changes-under-group-actions-and-float32-round-off)).", ""]
 
 
 def _setting_tables(groups: dict, key: str, title: str, intro: list, cell) -> list:
