@@ -485,6 +485,22 @@ def test_from_checkpoint_reads_a_checkpoint_whose_config_is_in_the_old_form(tmp_
     assert again.evaluate(runner.data["test"]) == runner.evaluate(runner.data["test"])
 
 
+def test_the_precision_example_compares_float32_and_float64(tmp_path, inr_dir, capsys):
+    """examples/prediction_changes_precision.py on a tiny run: one line per precision and
+    action (permutations and sign flips of SIRENs), and ScaleGMN's classes never change."""
+    import runpy
+    cfg = load_config(write_config(tmp_path / "c.yaml", inr_dir, train__epochs=1))
+    Runner(cfg, tmp_path / "run", log=lambda *a: None).fit()
+    example = Path(__file__).resolve().parents[1] / "examples" / "prediction_changes_precision.py"
+    runpy.run_path(str(example))["main"](str(tmp_path / "run" / "checkpoints" / "best.pt"), 8)
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[:2] for ln in lines] == [["torch.float32", "perm"],
+                                                ["torch.float32", "perm+sign"],
+                                                ["torch.float64", "perm"],
+                                                ["torch.float64", "perm+sign"]]
+    assert all(ln.endswith("changed 0.0 %") for ln in lines)
+
+
 def test_robustness_chance_level_is_one_over_classes(tmp_path, inr_dir):
     from scalegmn.train import robustness as R
     runner = Runner(load_config(write_config(tmp_path / "c.yaml", inr_dir)), tmp_path / "c",
