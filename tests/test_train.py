@@ -492,13 +492,19 @@ def test_the_precision_example_compares_float32_and_float64(tmp_path, inr_dir, c
     cfg = load_config(write_config(tmp_path / "c.yaml", inr_dir, train__epochs=1))
     Runner(cfg, tmp_path / "run", log=lambda *a: None).fit()
     example = Path(__file__).resolve().parents[1] / "examples" / "prediction_changes_precision.py"
-    runpy.run_path(str(example))["main"](str(tmp_path / "run" / "checkpoints" / "best.pt"), 8)
+    fns = runpy.run_path(str(example))
+    fns["main"](str(tmp_path / "run" / "checkpoints" / "best.pt"), 8)
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[:2] for ln in lines] == [["torch.float32", "perm"],
                                                 ["torch.float32", "perm+sign"],
                                                 ["torch.float64", "perm"],
                                                 ["torch.float64", "perm+sign"]]
     assert all(ln.endswith("changed 0.0 %") for ln in lines)
+    fns["backward_edge_modes"](str(tmp_path / "run" / "checkpoints" / "best.pt"), 8)
+    modes = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in modes] == ["backward_edges=reciprocal",
+                                               "backward_edges=division_free"]
+    assert all(ln.endswith("perm 0.0 %, perm+sign 0.0 %") for ln in modes)
 
 
 def test_robustness_chance_level_is_one_over_classes(tmp_path, inr_dir):
