@@ -34,18 +34,15 @@ def main(path: str, n: int = 200, scales=(10.0, 1000.0)):
     settings = [s for s in R.settings_for(test) if s[1] is not None]
     if any(name.startswith("scale") for name, _ in settings):
         settings = [(f"scale {r:g}", (1.0 / r, r)) for r in scales]
-    task = runner.task
     for dtype in (torch.float32, torch.float64):
         runner.model.to(dtype)
         runner.dtype = dtype
-        base = torch.cat([task.predictions(o, b) for o, b in zip(*runner.outputs(test))])
-        tol = R.CHANGE_TOLERANCE * float(base.double().std())
+        base = R.predictions(runner, test)
         for name, rng in settings:
-            outs, bs = runner.outputs(test, R._transform(rng, 0))
-            moved = torch.cat([task.predictions(o, b) for o, b in zip(outs, bs)])
-            d = (moved - base).double().abs().reshape(len(base), -1).amax(1)
+            d = R.change_sizes(base, R.predictions(runner, test, R._transform(rng, 0)))
+            changed = float((d > R.change_tolerance(base)).double().mean())
             print(f"{str(dtype):14s} {name:10s} max |change| {d.max():.2e}  median "
-                  f"{d.median():.2e}  changed {100 * float((d > tol).double().mean()):.1f} %")
+                  f"{d.median():.2e}  changed {100 * changed:.1f} %")
 
 
 def backward_edge_modes(path: str, n: int = 200):

@@ -165,7 +165,7 @@ def cmd_eval(args):
         from .train import robustness as R
         rob = R.robustness(runner)
         changes = R.prediction_changes(runner)
-        run_dir = Path(args.checkpoint).parent.parent
+        run_dir = runner.out
         R.save(rob, run_dir / "robustness.json")
         R.save(changes, run_dir / "prediction_changes.json")
         R.plot({cfg.model.backend: rob}, runner.task.metric, run_dir / "plots" /

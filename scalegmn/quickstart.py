@@ -70,6 +70,15 @@ def context_table(summaries: dict, chance: Optional[float], bench_dir) -> str:
     return "\n".join(lines)
 
 
+def setting_table(values: dict, cell) -> list:
+    """Text lines of a ``{backend: {setting: value}}`` table, one column per setting (those of
+    the first backend), each value written by ``cell`` (10 characters wide)."""
+    settings = list(next(iter(values.values())))
+    lines = [f"  {'backend':<10s} " + " ".join(f"{s:>10s}" for s in settings)]
+    lines += [f"  {b:<10s} " + " ".join(cell(v[s]) for s in settings) for b, v in values.items()]
+    return lines
+
+
 def run(out_dir="quickstart_out", quick: bool = False, bench_dir="runs/benchmark") -> int:
     """Train, evaluate and report (module doc); returns the exit code."""
     out = Path(out_dir)
@@ -87,13 +96,8 @@ def run(out_dir="quickstart_out", quick: bool = False, bench_dir="runs/benchmark
     R.save(results, out / "robustness.json")
     R.save(changes, out / "prediction_changes.json")
     R.plot(results, metric, out / "robustness.png", chance=chance)
-    settings = list(next(iter(results.values())))
-    rob = [f"  {'backend':<10s} " + " ".join(f"{s:>10s}" for s in settings)]
-    rob += [f"  {b:<10s} " + " ".join(f"{r[s]:>10.4f}" for s in settings)
-            for b, r in results.items()]
-    moved = [f"  {'backend':<10s} " + " ".join(f"{s:>10s}" for s in settings[1:])]
-    moved += [f"  {b:<10s} " + " ".join(f"{100 * c[s]:>9.1f}%" for s in settings[1:])
-              for b, c in changes.items()]
+    rob = setting_table(results, lambda v: f"{v:>10.4f}")
+    moved = setting_table(changes, lambda v: f"{100 * v:>9.1f}%")
     table = report([out / b for b in summaries])
     context = context_table(summaries, chance, bench_dir)
     rob_title = f"test {metric} on transformed test sets (random group actions of the test INRs):"

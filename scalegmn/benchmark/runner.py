@@ -226,10 +226,12 @@ def run_suite(suite: str, out, only: Optional[str] = None, dry_run: bool = False
     added = 0
     for r in runs:      # runs finished before prediction changes were measured
         try:
-            added += add_prediction_changes(r, out, log)
+            wrote = add_prediction_changes(r, out, log)
         except Exception as e:     # noqa: BLE001 - a measure must not stop the suite
             log(f"[{r.name}] prediction changes not measured: {type(e).__name__}: {e}")
-        if added and added % 10 == 0 and results:
+            continue
+        added += wrote
+        if wrote and added % 10 == 0 and results:      # the page every 10 measured runs
             _write_page(suite, runs, out, data_dir, results, log, quote_in)
     if results:
         _write_page(suite, runs, out, data_dir, results, log, quote_in)

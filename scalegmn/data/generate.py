@@ -2,10 +2,11 @@
 
 Fitting is batched over networks (chunks of ``chunk``): the loss is the sum over networks of each
 network's mean squared error, and Adam is elementwise, so every network trains exactly as if
-alone. The gradient is written out by hand (``siren_loss_and_grads``; checked against autograd on
-``torch.nn`` SIRENs in the tests). Each network's initialisation is seeded by its own index, chunks have fixed boundaries,
-and a log (CSV) is appended only after a chunk's files are written atomically: a killed run,
-resumed, continues where it stopped and gives the same files as an uninterrupted run.
+alone. The gradient is written out by hand (``siren_loss_and_grads``; checked against autograd
+on ``torch.nn`` SIRENs in the tests). Each network's initialisation is seeded by its own index,
+chunks have fixed boundaries, and a log (CSV) is appended only after a chunk's files are written
+atomically: a killed run, resumed, continues where it stopped and gives the same files as an
+uninterrupted run.
 """
 from __future__ import annotations
 
@@ -64,9 +65,10 @@ def siren_forward(params, coords, convention):
 
 def siren_loss_and_grads(params, coords, target, convention):
     """Each network's mean squared error and the gradient of their sum, by a hand-written
-    backward pass (about 1.25x faster than autograd on CPU: ``w0`` is folded into ``baddbmm``'s
-    scalars and into the small weight matrices, so the only elementwise passes over the
-    (B, P, width) activations are one ``sin``, one ``cos`` and one product per sine layer).
+    backward pass (1.25-1.45x faster than autograd on CPU, docs/performance.md: ``w0`` is folded
+    into ``baddbmm``'s scalars and into the small weight matrices, so the only elementwise passes
+    over the (B, P, width) activations are one ``sin``, one ``cos`` and one product per sine
+    layer).
 
     ``params``: [(W (B, out, in), b (B, out)), ...]; ``coords``: (P, 2); ``target``: (B, P, C).
     Returns (mse (B,), [(dW, db), ...] shaped like ``params``). The networks are independent:

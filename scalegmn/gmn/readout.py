@@ -74,8 +74,9 @@ class Readout(nn.Module):
 
 class EditHead(nn.Module):
     """Equivariant output: the input networks edited, ``x + beta_l u^x_l * delta_x`` and
-    ``W + alpha_l u^W_l * delta_W`` per node set l (units ``u``: ``unit_from``), with ``delta_x = NODE_g(h)`` (by q_i) and
-    ``delta_W = EDGE(h, e)`` (by q_i / q_j), zero on padding, inputs and residual edges."""
+    ``W + alpha_l u^W_l * delta_W`` per node set l (units ``u``: ``unit_from``), with
+    ``delta_x = NODE_g(h)`` (by q_i) and ``delta_W = EDGE(h, e)`` (by q_i / q_j), zero on
+    padding, inputs and residual edges."""
 
     def __init__(self, groups, cfg: ScaleGMNConfig, info: SpecInfo, n_x: int):
         super().__init__()

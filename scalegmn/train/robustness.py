@@ -65,6 +65,29 @@ def robustness(runner, seed=0) -> dict:
 CHANGE_TOLERANCE = 1e-3
 
 
+def predictions(runner, graphs, transform=None, desc: str = "evaluating") -> torch.Tensor:
+    """``Task.predictions`` of the runner's model on ``graphs`` (``transform`` applied to each
+    batch first), concatenated in order: (len(graphs), ...)."""
+    outs, bs = runner.outputs(graphs, transform, desc=desc)
+    return torch.cat([runner.task.predictions(o, b) for o, b in zip(outs, bs)])
+
+
+def change_sizes(base: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+    """(B,) float64: how far each network's prediction moved from ``base`` to ``moved``: the
+    largest absolute change of its entries (an image: of any pixel); 1 where a class differs."""
+    if not torch.is_floating_point(base):
+        return (moved != base).reshape(len(base), -1).any(1).double()
+    return (moved - base).double().abs().reshape(len(base), -1).amax(1)
+
+
+def change_tolerance(base: torch.Tensor) -> float:
+    """The change size above which a prediction counts as changed: 0 for classes,
+    ``CHANGE_TOLERANCE`` times the standard deviation of the real-valued ``base``."""
+    if not torch.is_floating_point(base):
+        return 0.0
+    return CHANGE_TOLERANCE * float(base.double().std())
+
+
 def prediction_changes(runner, seed: int = 0) -> dict:
     """``{setting: share of test networks whose prediction changes}`` for every setting of
     ``settings_for`` but ``none``, under the same random actions as ``robustness(runner, seed)``.
@@ -74,21 +97,14 @@ def prediction_changes(runner, seed: int = 0) -> dict:
     than ``CHANGE_TOLERANCE`` times the standard deviation of the untransformed predictions.
     Invariant for a model that respects the group: 0.0 whatever the data."""
     test = runner.data["test"]
-    task = runner.task
-    base = torch.cat([task.predictions(o, b) for o, b in zip(*runner.outputs(test))])
-    discrete = not torch.is_floating_point(base)
-    tol = 0.0 if discrete else CHANGE_TOLERANCE * float(base.double().std())
+    base = predictions(runner, test)
+    tol = change_tolerance(base)
     out = {}
     for name, rng in settings_for(test):
         if rng is None:
             continue
-        outs, bs = runner.outputs(test, _transform(rng, seed), desc=f"prediction changes: {name}")
-        moved = torch.cat([task.predictions(o, b) for o, b in zip(outs, bs)])
-        if discrete:
-            changed = moved != base
-        else:
-            changed = (moved - base).abs().reshape(len(base), -1).amax(1) > tol
-        out[name] = float(changed.double().mean())
+        moved = predictions(runner, test, _transform(rng, seed), f"prediction changes: {name}")
+        out[name] = float((change_sizes(base, moved) > tol).double().mean())
     return out
 
 
